@@ -1,0 +1,28 @@
+# Two commands a newcomer needs:  make run   and   make test   (both install into .venv first)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+MODEL  ?= resnet18
+ARGS   ?=
+
+.PHONY: install run test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+run: install            ## fetch, train, predict --tta, submit
+	$(BIN)/kagglecifar run $(MODEL) $(ARGS)
+
+test: install           ## the whole test suite (CPU, a few minutes)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: install          ## benchmarks/ -> benchmarks/results/*.json and the README table/plot
+	$(BIN)/python benchmarks/run_all.py $(ARGS)
+
+clean:
+	rm -rf build *.egg-info .pytest_cache

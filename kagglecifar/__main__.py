@@ -1,0 +1,3 @@
+from kagglecifar.cli import main
+
+main()

@@ -1,0 +1,23 @@
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import pytest  # noqa: E402
+
+from kagglecifar import cli  # noqa: E402
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `kagglecifar ARGS...` in-process; return (exit code, stdout, stderr)."""
+
+    def invoke(*args):
+        code = 0
+        try:
+            cli.main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
