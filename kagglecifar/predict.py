@@ -1,0 +1,370 @@
+"""Prediction over the test cache: test-time augmentation (TTA), ensembles, junk images; evaluation.
+
+TTA modes. A prediction is the mean softmax over the views; the views are batched tensor ops on
+the device, made one at a time per batch, so memory stays that of one batch:
+
+| mode    | views | the views                                                                   |
+|---------|-------|-----------------------------------------------------------------------------|
+| `none`  | 1     | the image                                                                   |
+| `flip`  | 2     | the image and its horizontal mirror                                         |
+| `shift` | 10    | the `flip` views, then the image reflect-padded by 2 px and cropped 2 px    |
+|         |       | up, down, left and right, each crop also mirrored                           |
+
+Each mode's views begin with the views of the smaller modes, so one pass gives every smaller mode too.
+
+Ensembles: several checkpoints (or run folders, meaning their best.pt) and probabilities saved earlier
+with `--save-probs x.npz` are averaged, optionally weighted; their class lists must agree.
+
+Undecodable test images (the cache's `bad` flag) still get a row: their probabilities are the mean
+probabilities over the decodable images (the model's prior), so their label (the fallback) is the class
+with the highest mean probability, and their confidence is 0. They are listed in `<csv stem>.bad-ids.txt`.
+
+Confidence = the highest averaged class probability. A decodable image whose confidence is below the
+out-of-distribution threshold (default 0.5: no class gets half the probability) "looks out-of-distribution";
+the competition's test set pads its 10,000 real images with 290,000 junk ones, most of which land there.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from kagglecifar import plots
+from kagglecifar.cache import load_split
+from kagglecifar.checkpoint import load_checkpoint, resolve_checkpoint
+from kagglecifar.data import to_model_input
+from kagglecifar.errors import KaggleCifarError
+from kagglecifar.models import create_model
+from kagglecifar.submission import atomic_output, read_sample_ids, refuse_existing, write_submission
+from kagglecifar.train import resolve_device
+
+TTA_VIEWS = {"none": 1, "flip": 2, "shift": 10}
+SHIFT = 2
+SHIFT_OFFSETS = ((-SHIFT, 0), (SHIFT, 0), (0, -SHIFT), (0, SHIFT))  # (dy, dx): up, down, left, right
+OOD_THRESHOLD = 0.5
+BATCH_SIZE = 1024
+SAVED_PROBS_SUFFIX = ".npz"
+SAVE_PROBS_ELSEWHERE = "another --save-probs path"
+
+
+@dataclass
+class Predictions:
+    """One row per test id, in ascending id order."""
+
+    ids: np.ndarray  # (N,) int64
+    probs: np.ndarray  # (N, C) float32, rows sum to 1
+    confidence: np.ndarray  # (N,) float32: highest probability; 0 for undecodable images
+    bad: np.ndarray  # (N,) bool: undecodable image, labelled with the fallback
+    classes: list[str]
+    tta: str = "none"
+    images_per_second: float = 0.0
+
+    def labels(self) -> np.ndarray:
+        return np.array(self.classes, dtype=object)[self.probs.argmax(axis=1)]
+
+    @property
+    def fallback(self) -> str:
+        """The label every undecodable image gets: the class with the highest mean probability."""
+        good = ~self.bad
+        prior = self.probs[good].mean(axis=0) if good.any() else np.ones(len(self.classes))
+        return self.classes[int(prior.argmax())]
+
+    def ood_count(self, threshold: float = OOD_THRESHOLD) -> int:
+        return int(((self.confidence < threshold) & ~self.bad).sum())
+
+
+def tta_views(x: torch.Tensor, mode: str):
+    """Yield the views of `mode` for a float NCHW batch, one at a time, in the order of the table above."""
+    check_tta_mode(mode)
+    yield x
+    if mode == "none":
+        return
+    yield x.flip(3)
+    if mode == "flip":
+        return
+    height, width = x.shape[2:]
+    padded = F.pad(x, (SHIFT, SHIFT, SHIFT, SHIFT), mode="reflect")
+    for dy, dx in SHIFT_OFFSETS:
+        crop = padded[:, :, SHIFT + dy:SHIFT + dy + height, SHIFT + dx:SHIFT + dx + width]
+        yield crop
+        yield crop.flip(3)
+
+
+def check_tta_mode(mode: str) -> str:
+    if mode not in TTA_VIEWS:
+        raise KaggleCifarError(f"--tta-mode {mode}: unknown TTA mode; choose one of {', '.join(TTA_VIEWS)}")
+    return mode
+
+
+def parse_weights(text: str | None, count: int) -> list[float] | None:
+    """'2,1' -> [2.0, 1.0], one positive weight per ensemble member."""
+    if not text:
+        return None
+    try:
+        weights = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise KaggleCifarError(f"--weights {text}: expected comma-separated numbers such as 2,1") from None
+    _check_weights(weights, count)
+    return weights
+
+
+def _check_weights(weights: list[float], count: int) -> None:
+    if len(weights) != count:
+        raise KaggleCifarError(f"--weights: {len(weights)} weights for {count} checkpoints; give one per checkpoint")
+    if any(not 0 < w < float("inf") for w in weights):
+        raise KaggleCifarError("--weights: every weight must be a positive number")
+
+
+def load_model(checkpoint_path: Path, device: torch.device) -> tuple[nn.Module, list[str]]:
+    """Rebuild a checkpoint's model in eval mode on `device`; returns it with its class names."""
+    ckpt = load_checkpoint(checkpoint_path)
+    return _build_model(ckpt, checkpoint_path, device), list(ckpt["classes"])
+
+
+def _build_model(ckpt: dict, path: Path, device: torch.device) -> nn.Module:
+    model = create_model(ckpt["model"], num_classes=len(ckpt["classes"]), **ckpt.get("model_kwargs", {}))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise KaggleCifarError(f"{path}: weights do not fit model {ckpt['model']!r} ({first})") from None
+    model.eval().to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def predict_images(models: list[tuple[nn.Module, float]], images: np.ndarray, modes: list[str], num_classes: int,
+                   batch_size: int = BATCH_SIZE, device: torch.device = torch.device("cpu"),
+                   desc: str = "predict") -> dict[str, np.ndarray]:
+    """Weighted sum over models of each mode's mean softmax, for uint8 NHWC images (a memory map is fine).
+
+    One pass over the images: batches are read in order, moved to the device as uint8 and scaled there.
+    """
+    largest = max(modes, key=TTA_VIEWS.get)
+    out = {mode: np.zeros((len(images), num_classes), np.float32) for mode in modes}
+    cuda = device.type == "cuda"
+    with torch.inference_mode(), tqdm(total=len(images), desc=desc, unit="img", smoothing=0.1) as bar:
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.array(images[start:start + batch_size]))  # a writable copy off the memory map
+            x = to_model_input(batch, device, channels_last=cuda)
+            for model, weight in models:
+                total = 0
+                for count, view in enumerate(tta_views(x, largest), start=1):
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                        logits = model(view)
+                    total = total + logits.float().softmax(dim=1)
+                    for mode in modes:
+                        if TTA_VIEWS[mode] == count:
+                            out[mode][start:start + len(batch)] += (total * (weight / count)).cpu().numpy()
+            bar.update(len(batch))
+    return out
+
+
+def predict(checkpoints: list[Path], data_dir: Path, *, tta: str = "none", weights: list[float] | None = None,
+            batch_size: int = BATCH_SIZE, device: str = "auto") -> Predictions:
+    """Predict every id of the test cache with one checkpoint or a weighted ensemble.
+
+    `checkpoints`: run folders, checkpoint files, or .npz probabilities saved earlier (see save_probs).
+    """
+    check_tta_mode(tta)
+    if not checkpoints:
+        raise KaggleCifarError("predict: give at least one run folder or checkpoint")
+    weights = list(weights) if weights else [1.0] * len(checkpoints)
+    _check_weights(weights, len(checkpoints))
+    weights = [w / sum(weights) for w in weights]
+    test = load_split(data_dir, "test")
+    dev = resolve_device(device)
+
+    models, saved, class_lists = [], [], {}
+    for source, weight in zip(checkpoints, weights):
+        source = Path(source)
+        if source.suffix == SAVED_PROBS_SUFFIX and source.is_file():
+            probs = load_probs(source)
+            if not np.array_equal(probs.ids, test.ids):
+                raise KaggleCifarError(f"{source}: its ids differ from the test cache in {data_dir}")
+            saved.append((probs, weight))
+            class_lists[source] = probs.classes
+        else:
+            path = resolve_checkpoint(source)
+            model, class_lists[path] = load_model(path, dev)
+            models.append((model, weight))
+    classes = _agreeing_classes(class_lists)
+
+    started = time.perf_counter()
+    probs = np.zeros((len(test), len(classes)), np.float32)
+    if models:
+        probs += predict_images(models, test.images, [tta], len(classes), batch_size, dev)[tta]
+    for earlier, weight in saved:
+        probs += weight * earlier.probs
+    seconds = time.perf_counter() - started
+    return _with_fallback(test.ids, probs, test.bad, classes, tta, len(test) / max(seconds, 1e-9))
+
+
+def _agreeing_classes(class_lists: dict[Path, list[str]]) -> list[str]:
+    (first, classes), *others = class_lists.items()
+    for path, other in others:
+        if list(other) != list(classes):
+            raise KaggleCifarError(f"{path}: its classes {other} differ from those of {first} {classes}; "
+                                   "an ensemble needs models trained on the same class list")
+    return list(classes)
+
+
+def _with_fallback(ids, probs, bad, classes, tta, images_per_second) -> Predictions:
+    good = ~bad
+    if good.any():
+        probs[bad] = probs[good].mean(axis=0)
+    else:
+        probs[bad] = 1 / len(classes)
+    confidence = probs.max(axis=1)
+    confidence[bad] = 0
+    return Predictions(np.asarray(ids), probs, confidence, np.asarray(bad, bool), classes, tta, images_per_second)
+
+
+def save_probs(predictions: Predictions, path: Path, force: bool = False) -> Path:
+    """ids, probabilities, confidence, bad flags and classes as .npz (ensembling later) or .csv (a look)."""
+    path = Path(path)
+    if path.suffix not in (".npz", ".csv"):
+        raise KaggleCifarError(f"--save-probs {path}: use a .npz or .csv file name")
+    p = predictions
+    with atomic_output(path, force, SAVE_PROBS_ELSEWHERE) as tmp:
+        if path.suffix == ".npz":
+            with open(tmp, "wb") as f:
+                np.savez(f, ids=p.ids, probs=p.probs, confidence=p.confidence, bad=p.bad,
+                         classes=np.array(p.classes), tta=np.array(p.tta))
+        else:
+            import pandas as pd
+
+            table = pd.DataFrame(p.probs, columns=p.classes)
+            table.insert(0, "id", p.ids)
+            table.insert(1, "confidence", p.confidence)
+            table.insert(2, "bad", p.bad.astype(int))
+            table.to_csv(tmp, index=False, float_format="%.6f")
+    return path
+
+
+def load_probs(path: Path) -> Predictions:
+    """Probabilities written by save_probs(.npz)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            return Predictions(saved["ids"], saved["probs"].astype(np.float32), saved["confidence"], saved["bad"],
+                               [str(c) for c in saved["classes"]], str(saved["tta"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise KaggleCifarError(f"{path}: not probabilities saved by `kagglecifar predict --save-probs` ({exc})") from None
+
+
+def default_submission_path(sources: list[Path], tta: str, folder: Path = Path("submissions")) -> Path:
+    """submissions/<run name>[-ensemble]-<tta mode>.csv"""
+    first = Path(sources[0])
+    if first.is_dir():
+        name = first.name
+    else:
+        name = first.parent.name if first.suffix == ".pt" and first.parent.name else first.stem
+    return Path(folder) / f"{name}{'-ensemble' if len(sources) > 1 else ''}-{tta}.csv"
+
+
+def bad_ids_path(csv_path: Path) -> Path:
+    return Path(csv_path).with_suffix(".bad-ids.txt")
+
+
+@dataclass
+class PredictResult:
+    predictions: Predictions
+    csv_path: Path
+    bad_ids_path: Path
+    probs_path: Path | None
+    ood_threshold: float
+    rows: int
+
+
+def predict_to_submission(sources: list[Path], data_dir: Path, out: Path, *, tta: str = "flip",
+                          weights: list[float] | None = None, batch_size: int = BATCH_SIZE, device: str = "auto",
+                          force: bool = False, save_probs_path: Path | None = None,
+                          ood_threshold: float = OOD_THRESHOLD) -> PredictResult:
+    """`kagglecifar predict`: predictions -> submission CSV (+ bad-ids report, + probabilities)."""
+    out = Path(out)
+    sample = Path(data_dir) / "sampleSubmission.csv"
+    refuse_existing(out, force)  # before the long part
+    if save_probs_path is not None:
+        refuse_existing(save_probs_path, force, SAVE_PROBS_ELSEWHERE)
+    sample_ids = read_sample_ids(sample)
+    predictions = predict(sources, data_dir, tta=tta, weights=weights, batch_size=batch_size, device=device)
+    if save_probs_path is not None:
+        save_probs(predictions, save_probs_path, force)
+    write_submission(out, predictions.ids, predictions.labels(), sample, predictions.classes, force)
+    report = bad_ids_path(out)
+    bad_ids = predictions.ids[predictions.bad]
+    with atomic_output(report, force=True) as tmp:
+        tmp.write_text(f"# {len(bad_ids)} test images in {data_dir} could not be decoded; each is labelled "
+                       f"{predictions.fallback!r} (highest mean probability over the decodable images) in {out.name}\n"
+                       + "".join(f"{i}\n" for i in bad_ids.tolist()))
+    return PredictResult(predictions, out, report, Path(save_probs_path) if save_probs_path else None,
+                         ood_threshold, len(sample_ids))
+
+
+@dataclass
+class EvalReport:
+    checkpoint: Path
+    classes: list[str]
+    count: int  # validation images evaluated (undecodable ones are left out)
+    per_class: dict[str, np.ndarray] = field(default_factory=dict)  # TTA mode -> accuracy per class
+    overall: dict[str, float] = field(default_factory=dict)  # TTA mode -> accuracy
+    confusion_path: Path | None = None
+
+    def table(self) -> str:
+        modes = list(self.overall)
+        width = max(len(c) for c in [*self.classes, "overall"])
+        lines = [f"{'class':<{width}}  " + "  ".join(f"{m:>6}" for m in modes)]
+        for i, name in enumerate(self.classes):
+            lines.append(f"{name:<{width}}  " + "  ".join(f"{self.per_class[m][i]:>6.1%}" for m in modes))
+        lines.append(f"{'overall':<{width}}  " + "  ".join(f"{self.overall[m]:>6.1%}" for m in modes))
+        return "\n".join(lines)
+
+
+def evaluate(run: Path, data_dir: Path, tta_modes=("flip", "shift"), *, batch_size: int = BATCH_SIZE,
+             device: str = "auto") -> EvalReport:
+    """Accuracy on the run's validation split without TTA and with each mode.
+
+    Writes confusion_matrix-<mode>.png (the mode with the most views) into the run folder.
+    """
+    modes = list(dict.fromkeys(["none", *(check_tta_mode(m) for m in tta_modes)]))
+    path = resolve_checkpoint(run)
+    ckpt = load_checkpoint(path)
+    val_ids = ckpt.get("val_ids")
+    val_ids = np.asarray([] if val_ids is None else val_ids, np.int64)
+    if not len(val_ids):
+        raise KaggleCifarError(f"{path}: the run has no validation split (val_ids is empty); "
+                               "train with a validation split to evaluate it")
+    train = load_split(data_dir, "train")
+    rows = np.clip(np.searchsorted(train.ids, val_ids), 0, len(train.ids) - 1)
+    if not np.array_equal(train.ids[rows], val_ids):
+        raise KaggleCifarError(f"{path}: some validation ids are not in the train cache of {data_dir}; "
+                               "was the run trained on another download?")
+    rows = np.sort(rows[~train.bad[rows]])
+    classes = list(ckpt["classes"])
+    if sorted(classes) != sorted(train.classes):
+        raise KaggleCifarError(f"{path}: its classes {classes} differ from the train cache's {train.classes}")
+    to_checkpoint_index = np.array([classes.index(c) for c in train.classes])
+    labels = to_checkpoint_index[train.labels[rows]]
+
+    dev = resolve_device(device)
+    model = _build_model(ckpt, path, dev)
+    probs = predict_images([(model, 1.0)], train.images[rows], modes, len(classes), batch_size, dev, "evaluate")
+    report = EvalReport(path, classes, len(rows))
+    for mode in modes:
+        counts = plots.confusion_matrix(labels, probs[mode].argmax(axis=1), len(classes))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            report.per_class[mode] = np.diag(counts) / counts.sum(axis=1)
+        report.overall[mode] = float(np.trace(counts) / max(counts.sum(), 1))
+    largest = max(modes, key=TTA_VIEWS.get)
+    report.confusion_path = plots.plot_confusion_matrix(
+        plots.confusion_matrix(labels, probs[largest].argmax(axis=1), len(classes)), classes,
+        path.parent / f"confusion_matrix-{largest}.png", title=f"{path.parent.name} validation, TTA {largest}")
+    return report

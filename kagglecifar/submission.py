@@ -1,0 +1,211 @@
+"""The submission file: written in sampleSubmission.csv's id order, checked before anything uploads it.
+
+A valid file is UTF-8 without a byte-order mark, has the header `id,label`, one line ending style,
+exactly one row per id of sampleSubmission.csv (integer ids, no extras, no duplicates) and a class
+name in every label cell.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kagglecifar.errors import KaggleCifarError
+
+HEADER = ["id", "label"]
+SHOWN_PROBLEMS = 5
+
+
+@dataclass
+class Problem:
+    """One kind of problem: where it first occurs (1-based line, 0 = the whole file) and how often."""
+
+    line: int
+    message: str
+    count: int = 1
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        more = f" (and {self.count - 1} more like it)" if self.count > 1 else ""
+        return f"{where}{self.message}{more}"
+
+
+@contextmanager
+def atomic_output(path: Path, force: bool = False, option: str = "--out"):
+    """Yield a private temporary path next to `path`; publish it with a rename only if the block succeeds.
+
+    Refuses an existing `path` unless force, so a finished output is never overwritten by accident.
+    """
+    path = Path(path)
+    refuse_existing(path, force, option)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def refuse_existing(path: Path, force: bool, option: str = "--out") -> None:
+    if Path(path).exists() and not force:
+        raise KaggleCifarError(f"{path}: already exists; pass --force to overwrite it or {option} to write elsewhere")
+
+
+def read_sample_ids(sample_path: Path) -> np.ndarray:
+    """The ids of sampleSubmission.csv, in file order."""
+    import pandas as pd
+
+    sample_path = Path(sample_path)
+    try:
+        return pd.read_csv(sample_path, usecols=["id"], dtype={"id": np.int64}, encoding="utf-8-sig")["id"].to_numpy()
+    except FileNotFoundError:
+        raise KaggleCifarError(f"{sample_path}: not found; run `kagglecifar fetch` first") from None
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KaggleCifarError(f"{sample_path}: unreadable sample submission ({first})") from None
+
+
+class _Problems:
+    """Collects problems grouped by kind: the first occurrence is kept, later ones are counted."""
+
+    def __init__(self):
+        self.by_kind: dict[str, Problem] = {}
+
+    def add(self, kind: str, line: int, message: str) -> None:
+        if kind in self.by_kind:
+            self.by_kind[kind].count += 1
+        else:
+            self.by_kind[kind] = Problem(line, message)
+
+    def sorted(self) -> list[Problem]:
+        return sorted(self.by_kind.values(), key=lambda p: p.line)
+
+
+def validate_submission(csv_path: Path, sample_path: Path, classes: list[str]) -> list[Problem]:
+    """Every problem that would make Kaggle reject or misread the file; an empty list means valid."""
+    return _validate(Path(csv_path), read_sample_ids(sample_path), classes)
+
+
+def _validate(csv_path: Path, sample_ids: np.ndarray, classes: list[str]) -> list[Problem]:
+    try:
+        data = csv_path.read_bytes()
+    except OSError as exc:
+        raise KaggleCifarError(f"{csv_path}: cannot read ({exc.strerror or exc})") from None
+    problems = _Problems()
+    if data.startswith(b"\xef\xbb\xbf"):
+        problems.add("bom", 1, "starts with a UTF-8 byte-order mark; save as plain UTF-8")
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        problems.add("encoding", line, f"not UTF-8 (byte {data[exc.start]:#04x})")
+        text = data.decode("utf-8", errors="replace")
+    _check_line_endings(text, problems)
+
+    lines = text.splitlines()
+    if not lines:
+        problems.add("empty", 0, "the file is empty")
+        return problems.sorted()
+    if lines[0] != ",".join(HEADER):
+        problems.add("header", 1, f"header is {lines[0][:40]!r}, expected 'id,label'")
+
+    wanted = set(sample_ids.tolist())
+    known_labels = set(classes)
+    first_line_of: dict[int, int] = {}
+    rows = 0
+    reader = csv.reader(lines[1:])
+    for cells in reader:
+        line_no = reader.line_num + 1
+        if not cells or cells == [""]:
+            problems.add("blank", line_no, "blank line")
+            continue
+        rows += 1
+        if len(cells) != 2:
+            problems.add("fields", line_no, f"{len(cells)} cells, expected 2 (id,label)")
+            continue
+        id_text, label = cells
+        if label == "":
+            problems.add("empty-cell", line_no, "empty label cell")
+        elif label not in known_labels:
+            problems.add("label", line_no, f"unknown label {label[:30]!r}; expected one of {', '.join(classes)}")
+        if id_text == "":
+            problems.add("empty-cell", line_no, "empty id cell")
+            continue
+        try:
+            id_ = int(id_text)
+        except ValueError:
+            problems.add("id-format", line_no, f"id {id_text[:30]!r} is not an integer")
+            continue
+        if id_ not in wanted:
+            problems.add("id-extra", line_no, f"id {id_} is not in sampleSubmission.csv")
+        elif id_ in first_line_of:
+            problems.add("id-duplicate", line_no, f"id {id_} again (first on line {first_line_of[id_]})")
+        else:
+            first_line_of[id_] = line_no
+
+    missing = [i for i in sample_ids.tolist() if i not in first_line_of]
+    if missing:
+        problems.add("id-missing", 0, f"sampleSubmission.csv ids without a row: {len(missing)}, "
+                                      f"e.g. {', '.join(map(str, missing[:5]))}")
+    if rows != len(sample_ids):
+        problems.add("rows", 0, f"{rows} rows, sampleSubmission.csv has {len(sample_ids)}")
+    return problems.sorted()
+
+
+def _check_line_endings(text: str, problems: _Problems) -> None:
+    crlf = text.count("\r\n")
+    lf = text.count("\n") - crlf
+    if crlf and lf:  # point at the first line that breaks with the majority style
+        minority_is_crlf = crlf < lf
+        ended_lines = text.split("\n")[:-1]
+        line_no = next(n for n, line in enumerate(ended_lines, start=1) if line.endswith("\r") == minority_is_crlf)
+        problems.add("line-endings", line_no, f"mixed line endings ({crlf} CRLF, {lf} LF)")
+
+
+def check_submission(csv_path: Path, sample_path: Path, classes: list[str]) -> None:
+    """Raise a KaggleCifarError naming the file and its first problems when the file is not valid."""
+    problems = validate_submission(csv_path, sample_path, classes)
+    if problems:
+        shown = "; ".join(str(p) for p in problems[:SHOWN_PROBLEMS])
+        more = f"; and {len(problems) - SHOWN_PROBLEMS} more kinds of problem" if len(problems) > SHOWN_PROBLEMS else ""
+        raise KaggleCifarError(f"{csv_path}: not a valid submission: {shown}{more}")
+
+
+def write_submission(path: Path, ids, labels, sample_path: Path, classes: list[str], force: bool = False) -> Path:
+    """Write `id,label` rows in sampleSubmission.csv's id order; validated before it appears under `path`."""
+    path, sample_path = Path(path), Path(sample_path)
+    ids = np.asarray(ids, np.int64)
+    labels = np.asarray(labels, dtype=object)
+    sample_ids = read_sample_ids(sample_path)
+    order = np.argsort(ids, kind="stable")
+    slot = np.clip(np.searchsorted(ids[order], sample_ids), 0, max(len(ids) - 1, 0))
+    found = ids[order][slot] == sample_ids if len(ids) else np.zeros(len(sample_ids), bool)
+    if not found.all():
+        missing = sample_ids[~found]
+        raise KaggleCifarError(f"{sample_path}: ids without a prediction: {len(missing)}, e.g. "
+                               f"{', '.join(map(str, missing[:5]))}; is the test cache from the same download?")
+    rows = labels[order][slot]
+    body = "".join(f"{i},{label}\n" for i, label in zip(sample_ids.tolist(), rows.tolist()))
+    with atomic_output(path, force) as tmp:
+        tmp.write_text("id,label\n" + body, encoding="utf-8", newline="")
+        problems = _validate(tmp, sample_ids, classes)
+        if problems:
+            raise KaggleCifarError(f"{path}: refusing to write an invalid submission: {problems[0]}")
+    return path
+
+
+def newest_submission(folder: Path = Path("submissions")) -> Path:
+    """The most recently written submission CSV in `folder`."""
+    folder = Path(folder)
+    files = [p for p in folder.glob("*.csv") if not p.name.startswith(".")] if folder.is_dir() else []
+    if not files:
+        raise KaggleCifarError(f"{folder}: no submission CSV here; run `kagglecifar predict` first")
+    return max(files, key=lambda p: p.stat().st_mtime_ns)
