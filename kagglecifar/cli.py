@@ -34,17 +34,242 @@ def summary(line: str) -> None:
 
 # ---- fetch ------------------------------------------------------------------------------------
 
+@app.command()
+def fetch(
+    competition: str = COMPETITION,
+    data_dir: Path = DATA_DIR,
+    from_dir: Optional[Path] = typer.Option(None, "--from-dir", help="Build the cache from a folder that already "
+                                            "holds the competition files (train.7z, test.7z, trainLabels.csv, "
+                                            "sampleSubmission.csv); no network at all."),
+    force: bool = typer.Option(False, "--force", help="Download again and rebuild the cache even when up to date."),
+    keep_png: bool = typer.Option(False, "--keep-png", help="Also write the PNG files to DATA_DIR/train/ and test/."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="PNG decoding threads (default: cores - 1)."),
+) -> None:
+    """Download the competition files from Kaggle (resumable) and build the uint8 image cache from them."""
+    import time
+
+    from kagglecifar import cache, kaggle_io
+
+    started = time.perf_counter()
+    downloads = "read in place from " + str(from_dir) if from_dir else ""
+    if from_dir is None:
+        downloads = kaggle_io.download_competition(competition, data_dir, force=force).line()
+    built = cache.build_cache(from_dir or data_dir, data_dir, force=force, keep_png=keep_png, workers=workers)
+    splits = built.splits.values()
+    images = ", ".join(f"{s.split} {s.count:,}" + (" (up to date)" if s.skipped else "") for s in splits)
+    summary(f"fetch: {downloads}; {images} images in {built.cache_dir}, "
+            f"{sum(s.bad for s in splits)} undecodable; {time.perf_counter() - started:.1f} s")
+
+
 # ---- end fetch --------------------------------------------------------------------------------
 
 # ---- models, train ----------------------------------------------------------------------------
+
+@app.command("models")
+def models_command(
+    width: float = typer.Option(1.0, "--width", help="Width multiplier to size the models at (e.g. 0.25)."),
+) -> None:
+    """List the models `train` accepts: parameters, GFLOPs per 32x32 image, default GPU batch, options."""
+    from kagglecifar import models
+
+    for line in models.model_table(width):
+        typer.echo(line)
+    summary(f"{len(models.model_names())} models at width {width:g}; GFLOPs = forward pass of one image "
+            "(2 per multiply-add); train one with `kagglecifar train MODEL`")
+
+
+@app.command("train")
+def train_command(
+    model: Optional[str] = typer.Argument(None, metavar="MODEL", help="Model to train (see `kagglecifar models`; "
+                                          "default: the preset's)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="gpu: resnet18, 40 epochs, ~95% val accuracy; cpu: "
+                                         "simplecnn, ~74% in a few minutes (default: gpu with CUDA, else cpu). "
+                                         "Options given explicitly override it."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training split."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (all processes together)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd (Nesterov momentum 0.9) or adamw "
+                                            "(then lr 2e-3 and weight decay 0.05 unless given)."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="onecycle (linear warm-up, linear decay to 0) "
+                                           "or cosine (warm-up, cosine decay to 0)."),
+    warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs",
+                                                  help="Linear learning-rate warm-up, in epochs."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="On weights, not on norms and biases."),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Cross-entropy label smoothing."),
+    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep an exponential moving average of the "
+                                       "weights; it is what gets evaluated and saved."),
+    ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="EMA decay per step (default 0.999)."),
+    augment: Optional[str] = typer.Option(None, "--augment", help="none, standard (pad-crop + flip), strong (+ cutout, "
+                                          "affine, colour jitter), or an albumentations pipeline saved with A.save "
+                                          "(.json/.yaml; see kagglecifar/augment.py)."),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Stratified validation share of the "
+                                                 "train images (default 0.1); 0 trains on all of them."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seeds the split, initialisation, order and augmentation."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader processes augmenting batches."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (CUDA only)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                 help="channels_last memory format (CUDA only)."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop after this many seconds, at a step "
+                                                "boundary, with last.pt saved (continue with --resume)."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Stop after this many epochs without a better "
+                                           "validation accuracy (default 0: never)."),
+    width: Optional[float] = typer.Option(None, "--width", help="Model width multiplier (e.g. 0.25)."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="Dropout before the classifier."),
+    freeze_stages: Optional[int] = typer.Option(None, "--freeze-stages", help="Frozen stages (resnet50-imagenet)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run folder name (default: MODEL-DATE-TIME)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue a stopped run (name or folder) from its "
+                                         "last.pt; only --time-budget (per session), --workers, --device and "
+                                         "--compile may change."),
+    data_dir: Path = DATA_DIR,
+    runs_dir: Path = RUNS_DIR,
+) -> None:
+    """Train a model on the cached train images; writes RUNS_DIR/NAME/ (config, metrics, checkpoints, plots).
+
+    Unset options come from the preset. gpu: resnet18, 40 epochs, batch 512, lr 0.2, SGD Nesterov, onecycle,
+    weight decay 5e-4, label smoothing 0.1, standard augmentation, bf16, channels_last.
+    cpu: simplecnn, 6 epochs, batch 128, lr 0.05, no bf16/channels_last, otherwise the same (~74% in minutes).
+
+    Several GPUs: torchrun --nproc_per_node N -m kagglecifar train MODEL ...
+    """
+    import os
+
+    from kagglecifar import train
+
+    options = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
+                   warmup_epochs=warmup_epochs, weight_decay=weight_decay, label_smoothing=label_smoothing, ema=ema,
+                   ema_decay=ema_decay, augment=augment, val_fraction=val_fraction, seed=seed, device=device,
+                   workers=workers, amp=amp, channels_last=channels_last, compile=compile, time_budget=time_budget,
+                   patience=patience, width=width, dropout=dropout, freeze_stages=freeze_stages, name=name,
+                   data_dir=data_dir, runs_dir=runs_dir)
+    if resume:
+        config = train.resume_config(resume, model=model, preset=preset, **options)
+    else:
+        config = train.make_config(model, preset, **options)
+    result = train.train(config)
+    if int(os.environ.get("RANK", 0)) == 0:
+        summary(f"train: {result.line()}")
+    if result.stopped_reason == "interrupted":
+        raise typer.Exit(130)
+
 
 # ---- end models, train ------------------------------------------------------------------------
 
 # ---- predict, evaluate ------------------------------------------------------------------------
 
+DEVICE = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")
+BATCH_SIZE = typer.Option(1024, "--batch-size", min=1, help="Images per forward pass.")
+
+
+@app.command()
+def predict(
+    runs: List[Path] = typer.Argument(..., metavar="RUN_OR_CHECKPOINT",
+                                      help="Run folders (their best.pt) or checkpoint files; several make an ensemble. "
+                                      "Probabilities saved earlier with --save-probs x.npz can join it."),
+    tta: bool = typer.Option(True, "--tta/--no-tta", help="Average over test-time augmented views."),
+    tta_mode: str = typer.Option("flip", "--tta-mode", help="flip (2 views) or shift (flips + 2 px shifts, 10 views)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Ensemble weights, one per checkpoint, e.g. 2,1."),
+    data_dir: Path = DATA_DIR,
+    out: Optional[Path] = typer.Option(None, "--out", help="Submission CSV [default: submissions/RUN[-ensemble]-TTA.csv]."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    save_probs: Optional[Path] = typer.Option(None, "--save-probs", help="Also save ids, probabilities and confidence "
+                                              "(.npz for ensembling later, or .csv)."),
+    batch_size: int = BATCH_SIZE,
+    device: str = DEVICE,
+    ood_threshold: float = typer.Option(0.5, "--ood-threshold", min=0.0, max=1.0,
+                                        help="Confidence (top probability) below which an image counts as "
+                                        "out-of-distribution in the summary."),
+) -> None:
+    """Predict every test image (undecodable ones get a fallback label) and write a submission CSV."""
+    from kagglecifar import predict as prediction
+
+    mode = prediction.check_tta_mode(tta_mode) if tta else "none"
+    out = out or prediction.default_submission_path(runs, mode, SUBMISSIONS_DIR)
+    result = prediction.predict_to_submission(
+        runs, data_dir, out, tta=mode, weights=prediction.parse_weights(weights, len(runs)), batch_size=batch_size,
+        device=device, force=force, save_probs_path=save_probs, ood_threshold=ood_threshold)
+    p = result.predictions
+    probs = f", probabilities {result.probs_path}" if result.probs_path else ""
+    views = prediction.TTA_VIEWS[mode]
+    summary(f"predict: {result.rows} rows, TTA {mode} ({views} view{'s' if views > 1 else ''}), "
+            f"{int(p.bad.sum())} undecodable ids -> {p.fallback!r} (listed in {result.bad_ids_path}), "
+            f"{p.ood_count(ood_threshold)} look out-of-distribution (confidence < {ood_threshold:g}), "
+            f"{p.images_per_second:,.0f} images/s{probs} -> {result.csv_path}")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., metavar="RUN", help="Run folder (its best.pt) or checkpoint file."),
+    tta: bool = typer.Option(True, "--tta/--no-tta", help="Also evaluate each TTA mode (flip, shift)."),
+    data_dir: Path = DATA_DIR,
+    batch_size: int = BATCH_SIZE,
+    device: str = DEVICE,
+) -> None:
+    """Per-class accuracy on the run's validation split, without and with TTA, and a confusion matrix image."""
+    from kagglecifar import predict as prediction
+
+    report = prediction.evaluate(run, data_dir, ("flip", "shift") if tta else (), batch_size=batch_size, device=device)
+    typer.echo(report.table())
+    accuracies = ", ".join(f"{mode} {accuracy:.2%}" for mode, accuracy in report.overall.items())
+    summary(f"evaluate: {report.count} validation images, accuracy {accuracies}; "
+            f"confusion matrix {report.confusion_path}")
+
 # ---- end predict, evaluate --------------------------------------------------------------------
 
 # ---- submit, submissions, leaderboard ---------------------------------------------------------
+
+@app.command()
+def submit(
+    csv_path: Optional[Path] = typer.Argument(None, metavar="CSV", help="Submission file (default: the newest "
+                                              "CSV in submissions/)."),
+    message: str = typer.Option(..., "-m", "--message", help="Description shown with the submission on Kaggle."),
+    competition: str = COMPETITION,
+    data_dir: Path = DATA_DIR,
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for Kaggle to score it and print the score."),
+    timeout: float = typer.Option(600.0, "--timeout", min=0, help="Seconds to wait for the score."),
+) -> None:
+    """Check a submission CSV locally, upload it to Kaggle and print its public score."""
+    from kagglecifar import kaggle_io, submission
+
+    csv_path = csv_path or submission.newest_submission(SUBMISSIONS_DIR)
+    result = kaggle_io.submit(csv_path, message, competition, wait=wait, timeout=timeout, data_dir=data_dir)
+    if result.status == "complete":
+        summary(f"submit: {csv_path} scored {result.public_score:.5f} (public) on {competition}, "
+                f"submission {result.ref}, {result.seconds:.1f} s")
+    else:
+        summary(f"submit: {csv_path} uploaded to {competition} as submission {result.ref}, not scored yet"
+                f"{'' if wait else ' (--no-wait)'}; see `kagglecifar submissions`")
+
+
+@app.command()
+def submissions(competition: str = COMPETITION) -> None:
+    """Your submissions to the competition: date, file, message, status, public score."""
+    from kagglecifar import kaggle_io
+
+    items = kaggle_io.list_submissions(competition)
+    if not items:
+        return summary(f"submissions: none yet to {competition}; make one with `kagglecifar submit`")
+    for line in kaggle_io.submissions_table(items):
+        typer.echo(line)
+    scores = [s.public_score for s in items if s.public_score is not None]
+    best = f", best public score {max(scores):.5f}" if scores else ""
+    summary(f"submissions: {len(items)} latest to {competition}{best}")
+
+
+@app.command()
+def leaderboard(
+    competition: str = COMPETITION,
+    top: int = typer.Option(20, "--top", min=1, help="How many of the leading teams to show."),
+) -> None:
+    """The top of the public leaderboard and where you stand."""
+    from kagglecifar import kaggle_io
+
+    board = kaggle_io.leaderboard(competition, top=top)
+    for line in kaggle_io.leaderboard_table(board):
+        typer.echo(line)
+    summary(f"leaderboard {competition}: {kaggle_io.standing(board)}")
+
 
 # ---- end submit, submissions, leaderboard -----------------------------------------------------
 

@@ -1,0 +1,133 @@
+"""Input pipeline: augmented batches/s of kagglecifar's loader against a plain torchvision DataLoader.
+
+    python benchmarks/bench_loader.py                                  # train cache of the full-size replica
+    python benchmarks/bench_loader.py --data-dir bench-data/c2/small --batches 10
+
+Both produce the same thing, ready for a model: float NCHW batches in [0, 1], augmented with reflect-pad 4,
+random 32x32 crop and horizontal flip, in shuffled order.
+    torchvision  PIL image per sample (as torchvision.datasets.CIFAR10 does), RandomCrop(32, padding=4,
+                 padding_mode="reflect"), RandomHorizontalFlip, ToTensor, default collate
+    ours         kagglecifar.data.TrainLoader: uint8 array in memory, albumentations per batch in workers,
+                 uint8 batches made float NCHW by to_model_input (on the GPU when training there)
+    ours-none    the same without augmentation: slices of one in-memory tensor (the ceiling)
+at 0 and 2 worker processes. The clock starts when the first batch arrives (worker start-up excluded).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+WORK = common.DEFAULT_DATA / "train"
+
+
+def train_cache(data_dir: Path | None) -> Path:
+    """A data folder with a train cache: the one given, or one built from the full-size replica (once:
+    build_cache skips a cache that matches its source)."""
+    from kagglecifar.cache import build_cache
+
+    if data_dir is not None:
+        return data_dir
+    data_dir = WORK / "full"
+    build_cache(common.ensure_replica("full"), data_dir, splits=("train",))
+    return data_dir
+
+
+class TorchvisionLoader:
+    """The usual torchvision pipeline, with TrainLoader's interface (len, .epoch(epoch, start)) for train()."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, workers: int = 0, seed: int = 0):
+        import torch
+        from PIL import Image
+        from torch.utils.data import DataLoader, Dataset
+        from torchvision import transforms
+
+        augment = transforms.Compose([transforms.RandomCrop(32, padding=4, padding_mode="reflect"),
+                                      transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+
+        class PILImages(Dataset):
+            def __len__(self):
+                return len(images)
+
+            def __getitem__(self, i):
+                return augment(Image.fromarray(images[i])), int(labels[i])
+
+        self.seed, self.generator = seed, torch.Generator()
+        self.loader = DataLoader(PILImages(), batch_size=batch_size, shuffle=True, drop_last=True,
+                                 num_workers=workers, persistent_workers=workers > 0, generator=self.generator)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int, start: int = 0):
+        self.generator.manual_seed(self.seed + epoch)
+        batches = iter(self.loader)
+        for _ in range(start):
+            next(batches)
+        return batches
+
+
+def measure(loader, batches: int) -> dict:
+    """Steady-state rate over `batches` batches after the first, each made float NCHW in [0, 1]."""
+    from kagglecifar.data import to_model_input
+
+    done, images, started = 0, 0, None
+    for epoch in range(1000):
+        for x, _ in loader.epoch(epoch):
+            x = to_model_input(x, "cpu")
+            if started is None:
+                started = time.perf_counter()
+                continue
+            done, images = done + 1, images + len(x)
+            if done == batches:
+                seconds = time.perf_counter() - started
+                return {"batches": done, "batch_size": len(x), "seconds": round(seconds, 3),
+                        "batches_per_s": round(done / seconds, 1), "images_per_s": round(images / seconds)}
+    raise ValueError("not enough batches")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, help="a data folder with a train cache (default: built from the replica)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batches", type=int, default=100, help="batches timed per measurement")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    args = p.parse_args()
+
+    from kagglecifar.cache import load_split
+    from kagglecifar.data import TrainLoader
+
+    data_dir = train_cache(args.data_dir)
+    train = load_split(data_dir, "train", mmap=False)
+    images, labels = train.images[~train.bad], train.labels[~train.bad]
+    rows = []
+    for workers in args.workers:
+        loaders = {
+            "torchvision": lambda: TorchvisionLoader(images, labels, args.batch_size, workers),
+            "ours": lambda: TrainLoader(images, labels, augment="standard", batch_size=args.batch_size, seed=0,
+                                        workers=workers),
+        }
+        if workers == 0:
+            loaders["ours-none"] = lambda: TrainLoader(images, labels, augment="none", batch_size=args.batch_size,
+                                                       seed=0)
+        for name, make in loaders.items():
+            row = {"loader": name, "workers": workers, **measure(make(), args.batches)}
+            print(row, file=sys.stderr, flush=True)
+            rows.append(row)
+    rate = {(r["loader"], r["workers"]): r["images_per_s"] for r in rows}
+    speedup = {f"workers={w}": round(rate[("ours", w)] / rate[("torchvision", w)], 2) for w in args.workers}
+    common.write_result("input_pipeline", {
+        "data": str(data_dir), "images": len(images), "augmentation": "reflect-pad 4, random crop 32, h-flip",
+        "output": "float NCHW in [0, 1] on the CPU", "rows": rows, "speedup_ours_vs_torchvision": speedup,
+        "peak_rss_mb": round(common.peak_rss_mb()),
+    }, " ".join(["python", "benchmarks/bench_loader.py", *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    main()
