@@ -48,17 +48,11 @@ def fetch(
     """Download the competition files from Kaggle (resumable) and build the uint8 image cache from them."""
     import time
 
-    from kagglecifar import cache, kaggle_io
+    from kagglecifar import pipeline
 
     started = time.perf_counter()
-    downloads = "read in place from " + str(from_dir) if from_dir else ""
-    if from_dir is None:
-        downloads = kaggle_io.download_competition(competition, data_dir, force=force).line()
-    built = cache.build_cache(from_dir or data_dir, data_dir, force=force, keep_png=keep_png, workers=workers)
-    splits = built.splits.values()
-    images = ", ".join(f"{s.split} {s.count:,}" + (" (up to date)" if s.skipped else "") for s in splits)
-    summary(f"fetch: {downloads}; {images} images in {built.cache_dir}, "
-            f"{sum(s.bad for s in splits)} undecodable; {time.perf_counter() - started:.1f} s")
+    line, _ = pipeline.fetch(competition, data_dir, from_dir=from_dir, force=force, keep_png=keep_png, workers=workers)
+    summary(f"fetch: {line}; {time.perf_counter() - started:.1f} s")
 
 
 # ---- end fetch --------------------------------------------------------------------------------
@@ -171,7 +165,7 @@ def predict(
     tta_mode: str = typer.Option("flip", "--tta-mode", help="flip (2 views) or shift (flips + 2 px shifts, 10 views)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Ensemble weights, one per checkpoint, e.g. 2,1."),
     data_dir: Path = DATA_DIR,
-    out: Optional[Path] = typer.Option(None, "--out", help="Submission CSV [default: submissions/RUN[-ensemble]-TTA.csv]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Submission CSV (default: submissions/RUN[-ensemble]-TTA.csv)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
     save_probs: Optional[Path] = typer.Option(None, "--save-probs", help="Also save ids, probabilities and confidence "
                                               "(.npz for ensembling later, or .csv)."),
@@ -189,13 +183,7 @@ def predict(
     result = prediction.predict_to_submission(
         runs, data_dir, out, tta=mode, weights=prediction.parse_weights(weights, len(runs)), batch_size=batch_size,
         device=device, force=force, save_probs_path=save_probs, ood_threshold=ood_threshold)
-    p = result.predictions
-    probs = f", probabilities {result.probs_path}" if result.probs_path else ""
-    views = prediction.TTA_VIEWS[mode]
-    summary(f"predict: {result.rows} rows, TTA {mode} ({views} view{'s' if views > 1 else ''}), "
-            f"{int(p.bad.sum())} undecodable ids -> {p.fallback!r} (listed in {result.bad_ids_path}), "
-            f"{p.ood_count(ood_threshold)} look out-of-distribution (confidence < {ood_threshold:g}), "
-            f"{p.images_per_second:,.0f} images/s{probs} -> {result.csv_path}")
+    summary(f"predict: {result.line()}")
 
 
 @app.command()
@@ -274,6 +262,39 @@ def leaderboard(
 # ---- end submit, submissions, leaderboard -----------------------------------------------------
 
 # ---- run ----------------------------------------------------------------------------------------
+
+@app.command()
+def run(
+    model: Optional[str] = typer.Argument(None, help="Model to train (default: the preset's; see `kagglecifar models`)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="gpu (ResNet-18, ~95%) or cpu (minutes on a laptop). "
+                                         "Default: gpu with CUDA; without it you are told what to expect and offered cpu."),
+    data_dir: Path = DATA_DIR,
+    runs_dir: Path = RUNS_DIR,
+    competition: str = COMPETITION,
+    from_dir: Optional[Path] = typer.Option(None, "--from-dir", help="Use competition files already downloaded here."),
+    tta: str = typer.Option("flip", "--tta-mode", help="none, flip or shift (see `kagglecifar predict --help`)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run folder name (default: MODEL-PRESET)."),
+    message: Optional[str] = typer.Option(None, "-m", "--message", help="Submission message."),
+    submit: bool = typer.Option(True, "--submit/--no-submit", help="Upload the CSV at the end."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for Kaggle's score."),
+    force: bool = typer.Option(False, "--force", help="Re-download, rebuild the cache and re-predict even when up to date."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Don't ask; take the CPU preset when there is no GPU."),
+) -> None:
+    """The whole pipeline: fetch, train, predict with TTA, submit; stages already complete are skipped."""
+    import time
+
+    from kagglecifar import pipeline
+
+    started = time.perf_counter()
+    confirm = None if yes or not pipeline.interactive() else (lambda q: typer.confirm(q, default=True))
+    reports = pipeline.run(model, preset=preset, data_dir=data_dir, runs_dir=runs_dir,
+                           submissions_dir=SUBMISSIONS_DIR, competition=competition, from_dir=from_dir, tta=tta,
+                           message=message, submit=submit, wait=wait, force=force, name=name, confirm=confirm,
+                           echo=typer.echo)
+    done = [r.name for r in reports if not r.skipped]
+    summary(f"run: {len(done)} of {len(reports)} stages ran ({', '.join(done) or 'all up to date'}) "
+            f"in {time.perf_counter() - started:.1f} s")
+
 
 # ---- end run ------------------------------------------------------------------------------------
 

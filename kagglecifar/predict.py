@@ -283,6 +283,15 @@ class PredictResult:
     ood_threshold: float
     rows: int
 
+    def line(self) -> str:
+        p = self.predictions
+        probs = f", probabilities {self.probs_path}" if self.probs_path else ""
+        views = TTA_VIEWS[p.tta]
+        return (f"{self.rows} rows, TTA {p.tta} ({views} view{'s' if views > 1 else ''}), "
+                f"{int(p.bad.sum())} undecodable ids -> {p.fallback!r} (listed in {self.bad_ids_path}), "
+                f"{p.ood_count(self.ood_threshold)} look out-of-distribution (confidence < {self.ood_threshold:g}), "
+                f"{p.images_per_second:,.0f} images/s{probs} -> {self.csv_path}")
+
 
 def predict_to_submission(sources: list[Path], data_dir: Path, out: Path, *, tta: str = "flip",
                           weights: list[float] | None = None, batch_size: int = BATCH_SIZE, device: str = "auto",

@@ -9,7 +9,7 @@
     epoch    validation, a metrics.csv row, last.pt (all needed to resume), best.pt (best val accuracy)
     end      curves.png, confusion_matrix.png of best.pt on the validation split
 
-Run folder RUNS_DIR/NAME/: config.json metrics.csv last.pt best.pt curves.png confusion_matrix.png.
+Run folder RUNS_DIR/NAME/: config.json metrics.csv last.pt best.pt curves.png confusion_matrix.png result.json (how it ended).
 Data order and augmentation depend only on (seed, epoch, step) and last.pt carries every RNG state,
 so a resumed run (`--resume NAME`) continues exactly where the stopped one was, at any step.
 Under torchrun (RANK / WORLD_SIZE set) each process trains on its shard with DDP; --batch-size is
@@ -405,8 +405,20 @@ def _train(config, make_loader, rank, world, started) -> TrainResult:
         _write_figures(run_dir, progress, config, data, classes, device, autocast)
     if world > 1:
         _check_in_sync(model, world)
-    return TrainResult(run_dir, progress.best_val_accuracy, progress.best_epoch, progress.epoch,
-                       time.monotonic() - started, reason)
+    result = TrainResult(run_dir, progress.best_val_accuracy, progress.best_epoch, progress.epoch,
+                         time.monotonic() - started, reason)
+    if main:
+        _write_text(run_dir / "result.json", json.dumps({**asdict(result), "run_dir": str(run_dir)}, indent=2) + "\n")
+    return result
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether a run ended for good (all epochs, or early stopping) rather than being stopped to resume."""
+    try:
+        reason = json.loads((Path(run_dir) / "result.json").read_text())["stopped_reason"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return reason in ("completed", "early_stopping")
 
 
 def _model_and_state(config, classes, device, resumed):

@@ -1,0 +1,34 @@
+"""`make bench`: every benchmark in turn (each writes results/NAME.json), then the README table and plot.
+
+    python benchmarks/run_all.py            # all, ~25 minutes on 2 CPU cores
+    python benchmarks/run_all.py cache loader   # just these
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = {  # name -> script and its arguments for the standard run
+    "cache": ["bench_cache.py"],
+    "loader": ["bench_loader.py"],
+    "train_step": ["bench_train_step.py"],
+    "budget": ["bench_budget.py"],
+    "predict": ["bench_predict.py"],
+}
+
+
+def main(names: list[str]) -> None:
+    for name in names or list(BENCHMARKS):
+        script, *args = BENCHMARKS[name]
+        started = time.monotonic()
+        print(f"== {name}: {script} {' '.join(args)}", flush=True)
+        subprocess.run([sys.executable, str(HERE / script), *args], check=True)
+        print(f"== {name}: {time.monotonic() - started:.0f} s", flush=True)
+    subprocess.run([sys.executable, str(HERE / "report.py")], check=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

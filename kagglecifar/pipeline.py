@@ -1,0 +1,203 @@
+"""`kagglecifar run`: fetch -> train -> predict with TTA -> submit, each stage skipped when its output
+is complete and up to date, so an interrupted run picks up where it stopped.
+
+    stage    output                              skipped when
+    fetch    DATA_DIR/cache/{train,test}         the cache matches the archives (cache.build_cache decides)
+    train    RUNS_DIR/NAME/ (NAME = MODEL-PRESET)  result.json says the run ended for good; a stopped run resumes
+    predict  submissions/NAME-TTA.csv            the CSV is newer than the checkpoint it came from
+    submit   submissions/NAME-TTA.submitted.json the record is newer than the CSV
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from kagglecifar.errors import KaggleCifarError
+
+# What each preset gives, as measured (see README "Benchmarks") or as the recipe is known to give.
+PRESET_EXPECTATIONS = {
+    "gpu": "ResNet-18, 40 epochs: about 95% validation accuracy, minutes on a modern GPU",
+    "cpu": "simplecnn, 6 epochs: 74% validation accuracy in about 6 minutes on 2 CPU cores (measured)",
+}
+CSV_FILES = ("trainLabels.csv", "sampleSubmission.csv")
+
+
+@dataclass
+class StageReport:
+    name: str
+    seconds: float
+    skipped: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.name:<8} {'skipped' if self.skipped else 'done':<8} {self.seconds:8.1f} s  {self.detail}"
+
+
+def fetch(competition: str, data_dir: Path, *, from_dir: Path | None = None, force: bool = False,
+          keep_png: bool = False, workers: int | None = None) -> tuple[str, bool]:
+    """Download (or take from from_dir) and build the cache; return (summary, whether anything was done)."""
+    from kagglecifar import cache, kaggle_io
+
+    data_dir = Path(data_dir)
+    if from_dir is None:
+        downloads = kaggle_io.download_competition(competition, data_dir, force=force)
+        fetched, did_download = downloads.line(), bool(downloads.downloaded)
+    else:
+        fetched, did_download = f"archives read in place from {from_dir}", False
+        _copy_csvs(Path(from_dir), data_dir)
+    built = cache.build_cache(from_dir or data_dir, data_dir, force=force, keep_png=keep_png, workers=workers)
+    splits = list(built.splits.values())
+    images = ", ".join(f"{s.split} {s.count:,}" + (" (up to date)" if s.skipped else "") for s in splits)
+    line = f"{fetched}; {images} images in {built.cache_dir}, {sum(s.bad for s in splits)} undecodable"
+    return line, did_download or not all(s.skipped for s in splits)
+
+
+def _copy_csvs(from_dir: Path, data_dir: Path) -> None:
+    """Predict and submit read the CSVs from DATA_DIR; copy them there (they are small) when missing or changed."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name in CSV_FILES:
+        source, target = from_dir / name, data_dir / name
+        if not source.is_file():
+            raise KaggleCifarError(f"{source}: missing; --from-dir needs {', '.join(CSV_FILES)}, train.7z and test.7z")
+        if source.resolve() == target.resolve():
+            continue
+        if target.is_file() and target.read_bytes() == source.read_bytes():
+            continue
+        tmp = target.with_name(f".{name}.tmp-{os.getpid()}")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+
+
+def choose_preset(model: str | None, preset: str | None, confirm: Callable[[str], bool] | None,
+                  echo: Callable[[str], None]) -> str:
+    """The preset to run: as given; else gpu with CUDA; else (CPU only) say what to expect and offer cpu."""
+    import torch
+
+    if preset:
+        return preset
+    if torch.cuda.is_available():
+        return "gpu"
+    echo(f"No CUDA GPU here. The full recipe ({PRESET_EXPECTATIONS['gpu']}) would take "
+         f"{_estimate(model, 'gpu')} on this CPU.")
+    echo(f"The CPU preset finishes in minutes: {PRESET_EXPECTATIONS['cpu']}.")
+    if confirm is not None and not confirm("Run the CPU preset?"):
+        raise KaggleCifarError("stopped: run `kagglecifar run --preset gpu` on a GPU machine "
+                               "(or here, if you can wait), or `kagglecifar run --preset cpu`")
+    echo("Using --preset cpu (pass --preset gpu to insist on the full recipe).")
+    return "cpu"
+
+
+def _estimate(model: str | None, preset: str) -> str:
+    """Wall time of a preset on this machine, from a few timed training steps (about 10 s)."""
+    import torch
+    import torch.nn.functional as F
+
+    from kagglecifar import models, train
+
+    config = train.make_config(model, preset, device="cpu")
+    net = models.create_model(config.model, num_classes=10, **train.model_kwargs(config))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    seconds = 0.0
+    for step in range(3):
+        started = time.perf_counter()
+        loss = F.cross_entropy(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seconds += (time.perf_counter() - started) if step else 0.0  # the first step warms up
+    images = config.epochs * 45_000
+    total = images / (64 / seconds)
+    return f"about {_duration(total)} ({config.model}, {config.epochs} epochs at {64 / seconds:.0f} images/s measured)"
+
+
+def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path, submissions_dir: Path,
+        competition: str, from_dir: Path | None = None, tta: str = "flip", message: str | None = None,
+        submit: bool = True, wait: bool = True, force: bool = False, name: str | None = None,
+        confirm: Callable[[str], bool] | None = None, echo: Callable[[str], None] = print) -> list[StageReport]:
+    """All stages in order; echo()s one line per stage as it finishes and returns the reports."""
+    from kagglecifar import checkpoint, kaggle_io, predict, train
+
+    preset = choose_preset(model, preset, confirm, echo)
+    reports: list[StageReport] = []
+
+    def stage(stage_name: str, work: Callable[[], tuple[str, bool]]) -> None:
+        started = time.perf_counter()
+        detail, did_work = work()
+        reports.append(StageReport(stage_name, time.perf_counter() - started, not did_work, detail))
+        echo(reports[-1].line())
+
+    stage("fetch", lambda: fetch(competition, data_dir, from_dir=from_dir, force=force))
+
+    config = train.make_config(model, preset, data_dir=str(data_dir), runs_dir=str(runs_dir), device="auto")
+    name = name or f"{config.model}-{preset}"
+    run_dir = Path(runs_dir) / name
+
+    def train_stage() -> tuple[str, bool]:
+        if train.finished(run_dir):
+            return f"{run_dir} already trained", False
+        if (run_dir / "last.pt").is_file():
+            result = train.train(train.resume_config(run_dir, runs_dir))
+        else:
+            _drop_empty_run(run_dir)
+            result = train.train(train.make_config(model, preset, data_dir=str(data_dir), runs_dir=str(runs_dir),
+                                                   name=name))
+        if result.stopped_reason not in ("completed", "early_stopping"):
+            raise KaggleCifarError(f"{run_dir}: training stopped ({result.stopped_reason}); "
+                                   "run the same command again to continue it")
+        return result.line(), True
+
+    stage("train", train_stage)
+
+    best = checkpoint.resolve_checkpoint(run_dir)
+    out = Path(submissions_dir) / f"{name}-{tta}.csv"
+
+    def predict_stage() -> tuple[str, bool]:
+        if out.is_file() and out.stat().st_mtime >= best.stat().st_mtime and not force:
+            return f"{out} is newer than {best}", False
+        if out.is_file() and not force:
+            raise KaggleCifarError(f"{out}: exists but is older than {best}; pass --force to replace it")
+        result = predict.predict_to_submission([run_dir], data_dir, out, tta=tta, force=force)
+        return result.line(), True
+
+    stage("predict", predict_stage)
+
+    record = out.with_name(out.stem + ".submitted.json")
+
+    def submit_stage() -> tuple[str, bool]:
+        if not submit:
+            return f"not submitted (--no-submit); later: kagglecifar submit {out} -m MESSAGE", False
+        if record.is_file() and record.stat().st_mtime >= out.stat().st_mtime:
+            previous = json.loads(record.read_text())
+            return f"{out.name} was already submitted: {previous.get('status')}, score {previous.get('public_score')}", False
+        text = message or f"kagglecifar {name}, TTA {tta}"
+        result = kaggle_io.submit(out, text, competition, wait=wait, data_dir=data_dir)
+        record.write_text(json.dumps({**asdict(result), "message": text, "competition": competition,
+                                      "date": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
+        score = f"public score {result.public_score}" if result.public_score is not None else result.status
+        return f"{out.name}: {score}", True
+
+    stage("submit", submit_stage)
+    return reports
+
+
+def _drop_empty_run(run_dir: Path) -> None:
+    """A run killed before its first checkpoint leaves a folder with nothing to resume: start it afresh."""
+    if run_dir.is_dir() and not any(run_dir.glob("*.pt")):
+        shutil.rmtree(run_dir)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
