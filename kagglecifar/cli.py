@@ -43,7 +43,8 @@ def fetch(
                                             "sampleSubmission.csv); no network at all."),
     force: bool = typer.Option(False, "--force", help="Download again and rebuild the cache even when up to date."),
     keep_png: bool = typer.Option(False, "--keep-png", help="Also write the PNG files to DATA_DIR/train/ and test/."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="PNG decoding threads (default: cores - 1)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="PNG decoding processes beside the main one; "
+                                         "0 decodes in the main process (default: 1 for big splits on 2+ cores)."),
 ) -> None:
     """Download the competition files from Kaggle (resumable) and build the uint8 image cache from them."""
     import time

@@ -1,0 +1,257 @@
+"""build_cache on tiny competition-style archives made here: pixels, ids, labels, odd PNGs, failures, reruns."""
+import errno
+import io
+import os
+
+import cv2
+import numpy as np
+import py7zr
+import pytest
+from PIL import Image
+
+from kagglecifar import cache
+from kagglecifar.cache import build_cache, is_complete, load_split, read_manifest
+from kagglecifar.errors import KaggleCifarError
+
+CLASSES = ["cat", "dog", "frog"]
+N_TRAIN = 12
+
+
+def png(array) -> bytes:
+    """PNG bytes of an RGB(A) or gray array (cv2 stores channels as BGR(A), hence the flip)."""
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR if array.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    ok, buf = cv2.imencode(".png", array)
+    assert ok
+    return buf.tobytes()
+
+
+def palette_png(index, palette) -> bytes:
+    image = Image.fromarray(index, mode="P")
+    image.putpalette(palette.reshape(-1).tolist())
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def write_7z(path, members, folder=None):
+    """A solid LZMA2 archive like Kaggle's: a folder entry, then (name, bytes) members in the given order."""
+    with py7zr.SevenZipFile(path, "w") as z:
+        if folder:
+            (path.parent / "empty").mkdir(exist_ok=True)
+            z.write(path.parent / "empty", folder)
+        for name, data in members:
+            z._writestr(data, name)  # writestr() would refuse the hostile names some tests need
+
+
+@pytest.fixture
+def download(tmp_path):
+    """source/ with train.7z, trainLabels.csv and test.7z holding one PNG of every odd kind; returns expectations."""
+    rng = np.random.default_rng(0)
+    src = tmp_path / "source"
+    src.mkdir()
+    train = rng.integers(0, 256, (N_TRAIN, 32, 32, 3), dtype=np.uint8)
+    order = rng.permutation(N_TRAIN)  # member order differs from id order: rows must still follow ids
+    write_7z(src / "train.7z", [(f"train/{i + 1}.png", png(train[i])) for i in order], folder="train")
+    labels = [CLASSES[i % 3] for i in range(N_TRAIN)]
+    (src / "trainLabels.csv").write_text("id,label\n" + "".join(f"{i + 1},{lab}\n" for i, lab in enumerate(labels)))
+
+    rgb = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    gray = rng.integers(0, 256, (32, 32), dtype=np.uint8)
+    alpha = rng.integers(0, 256, (32, 32, 1), dtype=np.uint8)
+    index = rng.integers(0, 16, (32, 32), dtype=np.uint8)
+    palette = rng.integers(0, 256, (256, 3), dtype=np.uint8)
+    deep = rng.integers(0, 65536, (32, 32, 3), dtype=np.uint16)
+    big = np.repeat(np.repeat(rgb[1], 2, axis=0), 2, axis=1)  # 64x64 whose 2x2 block means are rgb[1]
+    stripes = rng.integers(0, 256, (32, 1, 3), dtype=np.uint8)  # each row one colour: widening keeps it
+    members = {
+        1: png(rgb[0]), 2: png(gray), 3: png(np.concatenate([rgb[2], alpha], axis=2)),
+        4: palette_png(index, palette), 5: png(deep), 6: png(big), 7: png(np.repeat(stripes, 31, axis=1)),
+        8: b"", 9: png(rgb[4])[:300],
+    }
+    members.update({i: png(rgb[i - 10 + 5]) for i in range(10, 15)})
+    names = [(f"test/{i}.png", members[i]) for i in sorted(members, reverse=True)]
+    write_7z(src / "test.7z", names + [("test/README.txt", b"not an image")], folder="test")
+    expected_test = {
+        1: rgb[0], 2: np.repeat(gray[..., None], 3, axis=2), 3: rgb[2], 4: palette[index],
+        5: ((deep.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8), 6: rgb[1],
+        7: np.repeat(stripes, 32, axis=1),
+        8: np.zeros((32, 32, 3), np.uint8), 9: np.zeros((32, 32, 3), np.uint8),
+        **{i: rgb[i - 10 + 5] for i in range(10, 15)},
+    }
+    return {"src": src, "data": tmp_path / "data", "train": train, "labels": labels, "test": expected_test,
+            "test_members": members}
+
+
+def test_builds_both_splits_with_exact_pixels_ids_labels_and_bad_rows(download):
+    summary = build_cache(download["src"], download["data"], workers=1)  # one decoding process
+
+    train = load_split(download["data"], "train")
+    assert train.classes == CLASSES
+    assert train.ids.tolist() == list(range(1, N_TRAIN + 1))
+    assert np.array_equal(train.images, download["train"])  # RGB, row i = id i + 1
+    assert [CLASSES[i] for i in train.labels] == download["labels"]
+    assert not train.bad.any()
+
+    test = load_split(download["data"], "test")
+    assert test.ids.tolist() == sorted(download["test_members"])
+    assert test.classes == CLASSES  # taken from trainLabels.csv
+    row = {int(i): r for r, i in enumerate(test.ids)}
+    for image_id, pixels in download["test"].items():
+        assert np.array_equal(test.images[row[image_id]], pixels), f"test id {image_id}"
+    assert test.bad.tolist() == [i in (8, 9) for i in test.ids]
+    assert test.manifest["bad_ids"] == [8, 9]
+    assert test.manifest["conversions"] == {"16bit": 1, "gray": 1, "palette": 1, "resized": 2, "rgba": 1}
+    assert test.manifest["source"]["name"] == "test.7z"
+    assert len(test.manifest["source"]["sha256"]) == 64
+
+    assert summary.splits["test"].bad == 2 and summary.splits["train"].count == N_TRAIN
+    assert "test 14 images, 2 undecodable" in summary.line()
+    assert not list(download["data"].glob("**/*.png"))  # no loose files without keep_png
+
+
+def test_keep_png_writes_the_member_bytes(download):
+    build_cache(download["src"], download["data"], keep_png=True, splits=("test",))
+    for image_id, data in download["test_members"].items():
+        assert (download["data"] / "test" / f"{image_id}.png").read_bytes() == data
+    assert not (download["data"] / "train").exists()
+
+
+def test_up_to_date_split_is_skipped_and_rebuilt_when_forced_or_changed(download):
+    build_cache(download["src"], download["data"])
+    manifest_file = cache.split_dir(download["data"], "test") / "manifest.json"
+    first = manifest_file.stat().st_mtime_ns
+
+    again = build_cache(download["src"], download["data"])
+    assert again.splits["test"].skipped and again.splits["train"].skipped
+    assert again.splits["test"].count == 14 and again.splits["test"].bad == 2
+    assert "up to date" in again.line()
+    assert manifest_file.stat().st_mtime_ns == first
+
+    forced = build_cache(download["src"], download["data"], force=True, splits=("test",))
+    assert not forced.splits["test"].skipped
+
+    labels = download["src"] / "trainLabels.csv"
+    labels.write_text(labels.read_text().replace(",frog", ",toad"))  # same ids, new label names
+    rebuilt = build_cache(download["src"], download["data"])
+    assert not rebuilt.splits["train"].skipped and not rebuilt.splits["test"].skipped
+    assert load_split(download["data"], "train").classes == ["cat", "dog", "toad"]
+    assert read_manifest(download["data"], "test")["classes"] == ["cat", "dog", "toad"]
+
+
+def test_labels_that_do_not_match_the_images_are_refused(download):
+    labels = download["src"] / "trainLabels.csv"
+    rows = labels.read_text().splitlines()
+    labels.write_text("\n".join(rows[:3] + rows[4:] + ["99,cat", "100,dog"]) + "\n")  # drops id 3
+    with pytest.raises(KaggleCifarError) as err:
+        build_cache(download["src"], download["data"], splits=("train",))
+    message = str(err.value)
+    assert "trainLabels.csv" in message and "1 images have no label (first: 3)" in message
+    assert "2 labels have no image (first: 99, 100)" in message
+    assert not is_complete(download["data"], "train")
+
+
+def test_labels_file_with_wrong_header_is_refused(download):
+    (download["src"] / "trainLabels.csv").write_text("image,class\n1,cat\n")
+    with pytest.raises(KaggleCifarError, match=r"trainLabels.csv: expected the header 'id,label'"):
+        build_cache(download["src"], download["data"], splits=("train",))
+
+
+@pytest.mark.parametrize("member", ["../evil.png", "/etc/evil.png", "test/../../evil.png", "test/2.png"])
+def test_members_escaping_the_folder_are_refused(tmp_path, member):
+    good = [("test/1.png", png(np.zeros((32, 32, 3), np.uint8)))]
+    if member == "test/2.png":  # a symlink member
+        os.symlink("/etc/passwd", tmp_path / "link")
+        (tmp_path / "1.png").write_bytes(good[0][1])
+        with py7zr.SevenZipFile(tmp_path / "test.7z", "w") as z:
+            z.write(tmp_path / "1.png", good[0][0])
+            z.write(tmp_path / "link", member)
+    else:
+        write_7z(tmp_path / "test.7z", good + [(member, b"x")])
+    with pytest.raises(KaggleCifarError) as err:
+        build_cache(tmp_path, tmp_path / "data", splits=("test",))
+    assert "test.7z" in str(err.value) and repr(member) in str(err.value)
+    assert not (tmp_path / "evil.png").exists() and not is_complete(tmp_path / "data", "test")
+
+
+def test_png_member_with_an_unexpected_name_is_refused(tmp_path):
+    write_7z(tmp_path / "test.7z", [("test/1.png", b""), ("test/cat.png", b"")])
+    with pytest.raises(KaggleCifarError, match=r"test.7z: member 'test/cat.png' is not named test/<id>.png"):
+        build_cache(tmp_path, tmp_path / "data", splits=("test",))
+
+
+def test_missing_archive_names_the_file_and_suggests_fetch(tmp_path):
+    with pytest.raises(KaggleCifarError, match=r"test.7z: not found; run `kagglecifar fetch`"):
+        build_cache(tmp_path, tmp_path / "data", splits=("test",))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_damaged_archive_leaves_no_cache_and_a_rerun_succeeds(download, damage):
+    archive = download["src"] / "test.7z"
+    good = archive.read_bytes()
+    bad = bytearray(good)
+    if damage == "truncated":
+        del bad[len(bad) // 2:]
+    else:  # inside the compressed stream: fails only after some members were delivered
+        bad[len(bad) // 2] ^= 0xFF
+    archive.write_bytes(bytes(bad))
+    with pytest.raises(KaggleCifarError, match=r"test.7z: damaged or truncated 7z archive"):
+        build_cache(download["src"], download["data"], splits=("test",))
+    assert not is_complete(download["data"], "test")
+    assert not list((download["data"] / "cache").glob(".test.*"))
+
+    archive.write_bytes(good)
+    build_cache(download["src"], download["data"], splits=("test",))
+    assert len(load_split(download["data"], "test")) == 14
+
+
+def test_run_killed_while_decoding_leaves_nothing_complete_and_next_run_cleans_up(download, monkeypatch):
+    calls = []
+    real = cache.png_to_rgb32
+
+    def dies_on_fifth(data):
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("killed")
+        return real(data)
+
+    monkeypatch.setattr(cache, "png_to_rgb32", dies_on_fifth)
+    with pytest.raises(RuntimeError, match="killed"):
+        build_cache(download["src"], download["data"], splits=("test",), keep_png=True, workers=0)
+    assert not is_complete(download["data"], "test") and not (download["data"] / "test").exists()
+    assert not list(download["data"].glob(".test.*")) and not list((download["data"] / "cache").glob(".test.*"))
+
+    # a run killed for real leaves its private folders behind: the next run removes them
+    stale = download["data"] / "cache" / ".test.partial-999999999"
+    stale.mkdir()
+    (stale / "manifest.json").write_text("{}")
+    (download["data"] / ".test.png-partial-999999999").mkdir()
+    monkeypatch.setattr(cache, "png_to_rgb32", real)
+    build_cache(download["src"], download["data"], splits=("test",))
+    assert is_complete(download["data"], "test")
+    assert not list(download["data"].glob(".test.*")) and not list((download["data"] / "cache").glob(".test.*"))
+
+
+def test_failing_decoding_process_leaves_nothing_complete(download, monkeypatch):
+    reserve = cache._reserve_disk_space
+
+    def reserve_then_lose_file(path):  # the worker process opens images.npy by name: make that fail
+        reserve(path)
+        path.unlink()
+
+    monkeypatch.setattr(cache, "_reserve_disk_space", reserve_then_lose_file)
+    with pytest.raises(FileNotFoundError, match="images.npy"):
+        build_cache(download["src"], download["data"], splits=("test",), workers=1)
+    assert not is_complete(download["data"], "test")
+    assert not list((download["data"] / "cache").glob(".test.*"))
+
+
+def test_full_disk_is_a_clear_error(download, monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(KaggleCifarError, match=r"no space left on device while building the test cache"):
+        build_cache(download["src"], download["data"], splits=("test",))
+    assert not is_complete(download["data"], "test")
+    assert not list((download["data"] / "cache").glob(".test.*"))
