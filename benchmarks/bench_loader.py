@@ -24,19 +24,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-WORK = common.DEFAULT_DATA / "train"
 
 
 def train_cache(data_dir: Path | None) -> Path:
-    """A data folder with a train cache: the one given, or one built from the full-size replica (once:
-    build_cache skips a cache that matches its source)."""
-    from kagglecifar.cache import build_cache
-
-    if data_dir is not None:
-        return data_dir
-    data_dir = WORK / "full"
-    build_cache(common.ensure_replica("full"), data_dir, splits=("train",))
-    return data_dir
+    """A data folder with a train cache: the one given, or the full-size replica's (built once)."""
+    return data_dir or common.replica_data()
 
 
 class TorchvisionLoader:

@@ -12,7 +12,6 @@ the JSON says so, with the time the full test set would take at the measured rat
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,23 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 WORK = common.DEFAULT_DATA / "predict"
-CPU_LIMIT = 2000
+CPU_LIMITS = {"none": 0, "flip": 0, "shift": 30_000}  # on a CPU, 10-view shift TTA runs on the first 30k ids
 
 
-def test_cache(data_dir: Path | None) -> tuple[Path, bool]:
-    """A data folder with a test cache (the one given, or one built once from the full-size replica); built now?"""
-    from kagglecifar.cache import build_cache, is_complete
-
-    if data_dir is not None:
-        return data_dir, False
-    data_dir = WORK / "full"
-    if is_complete(data_dir, "test"):
-        return data_dir, False
-    print(f"bench_predict: building the test cache in {data_dir} (once) ...", file=sys.stderr, flush=True)
-    replica = common.ensure_replica("full")
-    build_cache(replica, data_dir, splits=("test",))
-    shutil.copy(replica / "sampleSubmission.csv", data_dir / "sampleSubmission.csv")
-    return data_dir, True
+def test_cache(data_dir: Path | None) -> Path:
+    """A data folder with a test cache: the one given, or the full-size replica's (built once)."""
+    return data_dir or common.replica_data()
 
 
 def subset(data_dir: Path, limit: int) -> Path:
@@ -57,19 +45,20 @@ def default_checkpoint(classes: list[str]) -> Path:
     from kagglecifar.models import create_model
 
     torch.manual_seed(0)
-    kwargs = {"width": 0.25}
-    model = create_model("resnet18", num_classes=len(classes), **kwargs)
-    return save_checkpoint({"model": "resnet18", "model_kwargs": kwargs, "classes": classes,
+    name = "resnet18" if torch.cuda.is_available() else "simplecnn"  # the gpu / cpu preset's model
+    model = create_model(name, num_classes=len(classes))
+    return save_checkpoint({"model": name, "model_kwargs": {}, "classes": classes,
                             "state_dict": model.state_dict(), "val_ids": [], "epoch": 0, "val_accuracy": None,
-                            "config": {}}, WORK / "resnet18-w0.25-untrained.pt")
+                            "config": {}}, WORK / f"{name}-untrained.pt")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, help="a data folder with a test cache (default: built from the replica)")
-    p.add_argument("--checkpoint", type=Path, help="run folder or checkpoint (default: untrained resnet18 width 0.25)")
-    p.add_argument("--limit", type=int, help=f"predict only the first N test ids; 0 = all (default: all on a GPU, "
-                                             f"{CPU_LIMIT} on a CPU)")
+    p.add_argument("--checkpoint", type=Path, help="run folder or checkpoint (default: an untrained model of the "
+                                                   "preset for this machine: resnet18 with CUDA, else simplecnn)")
+    p.add_argument("--limit", type=int, help=f"predict only the first N test ids in every mode; 0 = all (default: "
+                                             f"all on a GPU; on a CPU {CPU_LIMITS})")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="auto")
     args = p.parse_args()
@@ -83,16 +72,16 @@ def main() -> None:
     from kagglecifar.train import resolve_device
 
     device = resolve_device(args.device)
-    data_dir, built_cache = test_cache(args.data_dir)
+    data_dir = test_cache(args.data_dir)
     full = load_split(data_dir, "test")
-    limit = args.limit if args.limit is not None else (0 if device.type == "cuda" else CPU_LIMIT)
-    measured_dir = subset(data_dir, limit) if 0 < limit < len(full) else data_dir
     checkpoint = resolve_checkpoint(args.checkpoint) if args.checkpoint else default_checkpoint(full.classes)
     ckpt = load_checkpoint(checkpoint)
 
     predict([checkpoint], subset(data_dir, 256), tta="none", batch_size=args.batch_size, device=args.device)  # warm-up
     modes = {}
     for tta in TTA_VIEWS:
+        limit = args.limit if args.limit is not None else (0 if device.type == "cuda" else CPU_LIMITS[tta])
+        measured_dir = subset(data_dir, limit) if 0 < limit < len(full) else data_dir
         print(f"bench_predict: tta {tta} on {measured_dir} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
         result = predict([checkpoint], measured_dir, tta=tta, batch_size=args.batch_size, device=args.device)
@@ -100,7 +89,9 @@ def main() -> None:
         rate = len(result.ids) / seconds
         modes[tta] = {"views": TTA_VIEWS[tta], "images": len(result.ids), "seconds": round(seconds, 2),
                       "images_per_s": round(rate, 1), "views_per_s": round(rate * TTA_VIEWS[tta], 1),
-                      "full_test_seconds": round(len(full) / rate, 1)}
+                      "full_test_seconds": round(len(full) / rate, 1),
+                      "note": "every test id" if len(result.ids) == len(full) else
+                              f"first {len(result.ids)} of {len(full)} test ids; full_test_seconds extrapolates"}
 
     # The CSV for every id of the full test set (labels do not matter for its speed).
     sample = data_dir / "sampleSubmission.csv"
@@ -115,11 +106,7 @@ def main() -> None:
     common.write_result("prediction", {
         "model": ckpt["model"], "model_kwargs": ckpt.get("model_kwargs", {}), "checkpoint": str(checkpoint),
         "device": str(device), "batch_size": args.batch_size, "test_images": len(full),
-        "limited_to": limit if 0 < limit < len(full) else None,
-        "note": (f"measured on the first {limit} of {len(full)} test ids; full_test_seconds extrapolates"
-                 if 0 < limit < len(full) else "measured on every test id"),
         "modes": modes, "write_submission_seconds": write_seconds, "peak_rss_mb": round(common.peak_rss_mb()),
-        "peak_rss_includes_cache_build": built_cache,
     }, " ".join(["python", "benchmarks/bench_predict.py", *sys.argv[1:]]))
 
 

@@ -50,12 +50,26 @@ def peak_rss_mb(children: bool = False) -> float:
 
 
 def run_measured(argv: list[str]) -> dict:
-    """Run a command in a fresh process; return its wall time, peak RSS and the JSON it prints last."""
+    """Run a command in a fresh process; return the JSON it prints last, plus its wall time and the
+    peak resident memory of its whole process tree (sampled every 50 ms, children included)."""
+    import psutil
+
     started = time.perf_counter()
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-    seconds = time.perf_counter() - started
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    tree, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            rss = tree.memory_info().rss + sum(c.memory_info().rss for c in tree.children(recursive=True))
+            peak = max(peak, rss)
+        except psutil.Error:  # a process ended between listing and reading
+            pass
+        time.sleep(0.05)
+    out = proc.stdout.read()
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, argv, out)
     result = json.loads(out.strip().splitlines()[-1])
-    result.setdefault("seconds", seconds)
+    result.setdefault("seconds", round(time.perf_counter() - started, 2))
+    result["peak_tree_rss_mb"] = round(peak / 2**20)
     return result
 
 
@@ -65,6 +79,16 @@ def ensure_replica(name: str, *options: str) -> Path:
     if not (out / "sampleSubmission.csv").exists():
         subprocess.run([sys.executable, str(REPLICA_TOOL), "--out", str(out), *options], check=True)
     return out
+
+
+def replica_data(name: str = "full") -> Path:
+    """bench-data/NAME-data: a data folder with both caches and the CSVs, built once from the replica
+    with `kagglecifar fetch --from-dir` (which skips what is up to date)."""
+    from kagglecifar import pipeline
+
+    data_dir = DEFAULT_DATA / f"{name}-data"
+    pipeline.fetch("cifar-10", data_dir, from_dir=ensure_replica(name))
+    return data_dir
 
 
 def write_result(name: str, result: dict, command: str) -> Path:

@@ -234,6 +234,15 @@ def model_kwargs(config: TrainConfig) -> dict:
     return {key: getattr(config, key) for key in MODEL_OPTIONS if getattr(config, key) is not None}
 
 
+def checkpoint_model_kwargs(config: TrainConfig) -> dict:
+    """model_kwargs for rebuilding from a checkpoint: pretrained weights come from its state_dict, so a
+    model that downloads them (resnet50-imagenet) is rebuilt with weights=None, offline."""
+    kwargs = model_kwargs(config)
+    if "weights" in models.model_options(config.model):
+        kwargs["weights"] = None
+    return kwargs
+
+
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     total = config.epochs * steps_per_epoch
     warmup = min(round(config.warmup_epochs * steps_per_epoch), total - 1)
@@ -305,7 +314,7 @@ def _train(config, make_loader, rank, world, started) -> TrainResult:
     eval_model = ema if ema is not None else model
 
     def payload(val_accuracy):
-        return {"model": config.model, "model_kwargs": model_kwargs(config), "classes": classes,
+        return {"model": config.model, "model_kwargs": checkpoint_model_kwargs(config), "classes": classes,
                 "state_dict": eval_model.state_dict(), "val_ids": [int(i) for i in data.val_ids],
                 "epoch": progress.epoch, "val_accuracy": val_accuracy, "config": asdict(config)}
 

@@ -280,3 +280,15 @@ def test_missing_cache_and_missing_cuda_are_clear(tmp_path, run_cli):
     if not torch.cuda.is_available():
         code, _, err = run_cli("train", "mlp", "--device", "cuda", "--data-dir", tmp_path)
         assert code == 1 and "--device cuda: CUDA is not available" in err
+
+
+def test_checkpoints_rebuild_pretrained_models_without_downloading_weights(tmp_path, monkeypatch):
+    from kagglecifar.train import checkpoint_model_kwargs
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no ImageNet weights here, and no network
+    config = make_config("resnet50-imagenet", "cpu", freeze_stages=2)
+    kwargs = checkpoint_model_kwargs(config)
+    assert kwargs == {"freeze_stages": 2, "weights": None}
+    model = models.create_model("resnet50-imagenet", num_classes=10, image_size=64, **kwargs)
+    assert model(torch.rand(1, 3, 32, 32)).shape == (1, 10)
+    assert checkpoint_model_kwargs(make_config("simplecnn", "cpu")) == {}
