@@ -59,7 +59,7 @@ def main() -> None:
                                                    "preset for this machine: resnet18 with CUDA, else simplecnn)")
     p.add_argument("--limit", type=int, help=f"predict only the first N test ids in every mode; 0 = all (default: "
                                              f"all on a GPU; on a CPU {CPU_LIMITS})")
-    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--batch-size", type=int, help="default: predict's own (1024 on CUDA, 256 on CPU)")
     p.add_argument("--device", default="auto")
     args = p.parse_args()
 
@@ -67,7 +67,7 @@ def main() -> None:
 
     from kagglecifar.cache import load_split
     from kagglecifar.checkpoint import load_checkpoint, resolve_checkpoint
-    from kagglecifar.predict import TTA_VIEWS, predict
+    from kagglecifar.predict import BATCH_SIZE, TTA_VIEWS, predict
     from kagglecifar.submission import write_submission
     from kagglecifar.train import resolve_device
 
@@ -105,7 +105,7 @@ def main() -> None:
 
     common.write_result("prediction", {
         "model": ckpt["model"], "model_kwargs": ckpt.get("model_kwargs", {}), "checkpoint": str(checkpoint),
-        "device": str(device), "batch_size": args.batch_size, "test_images": len(full),
+        "device": str(device), "batch_size": args.batch_size or BATCH_SIZE[device.type], "test_images": len(full),
         "modes": modes, "write_submission_seconds": write_seconds, "peak_rss_mb": round(common.peak_rss_mb()),
     }, " ".join(["python", "benchmarks/bench_predict.py", *sys.argv[1:]]))
 

@@ -154,7 +154,7 @@ def train_command(
 # ---- predict, evaluate ------------------------------------------------------------------------
 
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")
-BATCH_SIZE = typer.Option(1024, "--batch-size", min=1, help="Images per forward pass.")
+BATCH_SIZE = typer.Option(None, "--batch-size", min=1, help="Images per forward pass (default: 1024 on CUDA, 256 on CPU).")
 
 
 @app.command()
@@ -170,7 +170,7 @@ def predict(
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
     save_probs: Optional[Path] = typer.Option(None, "--save-probs", help="Also save ids, probabilities and confidence "
                                               "(.npz for ensembling later, or .csv)."),
-    batch_size: int = BATCH_SIZE,
+    batch_size: Optional[int] = BATCH_SIZE,
     device: str = DEVICE,
     ood_threshold: float = typer.Option(0.5, "--ood-threshold", min=0.0, max=1.0,
                                         help="Confidence (top probability) below which an image counts as "
@@ -192,7 +192,7 @@ def evaluate(
     run: Path = typer.Argument(..., metavar="RUN", help="Run folder (its best.pt) or checkpoint file."),
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Also evaluate each TTA mode (flip, shift)."),
     data_dir: Path = DATA_DIR,
-    batch_size: int = BATCH_SIZE,
+    batch_size: Optional[int] = BATCH_SIZE,
     device: str = DEVICE,
 ) -> None:
     """Per-class accuracy on the run's validation split, without and with TTA, and a confusion matrix image."""
