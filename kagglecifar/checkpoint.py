@@ -6,27 +6,19 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.files import atomic_path
 
 
 def save_checkpoint(payload: dict, path: Path) -> Path:
     """Write to a private temporary file, fsync, then rename over `path`: never a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -10,7 +10,6 @@ is complete and up to date, so an interrupted run picks up where it stopped.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.files import atomic_path, write_text_atomic
 
 # What each preset gives. cpu: measured with `kagglecifar run --preset cpu` on the full replica, 2 CPU cores
 # (README "Measured end to end"); gpu: what this recipe is known to reach, not yet measured by us.
@@ -71,9 +71,8 @@ def _copy_csvs(from_dir: Path, data_dir: Path) -> None:
             continue
         if target.is_file() and target.read_bytes() == source.read_bytes():
             continue
-        tmp = target.with_name(f".{name}.tmp-{os.getpid()}")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
 
 
 def choose_preset(model: str | None, preset: str | None, confirm: Callable[[str], bool] | None,
@@ -180,7 +179,7 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
             return f"{out.name} was already submitted: {previous.get('status')}, score {previous.get('public_score')}", False
         text = message or f"kagglecifar {name}, TTA {tta}"
         result = kaggle_io.submit(out, text, competition, wait=wait, data_dir=data_dir)
-        record.write_text(json.dumps({**asdict(result), "message": text, "competition": competition,
+        write_text_atomic(record, json.dumps({**asdict(result), "message": text, "competition": competition,
                                       "date": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
         score = f"public score {result.public_score}" if result.public_score is not None else result.status
         return f"{out.name}: {score}", True

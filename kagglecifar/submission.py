@@ -7,7 +7,6 @@ name in every label cell.
 from __future__ import annotations
 
 import csv
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.files import atomic_path
 
 HEADER = ["id", "label"]
 SHOWN_PROBLEMS = 5
@@ -40,17 +40,9 @@ def atomic_output(path: Path, force: bool = False, option: str = "--out"):
 
     Refuses an existing `path` unless force, so a finished output is never overwritten by accident.
     """
-    path = Path(path)
     refuse_existing(path, force, option)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def refuse_existing(path: Path, force: bool, option: str = "--out") -> None:

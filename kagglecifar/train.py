@@ -40,6 +40,7 @@ from kagglecifar.augment import PRESETS as AUGMENT_PRESETS, build_pipeline
 from kagglecifar.checkpoint import load_checkpoint, save_checkpoint
 from kagglecifar.data import TrainLoader, eval_batches, load_train_data, to_model_input
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.files import atomic_path, write_text_atomic
 
 
 @dataclass
@@ -298,7 +299,7 @@ def _train(config, make_loader, rank, world, started) -> TrainResult:
 
     run_dir = _prepare_run_dir(config, resumed is not None, main, world)
     if main:
-        _write_text(run_dir / "config.json", json.dumps({"config": asdict(config), "environment": {
+        write_text_atomic(run_dir / "config.json", json.dumps({"config": asdict(config), "environment": {
             "world_size": world, "device": str(device), "torch": torch.__version__, "classes": classes,
             "train_images": len(data.train_labels), "val_images": len(data.val_labels),
             "excluded_bad_images": data.excluded_bad}}, indent=2) + "\n")
@@ -417,7 +418,7 @@ def _train(config, make_loader, rank, world, started) -> TrainResult:
     result = TrainResult(run_dir, progress.best_val_accuracy, progress.best_epoch, progress.epoch,
                          time.monotonic() - started, reason)
     if main:
-        _write_text(run_dir / "result.json", json.dumps({**asdict(result), "run_dir": str(run_dir)}, indent=2) + "\n")
+        write_text_atomic(run_dir / "result.json", json.dumps({**asdict(result), "run_dir": str(run_dir)}, indent=2) + "\n")
     return result
 
 
@@ -636,21 +637,14 @@ def _write_metrics(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(out, METRIC_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: "" if row[k] is None else row[k] for k in METRIC_COLUMNS} for row in rows)
-    _write_text(path, out.getvalue())
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, out.getvalue())
 
 
 def _write_figures(run_dir, progress, config, data, classes, device, autocast) -> None:
     """curves.png, and confusion_matrix.png of best.pt on the validation split (written aside, then renamed)."""
     def publish(draw, name):
-        tmp = run_dir / f".tmp-{os.getpid()}-{name}"
-        draw(tmp)
-        os.replace(tmp, run_dir / name)
+        with atomic_path(run_dir / name) as tmp:
+            draw(tmp)
 
     if progress.metrics:
         publish(lambda p: plots.plot_curves(progress.metrics, p, title=run_dir.name), "curves.png")
