@@ -7,14 +7,13 @@ name in every label cell.
 from __future__ import annotations
 
 import csv
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.files import atomic_path
+from kagglecifar.files import atomic_output, refuse_existing
 
 HEADER = ["id", "label"]
 SHOWN_PROBLEMS = 5
@@ -32,22 +31,6 @@ class Problem:
         where = f"line {self.line}: " if self.line else ""
         more = f" (and {self.count - 1} more like it)" if self.count > 1 else ""
         return f"{where}{self.message}{more}"
-
-
-@contextmanager
-def atomic_output(path: Path, force: bool = False, option: str = "--out"):
-    """Yield a private temporary path next to `path`; publish it with a rename only if the block succeeds.
-
-    Refuses an existing `path` unless force, so a finished output is never overwritten by accident.
-    """
-    refuse_existing(path, force, option)
-    with atomic_path(path) as tmp:
-        yield tmp
-
-
-def refuse_existing(path: Path, force: bool, option: str = "--out") -> None:
-    if Path(path).exists() and not force:
-        raise KaggleCifarError(f"{path}: already exists; pass --force to overwrite it or {option} to write elsewhere")
 
 
 def read_sample_ids(sample_path: Path) -> np.ndarray:

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from fake_kaggle import make_competition, serving
-from kagglecifar import kaggle_io
+from kagglecifar import kaggle_io, reports
 from kagglecifar.errors import KaggleCifarError
 
 
@@ -118,7 +118,7 @@ def test_leaderboard_shows_the_top_and_where_you_stand(fake, files, tmp_path):
     board = kaggle_io.leaderboard("cifar-10", top=3)
     assert [e.team_name for e in board.top] == [fake.team_name, "team 1", "team 2"]
     assert (board.you.rank, board.teams, board.best_score) == (1, 8, 1.0)
-    assert "are ranked 1 of 8" in kaggle_io.standing(board)
+    assert "are ranked 1 of 8" in reports.standing(board)
 
 
 def test_closed_leaderboard_tells_where_your_best_score_would_rank(fake, files, tmp_path):
@@ -134,7 +134,7 @@ def test_closed_leaderboard_tells_where_your_best_score_would_rank(fake, files, 
     board = kaggle_io.leaderboard("cifar-10", top=20)
     assert board.you is None and board.teams == 7
     assert board.would_rank == 1 + sum(s > score for _, s in fake.others)
-    assert f"would rank {board.would_rank} of 8" in kaggle_io.standing(board)
+    assert f"would rank {board.would_rank} of 8" in reports.standing(board)
 
 
 def test_download_that_disagrees_with_the_file_list_is_not_kept(fake, tmp_path):
