@@ -14,7 +14,6 @@ file list, and only then renamed to NAME: a file under its final name is always 
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import io
 import json
@@ -31,7 +30,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kagglecifar import cache, submission
+from kagglecifar import cache, competition, submission
 from kagglecifar.errors import KaggleCifarError
 
 REQUIRED_FILES = ("train.7z", "test.7z", "trainLabels.csv", "sampleSubmission.csv")
@@ -382,19 +381,13 @@ def train_classes(data_dir: Path) -> list[str]:
     """The class names (sorted): from the train cache when built, else from trainLabels.csv."""
     if cache.is_complete(data_dir, "train"):
         return list(cache.read_manifest(data_dir, "train")["classes"])
-    path = Path(data_dir) / "trainLabels.csv"
+    path = Path(data_dir) / competition.LABELS_FILE
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = csv.reader(f)
-            header = next(rows, None)
-            labels = {row[1] for row in rows if len(row) >= 2}
+        return sorted(set(competition.read_labels(path).values()))
     except FileNotFoundError:
         raise KaggleCifarError(f"{path}: not found; run `kagglecifar fetch` first") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise KaggleCifarError(f"{path}: unreadable ({exc})") from None
-    if header != ["id", "label"] or not labels:
-        raise KaggleCifarError(f"{path}: expected a header id,label and labelled rows")
-    return sorted(labels)
 
 
 # ---- submit ----------------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ class StageReport:
 def fetch(competition: str, data_dir: Path, *, from_dir: Path | None = None, force: bool = False,
           keep_png: bool = False, workers: int | None = None) -> tuple[str, bool]:
     """Download (or take from from_dir) and build the cache; return (summary, whether anything was done)."""
-    from kagglecifar import cache, kaggle_io
+    from kagglecifar import kaggle_io
+    from kagglecifar.cache.build import build_cache
 
     data_dir = Path(data_dir)
     if from_dir is None:
@@ -56,7 +57,7 @@ def fetch(competition: str, data_dir: Path, *, from_dir: Path | None = None, for
     else:
         fetched, did_download = f"archives read in place from {from_dir}", False
         _copy_csvs(Path(from_dir), data_dir)
-    built = cache.build_cache(from_dir or data_dir, data_dir, force=force, keep_png=keep_png, workers=workers)
+    built = build_cache(from_dir or data_dir, data_dir, force=force, keep_png=keep_png, workers=workers)
     splits = list(built.splits.values())
     images = ", ".join(f"{s.split} {s.count:,}" + (" (up to date)" if s.skipped else "") for s in splits)
     line = f"{fetched}; {images} images in {built.cache_dir}, {sum(s.bad for s in splits)} undecodable"
