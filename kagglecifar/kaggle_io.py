@@ -30,7 +30,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kagglecifar import cache, competition, submission
+from kagglecifar import cache, competition
 from kagglecifar.errors import KaggleCifarError
 
 REQUIRED_FILES = ("train.7z", "test.7z", "trainLabels.csv", "sampleSubmission.csv")
@@ -393,16 +393,14 @@ def train_classes(data_dir: Path) -> list[str]:
 # ---- submit ----------------------------------------------------------------------------------------
 
 
-def submit(csv_path: Path, message: str, competition: str, wait: bool = True, timeout: float = 600.0,
-           data_dir: Path = Path("data")) -> SubmissionResult:
-    """Check csv_path, upload it, and wait up to `timeout` seconds for its public score.
+def upload_submission(csv_path: Path, message: str, competition: str, wait: bool = True,
+                      timeout: float = 600.0) -> SubmissionResult:
+    """Upload csv_path as it is and wait up to `timeout` seconds for its public score.
 
-    The check (submission.check_submission against data_dir's sampleSubmission.csv and classes) comes first:
-    an invalid file raises KaggleCifarError before anything is sent.
+    Call submission.submit instead: it checks the file first, so nothing invalid is ever uploaded.
     """
     started = time.perf_counter()
     csv_path = Path(csv_path)
-    submission.check_submission(csv_path, Path(data_dir) / "sampleSubmission.csv", train_classes(data_dir))
     conn = _connect(competition)
 
     def upload():
