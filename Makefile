@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-MODEL  ?= resnet18
+MODEL  ?=          # empty: the preset's model (the cpu preset without a GPU)
 ARGS   ?=
 
 .PHONY: install run test bench clean

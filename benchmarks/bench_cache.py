@@ -43,7 +43,7 @@ def baseline(archive: Path, work: Path) -> int:
 
 
 def ours(data: Path, split: str, work: Path) -> int:
-    from kagglecifar.cache import build_cache
+    from kagglecifar.cache.build import build_cache
 
     return build_cache(data, work, splits=(split,), force=True).splits[split].count
 

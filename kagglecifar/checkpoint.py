@@ -1,17 +1,31 @@
-"""Checkpoints: written atomically, read with weights_only=True.
+"""The checkpoint contract: what a .pt file holds, writing it atomically, reading it safely, and
+rebuilding its model. Train writes checkpoints; predict, evaluate, compare and run only read them here.
 
-A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
-    {"model": str, "model_kwargs": dict, "classes": list[str], "state_dict": dict,
-     "epoch": int, "val_accuracy": float | None, "config": dict, ... training state ...}
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (so weights_only=True loads it):
+    {"model": str, "model_kwargs": dict, "classes": list[str], "state_dict": dict (EMA weights when EMA is on),
+     "val_ids": list[int], "epoch": int, "val_accuracy": float | None, "config": dict (TrainConfig.to_dict()),
+     "train_state": {...} (last.pt only: what resuming needs)}
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_path
+
+
+def make_payload(*, model: str, model_kwargs: dict, classes: list[str], state_dict: dict, val_ids: list[int],
+                 epoch: int, val_accuracy: float | None, config: dict, train_state: dict | None = None) -> dict:
+    payload = {"model": model, "model_kwargs": dict(model_kwargs), "classes": list(classes),
+               "state_dict": state_dict, "val_ids": list(val_ids), "epoch": epoch, "val_accuracy": val_accuracy,
+               "config": config}
+    if train_state is not None:
+        payload["train_state"] = train_state
+    return payload
 
 
 def save_checkpoint(payload: dict, path: Path) -> Path:
@@ -28,8 +42,14 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise KaggleCifarError(f"{path}: checkpoint not found") from None
+    except pickle.UnpicklingError:
+        # weights_only refused something that is not plain data: possibly code. Never suggest loading it anyway.
+        raise KaggleCifarError(f"{path}: not a safe checkpoint (it holds objects other than tensors and plain "
+                               "data); it will not be loaded") from None
     except Exception as exc:  # torch raises many types for damaged or foreign files
-        raise KaggleCifarError(f"{path}: not a readable kagglecifar checkpoint ({type(exc).__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise KaggleCifarError(f"{path}: not a readable kagglecifar checkpoint ({type(exc).__name__}: "
+                               f"{first})") from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "model" not in payload:
         raise KaggleCifarError(f"{path}: not a kagglecifar checkpoint (no model name or state_dict)")
     return payload
@@ -46,3 +66,33 @@ def resolve_checkpoint(run_or_file: Path, which: str = "best") -> Path:
     if not path.is_file():
         raise KaggleCifarError(f"{path}: no such run folder or checkpoint file")
     return path
+
+
+def build_model(payload: dict, path: Path | str = "checkpoint") -> nn.Module:
+    """The checkpoint's model with its weights, on the CPU, in eval mode.
+
+    A model that downloads pretrained weights (resnet50-imagenet) is rebuilt with weights=None: its
+    weights come from the state_dict, so no network is needed.
+    """
+    from kagglecifar import models
+
+    kwargs = dict(payload.get("model_kwargs", {}))
+    if "weights" in models.model_options(payload["model"]):
+        kwargs["weights"] = None
+    model = models.create_model(payload["model"], num_classes=len(payload["classes"]), **kwargs)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise KaggleCifarError(f"{path}: weights do not fit model {payload['model']!r} ({first})") from None
+    return model.eval()
+
+
+def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict]:
+    """(model in eval mode on `device`, the checkpoint) for a run folder or checkpoint file."""
+    path = resolve_checkpoint(path)
+    payload = load_checkpoint(path)
+    model = build_model(payload, path).to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model, payload

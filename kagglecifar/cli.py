@@ -1,9 +1,13 @@
 """The `kagglecifar` command line: parses options and calls the stage modules, nothing more.
 
-Each command ends with a one-line summary; a KaggleCifarError becomes one line on stderr and exit 1.
+Each command ends with a one-line summary; a KaggleCifarError (or an OS error) becomes one line on stderr
+and exit 1; Ctrl-C and SIGTERM stop cleanly with exit 130. The `train` options are generated from
+config.TrainConfig, where each is declared once.
 """
 from __future__ import annotations
 
+import inspect
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -14,17 +18,22 @@ from kagglecifar.errors import KaggleCifarError
 
 app = typer.Typer(
     help="From nothing to a scored submission in Kaggle's CIFAR-10 competition.\n\n"
-    "Typical session:  fetch  ->  train resnet18  ->  predict --tta  ->  submit   (or all at once: run)",
+    "Typical session:  fetch  ->  train  ->  predict  ->  submit   (or all at once: run)",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
 )
 
 DATA_DIR = typer.Option(Path("data"), "--data-dir", help="Where downloads and the image cache live.")
 RUNS_DIR = typer.Option(Path("runs"), "--runs-dir", help="Where training runs are written.")
-SUBMISSIONS_DIR = Path("submissions")
+SUBMISSIONS_DIR = typer.Option(Path("submissions"), "--submissions-dir", help="Where submission CSVs are written.")
 COMPETITION = typer.Option("cifar-10", "--competition", help="Kaggle competition slug.")
+DEVICE = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")
+BATCH_SIZE = typer.Option(None, "--batch-size", min=1,
+                          help="Images per forward pass (default: 1024 on CUDA, 256 on CPU).")
+TTA_HELP = "Test-time augmentation: none (1 view), flip (2 views) or shift (flips + 2 px shifts, 10 views)."
 
 
 def summary(line: str) -> None:
@@ -32,9 +41,14 @@ def summary(line: str) -> None:
     typer.echo(line)
 
 
+def examples(*lines: str) -> str:
+    """A help epilog; click keeps a paragraph that starts with \\b as written."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
+
+
 # ---- fetch ------------------------------------------------------------------------------------
 
-@app.command()
+@app.command(epilog=examples("kagglecifar fetch", "kagglecifar fetch --from-dir ~/Downloads/cifar-10"))
 def fetch(
     competition: str = COMPETITION,
     data_dir: Path = DATA_DIR,
@@ -56,11 +70,9 @@ def fetch(
     summary(f"fetch: {line}; {time.perf_counter() - started:.1f} s")
 
 
-# ---- end fetch --------------------------------------------------------------------------------
-
 # ---- models, train ----------------------------------------------------------------------------
 
-@app.command("models")
+@app.command("models", epilog=examples("kagglecifar models", "kagglecifar models --width 0.25"))
 def models_command(
     width: float = typer.Option(1.0, "--width", help="Width multiplier to size the models at (e.g. 0.25)."),
 ) -> None:
@@ -73,75 +85,48 @@ def models_command(
             "(2 per multiply-add); train one with `kagglecifar train MODEL`")
 
 
-@app.command("train")
-def train_command(
-    model: Optional[str] = typer.Argument(None, metavar="MODEL", help="Model to train (see `kagglecifar models`; "
-                                          "default: the preset's)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="gpu: resnet18, 40 epochs, ~95% val accuracy; cpu: "
-                                         "simplecnn, ~74% in a few minutes (default: gpu with CUDA, else cpu). "
-                                         "Options given explicitly override it."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training split."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (all processes together)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd (Nesterov momentum 0.9) or adamw "
-                                            "(then lr 2e-3 and weight decay 0.05 unless given)."),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help="onecycle (linear warm-up, linear decay to 0) "
-                                           "or cosine (warm-up, cosine decay to 0)."),
-    warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs",
-                                                  help="Linear learning-rate warm-up, in epochs."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="On weights, not on norms and biases."),
-    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Cross-entropy label smoothing."),
-    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep an exponential moving average of the "
-                                       "weights; it is what gets evaluated and saved."),
-    ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="EMA decay per step (default 0.999)."),
-    augment: Optional[str] = typer.Option(None, "--augment", help="none, standard (pad-crop + flip), strong (+ cutout, "
-                                          "affine, colour jitter), or an albumentations pipeline saved with A.save "
-                                          "(.json/.yaml; see kagglecifar/augment.py)."),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Stratified validation share of the "
-                                                 "train images (default 0.1); 0 trains on all of them."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seeds the split, initialisation, order and augmentation."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA when available), cpu, cuda or cuda:N."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader processes augmenting batches."),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (CUDA only)."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
-                                                 help="channels_last memory format (CUDA only)."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
-    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop after this many seconds, at a step "
-                                                "boundary, with last.pt saved (continue with --resume)."),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Stop after this many epochs without a better "
-                                           "validation accuracy (default 0: never)."),
-    width: Optional[float] = typer.Option(None, "--width", help="Model width multiplier (e.g. 0.25)."),
-    dropout: Optional[float] = typer.Option(None, "--dropout", help="Dropout before the classifier."),
-    freeze_stages: Optional[int] = typer.Option(None, "--freeze-stages", help="Frozen stages (resnet50-imagenet)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Run folder name (default: MODEL-DATE-TIME)."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue a stopped run (name or folder) from its "
-                                         "last.pt; only --time-budget (per session), --workers, --device and "
-                                         "--compile may change."),
-    data_dir: Path = DATA_DIR,
-    runs_dir: Path = RUNS_DIR,
-) -> None:
-    """Train a model on the cached train images; writes RUNS_DIR/NAME/ (config, metrics, checkpoints, plots).
+def _config_parameters() -> tuple[list[inspect.Parameter], dict]:
+    """One Typer option per TrainConfig field (but the model, which is the MODEL argument), defaulting to None
+    so that only what the user gives overrides the preset; --help shows the default and each preset's value."""
+    from kagglecifar import config
 
-    Unset options come from the preset. gpu: resnet18, 40 epochs, batch 512, lr 0.2, SGD Nesterov, onecycle,
-    weight decay 5e-4, label smoothing 0.1, standard augmentation, bf16, channels_last.
-    cpu: simplecnn, 6 epochs, batch 128, lr 0.05, no bf16/channels_last, otherwise the same (~74% in minutes).
+    presets = {name: config.preset_values(name) for name in config.preset_names()}
+    parameters, annotations = [], {}
+    for section in config.SECTIONS.values():
+        types = config.field_types(section)
+        for name, spec in config.fields_of(section).items():
+            if name == "model":
+                continue
+            flag = "--" + name.replace("_", "-")
+            shown = f"{spec.default}" if spec.default not in (None, "") else "none"
+            differ = [f"{preset} preset: {values[name]}" for preset, values in presets.items()
+                      if name in values and values[name] != spec.default]
+            kind = types[name]
+            decls = [f"{flag}/--no-{name.replace('_', '-')}"] if kind is bool else [flag]
+            metavar = spec.metadata["metavar"] or ("|".join(spec.metadata["choices"] or ()) or
+                                                   {int: "INT", float: "NUMBER", str: "TEXT"}.get(kind))
+            option = typer.Option(None, *decls, help=spec.metadata["help"], metavar=metavar,
+                                  show_default="; ".join([shown, *differ]), rich_help_panel=section.__name__)
+            annotations[name] = Optional[kind]
+            parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                                annotation=Optional[kind]))
+    return parameters, annotations
 
-    Several GPUs: torchrun --nproc_per_node N -m kagglecifar train MODEL ...
-    """
+
+def _train_command(model, preset, config_file, sets, **options):
     import os
 
-    from kagglecifar import train
+    from kagglecifar import config as train_config, train
 
-    options = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
-                   warmup_epochs=warmup_epochs, weight_decay=weight_decay, label_smoothing=label_smoothing, ema=ema,
-                   ema_decay=ema_decay, augment=augment, val_fraction=val_fraction, seed=seed, device=device,
-                   workers=workers, amp=amp, channels_last=channels_last, compile=compile, time_budget=time_budget,
-                   patience=patience, width=width, dropout=dropout, freeze_stages=freeze_stages, name=name,
-                   data_dir=data_dir, runs_dir=runs_dir)
+    resume = options.pop("resume", None)
     if resume:
-        config = train.resume_config(resume, model=model, preset=preset, **options)
+        if preset or config_file or sets:
+            raise KaggleCifarError(f"--resume {resume}: a resumed run keeps its recipe; --preset, --config and "
+                                   "--set cannot be combined with it")
+        runs_dir = options.pop("runs_dir") or "runs"
+        config = train.resume_config(resume, runs_dir, model=model, **options)
     else:
-        config = train.make_config(model, preset, **options)
+        config = train_config.make_config(model, preset, config_file=config_file, sets=sets or [], **options)
     result = train.train(config)
     if int(os.environ.get("RANK", 0)) == 0:
         summary(f"train: {result.line()}")
@@ -149,24 +134,61 @@ def train_command(
         raise typer.Exit(130)
 
 
-# ---- end models, train ------------------------------------------------------------------------
+def _build_train_command():
+    fixed = [
+        inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[str],
+                          default=typer.Argument(None, metavar="MODEL", help="Model to train (see `kagglecifar "
+                                                 "models`; default: the preset's).")),
+        inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                          default=typer.Option(None, "--preset", metavar="NAME", help="Base recipe: gpu (ResNet-18, 40 epochs) or "
+                                               "cpu (minutes on a laptop); kagglecifar/presets/NAME.yaml. "
+                                               "Default: gpu with CUDA, else cpu.")),
+        inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                          default=typer.Option(None, "--config", metavar="FILE", help="A recipe file (YAML/JSON), "
+                                               "e.g. a run's config.yaml; overrides the preset.")),
+        inspect.Parameter("sets", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[List[str]],
+                          default=typer.Option(None, "--set", metavar="KEY=VALUE", help="Override any config "
+                                               "field, e.g. --set lr=0.1 (repeatable).")),
+    ]
+    generated, annotations = _config_parameters()
+
+    def train_command(**kwargs):
+        """Train a model on the cached train images; writes RUNS_DIR/NAME/ (config.yaml, metrics, checkpoints,
+        curves, confusion matrix).
+
+        Values come from, later winning: the defaults, the preset, --config FILE, --set KEY=VALUE, then the
+        options below. Several GPUs: torchrun --nproc_per_node N -m kagglecifar train MODEL ...
+        """
+        _train_command(kwargs.pop("model"), kwargs.pop("preset"), kwargs.pop("config_file"), kwargs.pop("sets"),
+                       **kwargs)
+
+    train_command.__signature__ = inspect.Signature(fixed + generated)
+    train_command.__annotations__ = {**{p.name: p.annotation for p in fixed}, **annotations}
+    return train_command
+
+
+app.command("train", epilog=examples(
+    "kagglecifar train                                   # the preset for this machine",
+    "kagglecifar train resnet18 --preset gpu --epochs 60",
+    "kagglecifar train --config runs/resnet18-20261123-101500/config.yaml --set seed=1",
+    "kagglecifar train --resume resnet18-20261123-101500",
+))(_build_train_command())
+
 
 # ---- predict, evaluate ------------------------------------------------------------------------
 
-DEVICE = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")
-BATCH_SIZE = typer.Option(None, "--batch-size", min=1, help="Images per forward pass (default: 1024 on CUDA, 256 on CPU).")
-
-
-@app.command()
+@app.command(epilog=examples("kagglecifar predict runs/resnet18-gpu", "kagglecifar predict runs/a runs/b --weights 2,1 "
+                             "--tta shift --save-probs probs.npz"))
 def predict(
-    runs: List[Path] = typer.Argument(..., metavar="RUN_OR_CHECKPOINT",
+    runs: List[Path] = typer.Argument(..., metavar="RUN_OR_CHECKPOINT...",
                                       help="Run folders (their best.pt) or checkpoint files; several make an ensemble. "
                                       "Probabilities saved earlier with --save-probs x.npz can join it."),
-    tta: bool = typer.Option(True, "--tta/--no-tta", help="Average over test-time augmented views."),
-    tta_mode: str = typer.Option("flip", "--tta-mode", help="flip (2 views) or shift (flips + 2 px shifts, 10 views)."),
+    tta: str = typer.Option("flip", "--tta", metavar="MODE", help=TTA_HELP),
     weights: Optional[str] = typer.Option(None, "--weights", help="Ensemble weights, one per checkpoint, e.g. 2,1."),
     data_dir: Path = DATA_DIR,
-    out: Optional[Path] = typer.Option(None, "--out", help="Submission CSV (default: submissions/RUN[-ensemble]-TTA.csv)."),
+    submissions_dir: Path = SUBMISSIONS_DIR,
+    out: Optional[Path] = typer.Option(None, "--out", help="Submission CSV (default: "
+                                       "SUBMISSIONS_DIR/RUN[-ensemble]-TTA.csv)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
     save_probs: Optional[Path] = typer.Option(None, "--save-probs", help="Also save ids, probabilities and confidence "
                                               "(.npz for ensembling later, or .csv)."),
@@ -178,51 +200,55 @@ def predict(
 ) -> None:
     """Predict every test image (undecodable ones get a fallback label) and write a submission CSV."""
     from kagglecifar import predict as prediction
+    from kagglecifar.tta import check_tta_mode
 
-    mode = prediction.check_tta_mode(tta_mode) if tta else "none"
-    out = out or prediction.default_submission_path(runs, mode, SUBMISSIONS_DIR)
+    check_tta_mode(tta)
+    out = out or prediction.default_submission_path(runs, tta, submissions_dir)
     result = prediction.predict_to_submission(
-        runs, data_dir, out, tta=mode, weights=prediction.parse_weights(weights, len(runs)), batch_size=batch_size,
+        runs, data_dir, out, tta=tta, weights=prediction.parse_weights(weights, len(runs)), batch_size=batch_size,
         device=device, force=force, save_probs_path=save_probs, ood_threshold=ood_threshold)
     summary(f"predict: {result.line()}")
 
 
-@app.command()
+@app.command(epilog=examples("kagglecifar evaluate runs/resnet18-gpu", "kagglecifar evaluate runs/resnet18-gpu --tta flip"))
 def evaluate(
     run: Path = typer.Argument(..., metavar="RUN", help="Run folder (its best.pt) or checkpoint file."),
-    tta: bool = typer.Option(True, "--tta/--no-tta", help="Also evaluate each TTA mode (flip, shift)."),
+    tta: Optional[List[str]] = typer.Option(None, "--tta", metavar="MODE", help=TTA_HELP + " Repeatable; "
+                                            "default: every mode. `none` is always included."),
     data_dir: Path = DATA_DIR,
     batch_size: Optional[int] = BATCH_SIZE,
     device: str = DEVICE,
 ) -> None:
-    """Per-class accuracy on the run's validation split, without and with TTA, and a confusion matrix image."""
-    from kagglecifar import predict as prediction
+    """Per-class accuracy on the run's validation split, without and with TTA, and its confusion matrix."""
+    from kagglecifar.evaluate import evaluate as evaluate_run
+    from kagglecifar.tta import TTA_VIEWS
 
-    report = prediction.evaluate(run, data_dir, ("flip", "shift") if tta else (), batch_size=batch_size, device=device)
+    report = evaluate_run(run, data_dir, tta or list(TTA_VIEWS), batch_size=batch_size, device=device)
     typer.echo(report.table())
     accuracies = ", ".join(f"{mode} {accuracy:.2%}" for mode, accuracy in report.overall.items())
     summary(f"evaluate: {report.count} validation images, accuracy {accuracies}; "
             f"confusion matrix {report.confusion_path}")
 
-# ---- end predict, evaluate --------------------------------------------------------------------
 
 # ---- submit, submissions, leaderboard ---------------------------------------------------------
 
-@app.command()
+@app.command(epilog=examples('kagglecifar submit -m "resnet18, flip TTA"',
+                             'kagglecifar submit submissions/resnet18-gpu-flip.csv -m "first try" --no-wait'))
 def submit(
     csv_path: Optional[Path] = typer.Argument(None, metavar="CSV", help="Submission file (default: the newest "
-                                              "CSV in submissions/)."),
+                                              "CSV in SUBMISSIONS_DIR)."),
     message: str = typer.Option(..., "-m", "--message", help="Description shown with the submission on Kaggle."),
     competition: str = COMPETITION,
     data_dir: Path = DATA_DIR,
+    submissions_dir: Path = SUBMISSIONS_DIR,
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for Kaggle to score it and print the score."),
     timeout: float = typer.Option(600.0, "--timeout", min=0, help="Seconds to wait for the score."),
 ) -> None:
     """Check a submission CSV locally, upload it to Kaggle and print its public score."""
-    from kagglecifar import kaggle_io, submission
+    from kagglecifar import submission
 
-    csv_path = csv_path or submission.newest_submission(SUBMISSIONS_DIR)
-    result = kaggle_io.submit(csv_path, message, competition, wait=wait, timeout=timeout, data_dir=data_dir)
+    csv_path = csv_path or submission.newest_submission(submissions_dir)
+    result = submission.submit(csv_path, message, competition, data_dir=data_dir, wait=wait, timeout=timeout)
     if result.status == "complete":
         summary(f"submit: {csv_path} scored {result.public_score:.5f} (public) on {competition}, "
                 f"submission {result.ref}, {result.seconds:.1f} s")
@@ -231,49 +257,51 @@ def submit(
                 f"{'' if wait else ' (--no-wait)'}; see `kagglecifar submissions`")
 
 
-@app.command()
+@app.command(epilog=examples("kagglecifar submissions"))
 def submissions(competition: str = COMPETITION) -> None:
     """Your submissions to the competition: date, file, message, status, public score."""
-    from kagglecifar import kaggle_io
+    from kagglecifar import kaggle_io, reports
 
     items = kaggle_io.list_submissions(competition)
     if not items:
         return summary(f"submissions: none yet to {competition}; make one with `kagglecifar submit`")
-    for line in kaggle_io.submissions_table(items):
+    for line in reports.submissions_table(items):
         typer.echo(line)
     scores = [s.public_score for s in items if s.public_score is not None]
     best = f", best public score {max(scores):.5f}" if scores else ""
     summary(f"submissions: {len(items)} latest to {competition}{best}")
 
 
-@app.command()
+@app.command(epilog=examples("kagglecifar leaderboard --top 10"))
 def leaderboard(
     competition: str = COMPETITION,
     top: int = typer.Option(20, "--top", min=1, help="How many of the leading teams to show."),
 ) -> None:
     """The top of the public leaderboard and where you stand."""
-    from kagglecifar import kaggle_io
+    from kagglecifar import kaggle_io, reports
 
     board = kaggle_io.leaderboard(competition, top=top)
-    for line in kaggle_io.leaderboard_table(board):
+    for line in reports.leaderboard_table(board):
         typer.echo(line)
-    summary(f"leaderboard {competition}: {kaggle_io.standing(board)}")
+    summary(f"leaderboard {competition}: {reports.standing(board)}")
 
-
-# ---- end submit, submissions, leaderboard -----------------------------------------------------
 
 # ---- run ----------------------------------------------------------------------------------------
 
-@app.command()
+@app.command(epilog=examples("kagglecifar run", "kagglecifar run resnet18 --preset gpu -m \"resnet18, 40 epochs\"",
+                             "kagglecifar run --from-dir ~/Downloads/cifar-10 --no-submit"))
 def run(
-    model: Optional[str] = typer.Argument(None, help="Model to train (default: the preset's; see `kagglecifar models`)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="gpu (ResNet-18, ~95%) or cpu (minutes on a laptop). "
+    model: Optional[str] = typer.Argument(None, metavar="MODEL", help="Model to train (see `kagglecifar models`; "
+                                          "default: the preset's)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="gpu (ResNet-18) or cpu (minutes on a laptop). "
                                          "Default: gpu with CUDA; without it you are told what to expect and offered cpu."),
     data_dir: Path = DATA_DIR,
     runs_dir: Path = RUNS_DIR,
+    submissions_dir: Path = SUBMISSIONS_DIR,
     competition: str = COMPETITION,
     from_dir: Optional[Path] = typer.Option(None, "--from-dir", help="Use competition files already downloaded here."),
-    tta: str = typer.Option("flip", "--tta-mode", help="none, flip or shift (see `kagglecifar predict --help`)."),
+    tta: str = typer.Option("flip", "--tta", metavar="MODE", help=TTA_HELP),
+    device: str = DEVICE,
     name: Optional[str] = typer.Option(None, "--name", help="Run folder name (default: MODEL-PRESET)."),
     message: Optional[str] = typer.Option(None, "-m", "--message", help="Submission message."),
     submit: bool = typer.Option(True, "--submit/--no-submit", help="Upload the CSV at the end."),
@@ -285,27 +313,44 @@ def run(
     import time
 
     from kagglecifar import pipeline
+    from kagglecifar.tta import check_tta_mode
 
+    check_tta_mode(tta)
     started = time.perf_counter()
     confirm = None if yes or not pipeline.interactive() else (lambda q: typer.confirm(q, default=True))
     reports = pipeline.run(model, preset=preset, data_dir=data_dir, runs_dir=runs_dir,
-                           submissions_dir=SUBMISSIONS_DIR, competition=competition, from_dir=from_dir, tta=tta,
-                           message=message, submit=submit, wait=wait, force=force, name=name, confirm=confirm,
-                           echo=typer.echo)
+                           submissions_dir=submissions_dir, competition=competition, from_dir=from_dir, tta=tta,
+                           device=device, message=message, submit=submit, wait=wait, force=force, name=name,
+                           confirm=confirm, echo=typer.echo)
     done = [r.name for r in reports if not r.skipped]
     summary(f"run: {len(done)} of {len(reports)} stages ran ({', '.join(done) or 'all up to date'}) "
             f"in {time.perf_counter() - started:.1f} s")
 
 
-# ---- end run ------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops like Ctrl-C: a KeyboardInterrupt in the main thread, so every stage cleans up the same way
+    (training installs its own handler for a clean stop at a step boundary)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Console entry point: one-line errors, non-zero exit, no traceback for user mistakes."""
+    """Console entry point: one-line errors, non-zero exit, no traceback for user mistakes or OS problems."""
+    from kagglecifar.files import os_error
+
+    _stop_on_sigterm()
     try:
         app(args=argv, prog_name="kagglecifar")
     except KaggleCifarError as exc:
         typer.echo(f"kagglecifar: error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        typer.echo(f"kagglecifar: error: {os_error(Path(exc.filename or '.'), exc)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("kagglecifar: interrupted", err=True)

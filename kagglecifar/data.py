@@ -1,6 +1,6 @@
 """Training data: a seeded stratified split of the train cache, held in memory as uint8, served in batches.
 
-Batches leave here as uint8 NHWC tensors; `to_model_input` turns them into float NCHW in [0, 1] on the
+Batches leave here as uint8 NHWC tensors; `models.to_model_input` turns them into float NCHW in [0, 1] on the
 device (4x less to copy than float, and the conversion runs on the GPU). Augmentation runs in DataLoader
 workers one whole batch at a time, reseeded from (seed, epoch, batch number), and the batch order comes
 from a DistributedSampler seeded by (seed, epoch): an epoch's batches depend on nothing else, so a run
@@ -134,18 +134,3 @@ class TrainLoader:
         for _, _, rows in self.sampler:
             rows = torch.tensor(rows, device=images.device)
             yield images[rows], labels[rows]
-
-
-def to_model_input(images: torch.Tensor, device, channels_last: bool = False) -> torch.Tensor:
-    """uint8 NHWC batch -> float NCHW in [0, 1] on `device` (float batches pass through, moved)."""
-    images = images.to(device, non_blocking=True)
-    if images.dtype != torch.uint8:
-        return images.float()
-    images = images.permute(0, 3, 1, 2).float().div_(255)  # the permuted view is channels_last already
-    return images if channels_last else images.contiguous()
-
-
-def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int):
-    """Unaugmented (uint8 images, labels) batches in order, for validation."""
-    for start in range(0, len(images), batch_size):
-        yield torch.from_numpy(images[start:start + batch_size]), torch.from_numpy(labels[start:start + batch_size])

@@ -14,7 +14,6 @@ file list, and only then renamed to NAME: a file under its final name is always 
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import io
 import json
@@ -31,7 +30,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kagglecifar import cache, submission
+from kagglecifar import cache, competition
 from kagglecifar.errors import KaggleCifarError
 
 REQUIRED_FILES = ("train.7z", "test.7z", "trainLabels.csv", "sampleSubmission.csv")
@@ -382,34 +381,26 @@ def train_classes(data_dir: Path) -> list[str]:
     """The class names (sorted): from the train cache when built, else from trainLabels.csv."""
     if cache.is_complete(data_dir, "train"):
         return list(cache.read_manifest(data_dir, "train")["classes"])
-    path = Path(data_dir) / "trainLabels.csv"
+    path = Path(data_dir) / competition.LABELS_FILE
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = csv.reader(f)
-            header = next(rows, None)
-            labels = {row[1] for row in rows if len(row) >= 2}
+        return sorted(set(competition.read_labels(path).values()))
     except FileNotFoundError:
         raise KaggleCifarError(f"{path}: not found; run `kagglecifar fetch` first") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise KaggleCifarError(f"{path}: unreadable ({exc})") from None
-    if header != ["id", "label"] or not labels:
-        raise KaggleCifarError(f"{path}: expected a header id,label and labelled rows")
-    return sorted(labels)
 
 
 # ---- submit ----------------------------------------------------------------------------------------
 
 
-def submit(csv_path: Path, message: str, competition: str, wait: bool = True, timeout: float = 600.0,
-           data_dir: Path = Path("data")) -> SubmissionResult:
-    """Check csv_path, upload it, and wait up to `timeout` seconds for its public score.
+def upload_submission(csv_path: Path, message: str, competition: str, wait: bool = True,
+                      timeout: float = 600.0) -> SubmissionResult:
+    """Upload csv_path as it is and wait up to `timeout` seconds for its public score.
 
-    The check (submission.check_submission against data_dir's sampleSubmission.csv and classes) comes first:
-    an invalid file raises KaggleCifarError before anything is sent.
+    Call submission.submit instead: it checks the file first, so nothing invalid is ever uploaded.
     """
     started = time.perf_counter()
     csv_path = Path(csv_path)
-    submission.check_submission(csv_path, Path(data_dir) / "sampleSubmission.csv", train_classes(data_dir))
     conn = _connect(competition)
 
     def upload():
@@ -493,41 +484,6 @@ def _score(text: str | None) -> float | None:
         return float(text) if text not in (None, "") else None
     except ValueError:
         return None
-
-
-# ---- tables for the CLI ----------------------------------------------------------------------------
-
-
-def submissions_table(items: list[SubmissionInfo]) -> list[str]:
-    rows = [(f"{s.date:%Y-%m-%d %H:%M}" if s.date else "", s.file_name, s.description[:40], s.status,
-             _shown(s.public_score) if s.status != "error" else s.error[:40]) for s in items]
-    return _table(("date (UTC)", "file", "message", "status", "public score"), rows)
-
-
-def leaderboard_table(board: Leaderboard) -> list[str]:
-    rows = [(str(e.rank), e.team_name + ("  <- you" if board.you and e.rank == board.you.rank else ""),
-             _shown(e.score), f"{e.date:%Y-%m-%d}" if e.date else "") for e in board.top]
-    return _table(("rank", "team", "public score", "date"), rows)
-
-
-def standing(board: Leaderboard) -> str:
-    """One line: where you stand."""
-    if board.you:
-        you = board.you
-        return f"you ({you.team_name}) are ranked {you.rank} of {board.teams}, score {_shown(you.score)}"
-    if board.best_score is None:
-        return f"you ({board.team_name}) have no scored submission yet; {board.teams} teams on the leaderboard"
-    return (f"you ({board.team_name}) are not on the leaderboard (late submissions are scored, not ranked); "
-            f"your best public score {_shown(board.best_score)} would rank {board.would_rank} of {board.teams + 1}")
-
-
-def _shown(score: float | None) -> str:
-    return "" if score is None else f"{score:.5f}"
-
-
-def _table(header: tuple, rows: list[tuple]) -> list[str]:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    return ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *rows)]
 
 
 # ---- Kaggle datasets (issue 14) ----------------------------------------------------------------------

@@ -17,8 +17,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from kagglecifar import checkpoint, rundir
+from kagglecifar.config import make_config, preset_names, preset_values
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_path, write_text_atomic
+from kagglecifar.formatting import duration
 
 # What each preset gives. cpu: measured with `kagglecifar run --preset cpu` on the full replica, 2 CPU cores
 # (README "Measured end to end"); gpu: what this recipe is known to reach, not yet measured by us.
@@ -44,7 +47,8 @@ class StageReport:
 def fetch(competition: str, data_dir: Path, *, from_dir: Path | None = None, force: bool = False,
           keep_png: bool = False, workers: int | None = None) -> tuple[str, bool]:
     """Download (or take from from_dir) and build the cache; return (summary, whether anything was done)."""
-    from kagglecifar import cache, kaggle_io
+    from kagglecifar import kaggle_io
+    from kagglecifar.cache.build import build_cache
 
     data_dir = Path(data_dir)
     if from_dir is None:
@@ -53,7 +57,7 @@ def fetch(competition: str, data_dir: Path, *, from_dir: Path | None = None, for
     else:
         fetched, did_download = f"archives read in place from {from_dir}", False
         _copy_csvs(Path(from_dir), data_dir)
-    built = cache.build_cache(from_dir or data_dir, data_dir, force=force, keep_png=keep_png, workers=workers)
+    built = build_cache(from_dir or data_dir, data_dir, force=force, keep_png=keep_png, workers=workers)
     splits = list(built.splits.values())
     images = ", ".join(f"{s.split} {s.count:,}" + (" (up to date)" if s.skipped else "") for s in splits)
     line = f"{fetched}; {images} images in {built.cache_dir}, {sum(s.bad for s in splits)} undecodable"
@@ -77,34 +81,46 @@ def _copy_csvs(from_dir: Path, data_dir: Path) -> None:
 
 def choose_preset(model: str | None, preset: str | None, confirm: Callable[[str], bool] | None,
                   echo: Callable[[str], None]) -> str:
-    """The preset to run: as given; else gpu with CUDA; else (CPU only) say what to expect and offer cpu."""
+    """The preset to run: as given; else gpu with CUDA; else (CPU only) say what each would take here,
+    measured, and offer cpu."""
     import torch
 
     if preset:
         return preset
     if torch.cuda.is_available():
         return "gpu"
-    echo(f"No CUDA GPU here. The full recipe ({PRESET_EXPECTATIONS['gpu']}) would take "
-         f"{_estimate(model, 'gpu')} on this CPU.")
-    echo(f"The CPU preset finishes in minutes: {PRESET_EXPECTATIONS['cpu']}.")
-    if confirm is not None and not confirm("Run the CPU preset?"):
+    gpu, cpu = _estimate(model, "gpu"), _estimate(model, "cpu")
+    echo(f"No CUDA GPU here. The gpu preset ({gpu.what}; {PRESET_EXPECTATIONS['gpu']}) would take {gpu.time} "
+         "on this CPU.")
+    expected = f"; {PRESET_EXPECTATIONS['cpu']}" if cpu.model == preset_values("cpu")["model"] else ""
+    echo(f"The cpu preset ({cpu.what}{expected}) would take {cpu.time}.")
+    if confirm is not None and not confirm("Run the cpu preset?"):
         raise KaggleCifarError("stopped: run `kagglecifar run --preset gpu` on a GPU machine "
                                "(or here, if you can wait), or `kagglecifar run --preset cpu`")
     echo("Using --preset cpu (pass --preset gpu to insist on the full recipe).")
     return "cpu"
 
 
-def _estimate(model: str | None, preset: str) -> str:
-    """Wall time of a preset on this machine, from a few timed training steps (about 10 s)."""
+@dataclass
+class Estimate:
+    model: str
+    what: str  # "simplecnn, 6 epochs"
+    time: str  # "about 3m10s (1,400 images/s measured)"
+
+
+def _estimate(model: str | None, preset: str) -> Estimate:
+    """Training time of a preset on this machine, from a few timed steps at the preset's batch size."""
     import torch
     import torch.nn.functional as F
 
-    from kagglecifar import models, train
+    from kagglecifar import models
 
-    config = train.make_config(model, preset, device="cpu")
-    net = models.create_model(config.model, num_classes=10, **train.model_kwargs(config))
+    config = make_config(model, preset, device="cpu")
+    recipe = config.recipe
+    net = models.create_model(recipe.model, num_classes=10, **config.model_kwargs())
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    batch = min(recipe.batch_size, 64)
+    x, y = torch.rand(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     seconds = 0.0
     for step in range(3):
         started = time.perf_counter()
@@ -113,19 +129,40 @@ def _estimate(model: str | None, preset: str) -> str:
         loss.backward()
         optimizer.step()
         seconds += (time.perf_counter() - started) if step else 0.0  # the first step warms up
-    images = config.epochs * 45_000
-    total = images / (64 / seconds)
-    return f"about {_duration(total)} ({config.model}, {config.epochs} epochs at {64 / seconds:.0f} images/s measured)"
+    rate = 2 * batch / seconds
+    total = recipe.epochs * 45_000 / rate
+    return Estimate(recipe.model, f"{recipe.model}, {recipe.epochs} epochs",
+                    f"about {duration(total)} ({rate:,.0f} images/s measured)")
+
+
+def _existing_preset(model: str | None, runs_dir: Path, name: str | None) -> str | None:
+    """The preset of a run that `run` already started with these arguments: no need to ask again."""
+    for preset in preset_names():
+        run_dir = Path(runs_dir) / (name or f"{model or preset_values(preset)['model']}-{preset}")
+        if rundir.is_run(run_dir):
+            saved = rundir.read_config(run_dir)
+            if saved.get("preset") == preset and (model is None or saved["recipe"]["model"] == model):
+                return preset
+    return None
 
 
 def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path, submissions_dir: Path,
-        competition: str, from_dir: Path | None = None, tta: str = "flip", message: str | None = None,
-        submit: bool = True, wait: bool = True, force: bool = False, name: str | None = None,
-        confirm: Callable[[str], bool] | None = None, echo: Callable[[str], None] = print) -> list[StageReport]:
+        competition: str, from_dir: Path | None = None, tta: str = "flip", device: str = "auto",
+        message: str | None = None, submit: bool = True, wait: bool = True, force: bool = False,
+        name: str | None = None, confirm: Callable[[str], bool] | None = None,
+        echo: Callable[[str], None] = print) -> list[StageReport]:
     """All stages in order; echo()s one line per stage as it finishes and returns the reports."""
-    from kagglecifar import checkpoint, kaggle_io, predict, train
+    from kagglecifar import predict, submission, train
 
-    preset = choose_preset(model, preset, confirm, echo)
+    if name is not None:
+        rundir.check_run_name(name)  # before anything touches the disk
+    preset = preset or _existing_preset(model, runs_dir, name) or choose_preset(model, preset, confirm, echo)
+    folders = dict(data_dir=str(data_dir), runs_dir=str(runs_dir), device=device)
+    config = make_config(model, preset, **folders)
+    name = name or f"{config.recipe.model}-{preset}"
+    run_dir = Path(runs_dir) / name
+    if run_dir.exists() and not rundir.is_run(run_dir):
+        raise KaggleCifarError(f"{run_dir}: exists and is not a kagglecifar run; choose another --name")
     reports: list[StageReport] = []
 
     def stage(stage_name: str, work: Callable[[], tuple[str, bool]]) -> None:
@@ -136,19 +173,14 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
 
     stage("fetch", lambda: fetch(competition, data_dir, from_dir=from_dir, force=force))
 
-    config = train.make_config(model, preset, data_dir=str(data_dir), runs_dir=str(runs_dir), device="auto")
-    name = name or f"{config.model}-{preset}"
-    run_dir = Path(runs_dir) / name
-
     def train_stage() -> tuple[str, bool]:
-        if train.finished(run_dir):
+        if rundir.finished(run_dir):
             return f"{run_dir} already trained", False
         if (run_dir / "last.pt").is_file():
-            result = train.train(train.resume_config(run_dir, runs_dir))
+            result = train.train(train.resume_config(run_dir, runs_dir, device=device))
         else:
-            _drop_empty_run(run_dir)
-            result = train.train(train.make_config(model, preset, data_dir=str(data_dir), runs_dir=str(runs_dir),
-                                                   name=name))
+            rundir.remove_unstarted(run_dir)  # killed before its first checkpoint: start afresh
+            result = train.train(make_config(model, preset, name=name, **folders))
         if result.stopped_reason not in ("completed", "early_stopping"):
             raise KaggleCifarError(f"{run_dir}: training stopped ({result.stopped_reason}); "
                                    "run the same command again to continue it")
@@ -164,7 +196,7 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
             return f"{out} is newer than {best}", False
         if out.is_file() and not force:
             raise KaggleCifarError(f"{out}: exists but is older than {best}; pass --force to replace it")
-        result = predict.predict_to_submission([run_dir], data_dir, out, tta=tta, force=force)
+        result = predict.predict_to_submission([run_dir], data_dir, out, tta=tta, force=force, device=device)
         return result.line(), True
 
     stage("predict", predict_stage)
@@ -178,26 +210,15 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
             previous = json.loads(record.read_text())
             return f"{out.name} was already submitted: {previous.get('status')}, score {previous.get('public_score')}", False
         text = message or f"kagglecifar {name}, TTA {tta}"
-        result = kaggle_io.submit(out, text, competition, wait=wait, data_dir=data_dir)
+        result = submission.submit(out, text, competition, data_dir=data_dir, wait=wait)
         write_text_atomic(record, json.dumps({**asdict(result), "message": text, "competition": competition,
-                                      "date": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
+                                              "run": str(run_dir), "date": time.strftime("%Y-%m-%d %H:%M:%S")},
+                                             indent=2) + "\n")
         score = f"public score {result.public_score}" if result.public_score is not None else result.status
         return f"{out.name}: {score}", True
 
     stage("submit", submit_stage)
     return reports
-
-
-def _drop_empty_run(run_dir: Path) -> None:
-    """A run killed before its first checkpoint leaves a folder with nothing to resume: start it afresh."""
-    if run_dir.is_dir() and not any(run_dir.glob("*.pt")):
-        shutil.rmtree(run_dir)
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def interactive() -> bool:

@@ -1,16 +1,7 @@
 """Prediction over the test cache: test-time augmentation (TTA), ensembles, junk images; evaluation.
 
-TTA modes. A prediction is the mean softmax over the views; the views are batched tensor ops on
-the device, made one at a time per batch, so memory stays that of one batch:
-
-| mode    | views | the views                                                                   |
-|---------|-------|-----------------------------------------------------------------------------|
-| `none`  | 1     | the image                                                                   |
-| `flip`  | 2     | the image and its horizontal mirror                                         |
-| `shift` | 10    | the `flip` views, then the image reflect-padded by 2 px and cropped 2 px    |
-|         |       | up, down, left and right, each crop also mirrored                           |
-
-Each mode's views begin with the views of the smaller modes, so one pass gives every smaller mode too.
+TTA (tta.py): a prediction is the mean softmax over the views of its mode, made per batch on the device,
+so memory stays that of one batch.
 
 Ensembles: several checkpoints (or run folders, meaning their best.pt) and probabilities saved earlier
 with `--save-probs x.npz` are averaged, optionally weighted; their class lists must agree.
@@ -26,27 +17,23 @@ the competition's test set pads its 10,000 real images with 290,000 junk ones, m
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from kagglecifar import plots
 from kagglecifar.cache import load_split
-from kagglecifar.checkpoint import load_checkpoint, resolve_checkpoint
-from kagglecifar.data import to_model_input
+from kagglecifar.checkpoint import load_model, resolve_checkpoint
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.models import create_model
-from kagglecifar.submission import atomic_output, read_sample_ids, refuse_existing, write_submission
-from kagglecifar.train import resolve_device
+from kagglecifar.files import atomic_output, refuse_existing
+from kagglecifar.models import to_model_input
+from kagglecifar.progress import progress_bar
+from kagglecifar.runtime import resolve_device
+from kagglecifar.submission import read_sample_ids, write_submission
+from kagglecifar.tta import TTA_VIEWS, check_tta_mode, tta_views
 
-TTA_VIEWS = {"none": 1, "flip": 2, "shift": 10}
-SHIFT = 2
-SHIFT_OFFSETS = ((-SHIFT, 0), (SHIFT, 0), (0, -SHIFT), (0, SHIFT))  # (dy, dx): up, down, left, right
 OOD_THRESHOLD = 0.5
 BATCH_SIZE = {"cuda": 1024, "cpu": 256}  # measured on 2 CPU cores: 256 ran 2.2x faster than 1024
 SAVED_PROBS_SUFFIX = ".npz"
@@ -79,29 +66,6 @@ class Predictions:
         return int(((self.confidence < threshold) & ~self.bad).sum())
 
 
-def tta_views(x: torch.Tensor, mode: str):
-    """Yield the views of `mode` for a float NCHW batch, one at a time, in the order of the table above."""
-    check_tta_mode(mode)
-    yield x
-    if mode == "none":
-        return
-    yield x.flip(3)
-    if mode == "flip":
-        return
-    height, width = x.shape[2:]
-    padded = F.pad(x, (SHIFT, SHIFT, SHIFT, SHIFT), mode="reflect")
-    for dy, dx in SHIFT_OFFSETS:
-        crop = padded[:, :, SHIFT + dy:SHIFT + dy + height, SHIFT + dx:SHIFT + dx + width]
-        yield crop
-        yield crop.flip(3)
-
-
-def check_tta_mode(mode: str) -> str:
-    if mode not in TTA_VIEWS:
-        raise KaggleCifarError(f"--tta-mode {mode}: unknown TTA mode; choose one of {', '.join(TTA_VIEWS)}")
-    return mode
-
-
 def parse_weights(text: str | None, count: int) -> list[float] | None:
     """'2,1' -> [2.0, 1.0], one positive weight per ensemble member."""
     if not text:
@@ -121,28 +85,9 @@ def _check_weights(weights: list[float], count: int) -> None:
         raise KaggleCifarError("--weights: every weight must be a positive number")
 
 
-def load_model(checkpoint_path: Path, device: torch.device) -> tuple[nn.Module, list[str]]:
-    """Rebuild a checkpoint's model in eval mode on `device`; returns it with its class names."""
-    ckpt = load_checkpoint(checkpoint_path)
-    return _build_model(ckpt, checkpoint_path, device), list(ckpt["classes"])
-
-
-def _build_model(ckpt: dict, path: Path, device: torch.device) -> nn.Module:
-    model = create_model(ckpt["model"], num_classes=len(ckpt["classes"]), **ckpt.get("model_kwargs", {}))
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1].strip()
-        raise KaggleCifarError(f"{path}: weights do not fit model {ckpt['model']!r} ({first})") from None
-    model.eval().to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    return model
-
-
 def predict_images(models: list[tuple[nn.Module, float]], images: np.ndarray, modes: list[str], num_classes: int,
                    batch_size: int | None = None, device: torch.device = torch.device("cpu"),
-                   desc: str = "predict") -> dict[str, np.ndarray]:
+                   desc: str = "predict", progress: bool = True) -> dict[str, np.ndarray]:
     """Weighted sum over models of each mode's mean softmax, for uint8 NHWC images (a memory map is fine).
 
     One pass over the images: batches are read in order, moved to the device as uint8 and scaled there.
@@ -151,7 +96,7 @@ def predict_images(models: list[tuple[nn.Module, float]], images: np.ndarray, mo
     batch_size = batch_size or BATCH_SIZE.get(device.type, BATCH_SIZE["cpu"])
     out = {mode: np.zeros((len(images), num_classes), np.float32) for mode in modes}
     cuda = device.type == "cuda"
-    with torch.inference_mode(), tqdm(total=len(images), desc=desc, unit="img", smoothing=0.1) as bar:
+    with torch.inference_mode(), progress_bar(len(images), desc, "img", enabled=progress) as bar:
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(np.array(images[start:start + batch_size]))  # a writable copy off the memory map
             x = to_model_input(batch, device, channels_last=True)
@@ -195,7 +140,8 @@ def predict(checkpoints: list[Path], data_dir: Path, *, tta: str = "none", weigh
             class_lists[source] = probs.classes
         else:
             path = resolve_checkpoint(source)
-            model, class_lists[path] = load_model(path, dev)
+            model, payload = load_model(path, dev)
+            class_lists[path] = list(payload["classes"])
             models.append((model, weight))
     classes = _agreeing_classes(class_lists)
 
@@ -318,64 +264,3 @@ def predict_to_submission(sources: list[Path], data_dir: Path, out: Path, *, tta
                        + "".join(f"{i}\n" for i in bad_ids.tolist()))
     return PredictResult(predictions, out, report, Path(save_probs_path) if save_probs_path else None,
                          ood_threshold, len(sample_ids))
-
-
-@dataclass
-class EvalReport:
-    checkpoint: Path
-    classes: list[str]
-    count: int  # validation images evaluated (undecodable ones are left out)
-    per_class: dict[str, np.ndarray] = field(default_factory=dict)  # TTA mode -> accuracy per class
-    overall: dict[str, float] = field(default_factory=dict)  # TTA mode -> accuracy
-    confusion_path: Path | None = None
-
-    def table(self) -> str:
-        modes = list(self.overall)
-        width = max(len(c) for c in [*self.classes, "overall"])
-        lines = [f"{'class':<{width}}  " + "  ".join(f"{m:>6}" for m in modes)]
-        for i, name in enumerate(self.classes):
-            lines.append(f"{name:<{width}}  " + "  ".join(f"{self.per_class[m][i]:>6.1%}" for m in modes))
-        lines.append(f"{'overall':<{width}}  " + "  ".join(f"{self.overall[m]:>6.1%}" for m in modes))
-        return "\n".join(lines)
-
-
-def evaluate(run: Path, data_dir: Path, tta_modes=("flip", "shift"), *, batch_size: int | None = None,
-             device: str = "auto") -> EvalReport:
-    """Accuracy on the run's validation split without TTA and with each mode.
-
-    Writes confusion_matrix-<mode>.png (the mode with the most views) into the run folder.
-    """
-    modes = list(dict.fromkeys(["none", *(check_tta_mode(m) for m in tta_modes)]))
-    path = resolve_checkpoint(run)
-    ckpt = load_checkpoint(path)
-    val_ids = ckpt.get("val_ids")
-    val_ids = np.asarray([] if val_ids is None else val_ids, np.int64)
-    if not len(val_ids):
-        raise KaggleCifarError(f"{path}: the run has no validation split (val_ids is empty); "
-                               "train with a validation split to evaluate it")
-    train = load_split(data_dir, "train")
-    rows = np.clip(np.searchsorted(train.ids, val_ids), 0, len(train.ids) - 1)
-    if not np.array_equal(train.ids[rows], val_ids):
-        raise KaggleCifarError(f"{path}: some validation ids are not in the train cache of {data_dir}; "
-                               "was the run trained on another download?")
-    rows = np.sort(rows[~train.bad[rows]])
-    classes = list(ckpt["classes"])
-    if sorted(classes) != sorted(train.classes):
-        raise KaggleCifarError(f"{path}: its classes {classes} differ from the train cache's {train.classes}")
-    to_checkpoint_index = np.array([classes.index(c) for c in train.classes])
-    labels = to_checkpoint_index[train.labels[rows]]
-
-    dev = resolve_device(device)
-    model = _build_model(ckpt, path, dev)
-    probs = predict_images([(model, 1.0)], train.images[rows], modes, len(classes), batch_size, dev, "evaluate")
-    report = EvalReport(path, classes, len(rows))
-    for mode in modes:
-        counts = plots.confusion_matrix(labels, probs[mode].argmax(axis=1), len(classes))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            report.per_class[mode] = np.diag(counts) / counts.sum(axis=1)
-        report.overall[mode] = float(np.trace(counts) / max(counts.sum(), 1))
-    largest = max(modes, key=TTA_VIEWS.get)
-    report.confusion_path = plots.plot_confusion_matrix(
-        plots.confusion_matrix(labels, probs[largest].argmax(axis=1), len(classes)), classes,
-        path.parent / f"confusion_matrix-{largest}.png", title=f"{path.parent.name} validation, TTA {largest}")
-    return report

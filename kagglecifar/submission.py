@@ -1,20 +1,20 @@
 """The submission file: written in sampleSubmission.csv's id order, checked before anything uploads it.
 
 A valid file is UTF-8 without a byte-order mark, has the header `id,label`, one line ending style,
-exactly one row per id of sampleSubmission.csv (integer ids, no extras, no duplicates) and a class
+exactly one row per id of sampleSubmission.csv (ids written exactly as there: Kaggle compares them
+as text; no extras, no duplicates) and a class
 name in every label cell.
 """
 from __future__ import annotations
 
 import csv
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.files import atomic_path
+from kagglecifar.files import atomic_output, refuse_existing
 
 HEADER = ["id", "label"]
 SHOWN_PROBLEMS = 5
@@ -34,34 +34,31 @@ class Problem:
         return f"{where}{self.message}{more}"
 
 
-@contextmanager
-def atomic_output(path: Path, force: bool = False, option: str = "--out"):
-    """Yield a private temporary path next to `path`; publish it with a rename only if the block succeeds.
-
-    Refuses an existing `path` unless force, so a finished output is never overwritten by accident.
-    """
-    refuse_existing(path, force, option)
-    with atomic_path(path) as tmp:
-        yield tmp
-
-
-def refuse_existing(path: Path, force: bool, option: str = "--out") -> None:
-    if Path(path).exists() and not force:
-        raise KaggleCifarError(f"{path}: already exists; pass --force to overwrite it or {option} to write elsewhere")
-
-
 def read_sample_ids(sample_path: Path) -> np.ndarray:
-    """The ids of sampleSubmission.csv, in file order."""
-    import pandas as pd
-
+    """The ids of sampleSubmission.csv, in file order; each must be written canonically (digits, no sign or
+    leading zero), because Kaggle's scorer compares ids as text."""
     sample_path = Path(sample_path)
     try:
-        return pd.read_csv(sample_path, usecols=["id"], dtype={"id": np.int64}, encoding="utf-8-sig")["id"].to_numpy()
+        with open(sample_path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
     except FileNotFoundError:
         raise KaggleCifarError(f"{sample_path}: not found; run `kagglecifar fetch` first") from None
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise KaggleCifarError(f"{sample_path}: unreadable sample submission ({first})") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise KaggleCifarError(f"{sample_path}: unreadable sample submission ({type(exc).__name__}: "
+                               f"{str(exc)[:100]})") from None
+    if not rows or [c.strip() for c in rows[0][:1]] != ["id"]:
+        raise KaggleCifarError(f"{sample_path}: expected a header starting with 'id'")
+    texts = [row[0] if row else "" for row in rows[1:]]
+    bad = next((n for n, t in enumerate(texts, start=2) if not _canonical_id(t)), None)
+    if bad is not None:
+        raise KaggleCifarError(f"{sample_path}: line {bad}: id {texts[bad - 2][:30]!r} is not a plain integer")
+    return np.array([int(t) for t in texts], np.int64)
+
+
+def _canonical_id(text: str) -> bool:
+    """How the scorer's ids look: ASCII digits, no sign, no leading zero (int() would also take ' 7', '+7',
+    '0_7' and other scripts' digits)."""
+    return text.isascii() and text.isdigit() and (text == "0" or not text.startswith("0"))
 
 
 class _Problems:
@@ -131,11 +128,14 @@ def _validate(csv_path: Path, sample_ids: np.ndarray, classes: list[str]) -> lis
         if id_text == "":
             problems.add("empty-cell", line_no, "empty id cell")
             continue
-        try:
-            id_ = int(id_text)
-        except ValueError:
-            problems.add("id-format", line_no, f"id {id_text[:30]!r} is not an integer")
+        if not _canonical_id(id_text):
+            try:
+                problems.add("id-text", line_no, f"id {id_text[:30]!r} is written differently from "
+                             f"sampleSubmission.csv's {str(int(id_text))!r}; Kaggle compares ids as text")
+            except ValueError:
+                problems.add("id-format", line_no, f"id {id_text[:30]!r} is not an integer")
             continue
+        id_ = int(id_text)
         if id_ not in wanted:
             problems.add("id-extra", line_no, f"id {id_} is not in sampleSubmission.csv")
         elif id_ in first_line_of:
@@ -201,3 +201,13 @@ def newest_submission(folder: Path = Path("submissions")) -> Path:
     if not files:
         raise KaggleCifarError(f"{folder}: no submission CSV here; run `kagglecifar predict` first")
     return max(files, key=lambda p: p.stat().st_mtime_ns)
+
+
+def submit(csv_path: Path, message: str, competition: str, *, data_dir: Path = Path("data"), wait: bool = True,
+           timeout: float = 600.0):
+    """Check csv_path against data_dir's sampleSubmission.csv and class names, then upload it and wait up to
+    `timeout` seconds for its public score: an invalid file raises KaggleCifarError before anything is sent."""
+    from kagglecifar import kaggle_io
+
+    check_submission(csv_path, Path(data_dir) / "sampleSubmission.csv", kaggle_io.train_classes(data_dir))
+    return kaggle_io.upload_submission(csv_path, message, competition, wait=wait, timeout=timeout)

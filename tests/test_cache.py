@@ -2,6 +2,8 @@
 import errno
 import io
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -10,7 +12,8 @@ import pytest
 from PIL import Image
 
 from kagglecifar import cache
-from kagglecifar.cache import build_cache, is_complete, load_split, read_manifest
+from kagglecifar.cache import build, decode, is_complete, load_split, read_manifest
+from kagglecifar.cache.build import build_cache
 from kagglecifar.errors import KaggleCifarError
 
 CLASSES = ["cat", "dog", "frog"]
@@ -207,7 +210,7 @@ def test_damaged_archive_leaves_no_cache_and_a_rerun_succeeds(download, damage):
 
 def test_run_killed_while_decoding_leaves_nothing_complete_and_next_run_cleans_up(download, monkeypatch):
     calls = []
-    real = cache.png_to_rgb32
+    real = decode.png_to_rgb32
 
     def dies_on_fifth(data):
         calls.append(1)
@@ -215,7 +218,7 @@ def test_run_killed_while_decoding_leaves_nothing_complete_and_next_run_cleans_u
             raise RuntimeError("killed")
         return real(data)
 
-    monkeypatch.setattr(cache, "png_to_rgb32", dies_on_fifth)
+    monkeypatch.setattr(decode, "png_to_rgb32", dies_on_fifth)
     with pytest.raises(RuntimeError, match="killed"):
         build_cache(download["src"], download["data"], splits=("test",), keep_png=True, workers=0)
     assert not is_complete(download["data"], "test") and not (download["data"] / "test").exists()
@@ -226,20 +229,20 @@ def test_run_killed_while_decoding_leaves_nothing_complete_and_next_run_cleans_u
     stale.mkdir()
     (stale / "manifest.json").write_text("{}")
     (download["data"] / ".test.png-partial-999999999").mkdir()
-    monkeypatch.setattr(cache, "png_to_rgb32", real)
+    monkeypatch.setattr(decode, "png_to_rgb32", real)
     build_cache(download["src"], download["data"], splits=("test",))
     assert is_complete(download["data"], "test")
     assert not list(download["data"].glob(".test.*")) and not list((download["data"] / "cache").glob(".test.*"))
 
 
 def test_failing_decoding_process_leaves_nothing_complete(download, monkeypatch):
-    reserve = cache._reserve_disk_space
+    reserve = build._reserve_disk_space
 
     def reserve_then_lose_file(path):  # the worker process opens images.npy by name: make that fail
         reserve(path)
         path.unlink()
 
-    monkeypatch.setattr(cache, "_reserve_disk_space", reserve_then_lose_file)
+    monkeypatch.setattr(build, "_reserve_disk_space", reserve_then_lose_file)
     with pytest.raises(FileNotFoundError, match="images.npy"):
         build_cache(download["src"], download["data"], splits=("test",), workers=1)
     assert not is_complete(download["data"], "test")
@@ -255,3 +258,12 @@ def test_full_disk_is_a_clear_error(download, monkeypatch):
         build_cache(download["src"], download["data"], splits=("test",))
     assert not is_complete(download["data"], "test")
     assert not list((download["data"] / "cache").glob(".test.*"))
+
+
+def test_reading_the_cache_needs_no_archive_library_threads_or_processes(tmp_path):
+    cache.write_split(tmp_path, "test", np.zeros((2, 32, 32, 3), np.uint8), [2, 1], CLASSES)
+    code = ("import sys; from kagglecifar.cache import load_split; "
+            f"assert len(load_split({str(tmp_path)!r}, 'test')) == 2; "
+            "print(sorted(m for m in ('py7zr', 'multiprocessing', 'threading', 'cv2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

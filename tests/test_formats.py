@@ -314,3 +314,14 @@ def test_allowed_globals_cannot_be_misused(data, reason):
     with pytest.raises(KaggleCifarError, match=f"x: not a readable CIFAR pickle .*{reason}"):
         safe_pickle.load_pickle(data, "x")
     assert {key: (type(v), getattr(v, "_call", None)) for key, v in safe_pickle.ALLOWED.items()} == before
+
+
+def test_source_stamp_changes_when_the_source_does(tmp_path):
+    from kagglecifar.formats import source_stamp
+
+    folder, _ = make_cifar_python(tmp_path, "cifar-10", archive=False)
+    found = locate(tmp_path)
+    stamp = source_stamp(found)
+    assert stamp["format"] == "cifar-python" and stamp["files"] == 7 and stamp == source_stamp(locate(tmp_path))
+    (folder / "test_batch").write_bytes((folder / "test_batch").read_bytes() + b"\0")
+    assert source_stamp(found)["bytes"] == stamp["bytes"] + 1

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from fake_kaggle import make_competition, serving
-from kagglecifar import kaggle_io
+from kagglecifar import kaggle_io, reports, submission
 from kagglecifar.errors import KaggleCifarError
 
 
@@ -113,12 +113,12 @@ def test_leaderboard_shows_the_top_and_where_you_stand(fake, files, tmp_path):
     fake.others = [(f"team {i}", 1.0 - i / 10) for i in range(1, 8)]  # 0.9 ... 0.3
     good = tmp_path / "mine.csv"
     good.write_text("id,label\n" + "".join(f"{i},{label}\n" for i, label in files[1].items()))
-    result = kaggle_io.submit(good, "all right", "cifar-10", data_dir=files[0])
+    result = submission.submit(good, "all right", "cifar-10", data_dir=files[0])
     assert (result.status, result.public_score) == ("complete", 1.0)
     board = kaggle_io.leaderboard("cifar-10", top=3)
     assert [e.team_name for e in board.top] == [fake.team_name, "team 1", "team 2"]
     assert (board.you.rank, board.teams, board.best_score) == (1, 8, 1.0)
-    assert "are ranked 1 of 8" in kaggle_io.standing(board)
+    assert "are ranked 1 of 8" in reports.standing(board)
 
 
 def test_closed_leaderboard_tells_where_your_best_score_would_rank(fake, files, tmp_path):
@@ -129,12 +129,12 @@ def test_closed_leaderboard_tells_where_your_best_score_would_rank(fake, files, 
     wrong = {"cat": "dog", "dog": "frog", "frog": "cat"}
     rows = [f"{i},{files[1][i] if n % 2 else wrong[files[1][i]]}\n" for n, i in enumerate(ids)]
     half.write_text("id,label\n" + "".join(rows))
-    score = kaggle_io.submit(half, "half right", "cifar-10", data_dir=files[0]).public_score
+    score = submission.submit(half, "half right", "cifar-10", data_dir=files[0]).public_score
     assert score == pytest.approx(sum(n % 2 for n in range(len(ids))) / len(ids))
     board = kaggle_io.leaderboard("cifar-10", top=20)
     assert board.you is None and board.teams == 7
     assert board.would_rank == 1 + sum(s > score for _, s in fake.others)
-    assert f"would rank {board.would_rank} of 8" in kaggle_io.standing(board)
+    assert f"would rank {board.would_rank} of 8" in reports.standing(board)
 
 
 def test_download_that_disagrees_with_the_file_list_is_not_kept(fake, tmp_path):

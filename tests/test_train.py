@@ -8,11 +8,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from kagglecifar import cache, models
-from kagglecifar.checkpoint import load_checkpoint
-from kagglecifar.data import TrainLoader, load_train_data, to_model_input
-from kagglecifar.train import make_config, resume_config, train
+from kagglecifar.checkpoint import build_model, load_checkpoint
+from kagglecifar.config import make_config
+from kagglecifar.data import TrainLoader, load_train_data
+from kagglecifar.models import to_model_input
+from kagglecifar.train import resume_config, train
 
 CLASSES = [f"class{i}" for i in range(10)]
 BAD_ROWS = (7, 42)
@@ -122,9 +125,10 @@ def test_cli_train_writes_a_complete_run_folder(data_dir, tmp_path, run_cli):
     assert code == 0, err
     run = tmp_path / "tiny"
     assert out.strip().splitlines()[-1].startswith("train: best val accuracy") and str(run) in out
-    config = json.loads((run / "config.json").read_text())
-    assert config["config"]["model"] == "resnet18" and config["config"]["ema"] is True
-    assert config["environment"]["train_images"] + config["environment"]["val_images"] == 198
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["recipe"]["model"] == "resnet18" and config["recipe"]["ema"] is True
+    environment = json.loads((run / "run.json").read_text())["environment"]
+    assert environment["train_images"] + environment["val_images"] == 198
     lines = (run / "metrics.csv").read_text().splitlines()
     assert lines[0] == "epoch,lr,train_loss,train_acc,val_loss,val_acc,images_per_s,seconds"
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
@@ -182,7 +186,8 @@ class StoppingLoader(TrainLoader):
     """The real loader, plus a stop at a chosen (epoch, batch): an exception (a kill) or a Ctrl-C."""
 
     def __init__(self, images, labels, config, at, action):
-        super().__init__(images, labels, augment=config.augment, batch_size=config.batch_size, seed=config.seed)
+        recipe = config.recipe
+        super().__init__(images, labels, augment=recipe.augment, batch_size=recipe.batch_size, seed=recipe.seed)
         self.at, self.action = at, action
 
     def epoch(self, epoch, start=0):
@@ -244,7 +249,7 @@ def test_ddp_two_cpu_processes_train_in_sync(data_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("train: best val accuracy") == 1  # rank 0 alone reports
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # rank 0 alone writes
-    assert json.loads((tmp_path / "ddp" / "config.json").read_text())["environment"]["world_size"] == 2
+    assert json.loads((tmp_path / "ddp" / "run.json").read_text())["environment"]["world_size"] == 2
     last = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert last["train_state"]["world_size"] == 2 and last["epoch"] == 2
     assert len(last["train_state"]["progress"]["metrics"]) == 2
@@ -283,12 +288,109 @@ def test_missing_cache_and_missing_cuda_are_clear(tmp_path, run_cli):
 
 
 def test_checkpoints_rebuild_pretrained_models_without_downloading_weights(tmp_path, monkeypatch):
-    from kagglecifar.train import checkpoint_model_kwargs
-
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no ImageNet weights here, and no network
     config = make_config("resnet50-imagenet", "cpu", freeze_stages=2)
-    kwargs = checkpoint_model_kwargs(config)
-    assert kwargs == {"freeze_stages": 2, "weights": None}
-    model = models.create_model("resnet50-imagenet", num_classes=10, image_size=64, **kwargs)
+    assert config.model_kwargs() == {"freeze_stages": 2}
+    weights = models.create_model("resnet50-imagenet", num_classes=10, weights=None, **config.model_kwargs())
+    payload = {"model": "resnet50-imagenet", "model_kwargs": config.model_kwargs(), "classes": CLASSES,
+               "state_dict": weights.state_dict()}
+    model = build_model(payload)  # would fail if it tried to download the ImageNet weights
     assert model(torch.rand(1, 3, 32, 32)).shape == (1, 10)
-    assert checkpoint_model_kwargs(make_config("simplecnn", "cpu")) == {}
+    assert make_config("simplecnn", "cpu").model_kwargs() == {}
+
+
+# ---- configuration: presets, recipe files, --set, --help ------------------------------------------
+
+def test_layers_apply_in_order_and_the_saved_config_trains_the_same_run_again(data_dir, tmp_path, run_cli):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("recipe:\n  model: mlp\n  epochs: 1\n  lr: 0.5\n  batch_size: 32\nsession:\n  workers: 0\n")
+    config = make_config(preset="cpu", config_file=recipe, sets=["lr=0.25", "session.device=cpu"], seed=3)
+    assert (config.recipe.model, config.recipe.epochs, config.recipe.lr, config.recipe.seed) == ("mlp", 1, 0.25, 3)
+    assert config.recipe.warmup_epochs == 0.5 and config.session.device == "cpu"  # from the cpu preset / --set
+    code, _, err = run_cli("train", "--preset", "cpu", "--config", recipe, "--set", "seed=3", "--name", "first",
+                           "--device", "cpu", "--data-dir", data_dir, "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    saved = tmp_path / "runs" / "first" / "config.yaml"
+    code, _, err = run_cli("train", "--config", saved, "--name", "again", "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    again = yaml.safe_load((tmp_path / "runs" / "again" / "config.yaml").read_text())
+    assert again["recipe"] == yaml.safe_load(saved.read_text())["recipe"]
+    first, second = (load_checkpoint(tmp_path / "runs" / n / "last.pt") for n in ("first", "again"))
+    for key in first["state_dict"]:  # same recipe, same seed, CPU: the same weights
+        assert torch.equal(first["state_dict"][key], second["state_dict"][key]), key
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "lr"], "--set lr: expected key=value"),
+    (["--set", "nosuch=1"], "unknown train option 'nosuch'"),
+    (["--set", "epochs=two"], "--set epochs=two: expected an integer"),
+    (["--set", "ema=maybe"], "--set ema=maybe: expected true or false"),
+    (["--config", "missing.yaml"], "--config missing.yaml: no such recipe file"),
+    (["--name", ".."], "--name '..': a run name is one plain folder name"),
+    (["--name", "a/b"], "--name 'a/b': a run name is one plain folder name"),
+])
+def test_bad_recipe_values_give_one_clear_line(tmp_path, run_cli, args, message):
+    code, _, err = run_cli("train", "mlp", "--preset", "cpu", "--device", "cpu", *args, "--data-dir", tmp_path)
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_help_shows_real_defaults_and_each_presets_value(run_cli):
+    code, out, _ = run_cli("train", "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "--epochs INT" in flat and "[default: (40; cpu preset: 6)]" in flat
+    assert "--ema / --no-ema" in flat and "<bool>" not in flat
+    assert "Examples:" in out and "kagglecifar train --resume" in out
+
+
+# ---- what a careful user runs into ------------------------------------------------------------------
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/kagglecifar-poisoned-checkpoint-ran",))
+
+
+def test_a_malicious_checkpoint_is_refused_in_one_line_without_running_it(tmp_path, run_cli):
+    marker = "/tmp/kagglecifar-poisoned-checkpoint-ran"
+    if os.path.exists(marker):
+        os.unlink(marker)
+    path = tmp_path / "evil.pt"
+    torch.save({"model": "mlp", "state_dict": {}, "extra": Payload()}, path)
+    code, _, err = run_cli("evaluate", path, "--data-dir", tmp_path)
+    assert code == 1 and err.strip().splitlines() == [
+        f"kagglecifar: error: {path}: not a safe checkpoint (it holds objects other than tensors and plain data); "
+        "it will not be loaded"]
+    assert "weights_only" not in err and not os.path.exists(marker)
+
+
+def test_training_logged_to_a_file_writes_one_line_per_epoch_and_no_bar_frames(data_dir, tmp_path):
+    command = [sys.executable, "-m", "kagglecifar", "train", "mlp", "--preset", "cpu", "--epochs", "2",
+               "--batch-size", "32", "--device", "cpu", "--name", "logged", "--data-dir", str(data_dir),
+               "--runs-dir", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr
+    epochs = [line for line in done.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
+
+
+@pytest.mark.parametrize("problem", ["permission", "not-a-folder"])
+def test_an_unwritable_runs_folder_is_one_clear_line(data_dir, tmp_path, run_cli, monkeypatch, problem):
+    runs = tmp_path / "runs"
+    if problem == "permission":  # tests run as root, which chmod cannot stop: refuse as a read-only folder would
+        real_mkdir = os.mkdir
+
+        def refuse(path, *args, **kwargs):
+            if str(path).startswith(str(runs)):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "mkdir", refuse)
+        expected = "Permission denied; check the folder's permissions"
+    else:
+        runs.write_text("a file where the runs folder should be")
+        expected = str(runs)
+    code, _, err = run_cli("train", "mlp", "--preset", "cpu", "--device", "cpu", "--epochs", "1",
+                           "--data-dir", data_dir, "--runs-dir", runs)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and expected in err, err

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from kagglecifar.cache import png_to_rgb32
+from kagglecifar.cache.decode import png_to_rgb32, quiet_opencv
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.formats.source_split import SourceSplit
 
@@ -120,7 +120,7 @@ def _decode(root: Path, split: str, files_by_class: dict, classes: list[str]) ->
     bad = np.zeros(len(paths), bool)
     conversions = collections.Counter()
     log_level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no warning per broken image
+    quiet_opencv()  # no warning per broken image
     try:
         for row, path in enumerate(tqdm(paths, desc=split, unit="img", file=sys.stderr, mininterval=0.5)):
             try:

@@ -1,7 +1,8 @@
 """Baselines people compare against: a tiny MLP and the classic Keras-tutorial CNN."""
 from torch import nn
 
-from kagglecifar.models import Normalize, check_common, register, scaled
+from kagglecifar.models._registry import register
+from kagglecifar.models.layers import Normalize, check_common, scaled
 
 
 @register("mlp", "flatten, dense 64, dense 10")

@@ -1,0 +1,157 @@
+"""The image cache's format, and reading it back: what `fetch` builds and training and prediction read.
+
+Layout, one folder per split under DATA_DIR/cache/:
+
+    cache/train/images.npy    (N, 32, 32, 3) uint8, RGB, row order = ascending id
+    cache/train/ids.npy       (N,) int64
+    cache/train/labels.npy    (N,) int64, index into manifest["classes"]   (train only)
+    cache/train/bad.npy       (N,) bool, True where the image could not be decoded (pixels are 0)
+    cache/train/manifest.json counts, class names, source archive sizes and checksums
+
+A split folder only ever appears under its final name once every file in it is written
+(it is built in a hidden ".NAME.partial-PID" sibling and renamed), so a folder that exists is complete.
+Reading needs numpy only: no archive library, no threads, no processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kagglecifar.errors import KaggleCifarError
+
+CACHE_VERSION = 1
+IMAGE_SHAPE = (32, 32, 3)
+SPLITS = ("train", "test")
+
+
+@dataclass
+class ImageSet:
+    """One split of the cache, memory-mapped."""
+
+    images: np.ndarray  # (N, 32, 32, 3) uint8 RGB
+    ids: np.ndarray  # (N,) int64, ascending
+    labels: np.ndarray | None  # (N,) int64 class index; None for the test split
+    bad: np.ndarray  # (N,) bool: undecodable image, kept so its id still gets a prediction
+    classes: list[str]
+    manifest: dict
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def split_dir(data_dir: Path, split: str) -> Path:
+    return Path(data_dir) / "cache" / split
+
+
+def is_complete(data_dir: Path, split: str) -> bool:
+    return (split_dir(data_dir, split) / "manifest.json").is_file()
+
+
+def read_manifest(data_dir: Path, split: str) -> dict:
+    path = split_dir(data_dir, split) / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KaggleCifarError(f"{path}: no {split} cache here; run `kagglecifar fetch` first") from None
+    except (OSError, ValueError) as exc:
+        raise KaggleCifarError(f"{path}: unreadable cache manifest ({exc}); run `kagglecifar fetch --force`") from None
+
+
+def load_split(data_dir: Path, split: str, mmap: bool = True) -> ImageSet:
+    """Open a split of the cache; images stay on disk (memory map) unless mmap=False."""
+    manifest = read_manifest(data_dir, split)
+    folder = split_dir(data_dir, split)
+    try:
+        images = np.load(folder / "images.npy", mmap_mode="r" if mmap else None)
+        ids = np.load(folder / "ids.npy")
+        bad = np.load(folder / "bad.npy")
+        labels = np.load(folder / "labels.npy") if (folder / "labels.npy").exists() else None
+    except (OSError, ValueError) as exc:
+        raise KaggleCifarError(f"{folder}: damaged cache ({exc}); run `kagglecifar fetch --force`") from None
+    if images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8 or len(images) != len(ids) != len(bad):
+        raise KaggleCifarError(f"{folder}: cache arrays do not match; run `kagglecifar fetch --force`")
+    return ImageSet(images, ids, labels, bad, list(manifest["classes"]), manifest)
+
+
+class SplitWriter:
+    """Builds one split folder privately, then publishes it with a rename.
+
+        with SplitWriter(data_dir, "test", count) as w:
+            w.images[row] = ...; w.ids[row] = ...; w.bad[row] = ...
+            w.finish(manifest)          # without finish() nothing is published
+    """
+
+    def __init__(self, data_dir: Path, split: str, count: int, with_labels: bool = False):
+        self.final = split_dir(data_dir, split)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.partial = self.final.parent / f".{split}.partial-{os.getpid()}"
+        shutil.rmtree(self.partial, ignore_errors=True)
+        self.partial.mkdir()
+        self.images = np.lib.format.open_memmap(self.partial / "images.npy", "w+", np.uint8, (count, *IMAGE_SHAPE))
+        self.ids = np.zeros(count, np.int64)
+        self.bad = np.zeros(count, bool)
+        self.labels = np.zeros(count, np.int64) if with_labels else None
+        self.done = False
+
+    def __enter__(self) -> SplitWriter:
+        return self
+
+    def finish(self, manifest: dict) -> Path:
+        self.images.flush()
+        del self.images  # close the memory map before the folder moves
+        np.save(self.partial / "ids.npy", self.ids)
+        np.save(self.partial / "bad.npy", self.bad)
+        if self.labels is not None:
+            np.save(self.partial / "labels.npy", self.labels)
+        manifest = {"version": CACHE_VERSION, "count": len(self.ids), "bad": int(self.bad.sum()), **manifest}
+        (self.partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        fsync_dir(self.partial)
+        publish(self.partial, self.final)
+        self.done = True
+        return self.final
+
+    def __exit__(self, *exc_info) -> None:
+        if not self.done:
+            if hasattr(self, "images"):
+                del self.images
+            shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def write_split(data_dir: Path, split: str, images: np.ndarray, ids, classes: list[str],
+                labels=None, bad=None, **manifest) -> Path:
+    """Write a whole split from in-memory arrays (small data and tests)."""
+    ids = np.asarray(ids, np.int64)
+    order = np.argsort(ids, kind="stable")
+    with SplitWriter(data_dir, split, len(ids), with_labels=labels is not None) as w:
+        w.images[:] = np.asarray(images, np.uint8)[order]
+        w.ids[:] = ids[order]
+        if bad is not None:
+            w.bad[:] = np.asarray(bad, bool)[order]
+        if labels is not None:
+            w.labels[:] = np.asarray(labels, np.int64)[order]
+        return w.finish({"classes": list(classes), **manifest})
+
+
+def publish(partial: Path, final: Path) -> None:
+    """Rename a finished private folder to its final name; an older one is moved aside first, then dropped."""
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        final.rename(old)
+        partial.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        partial.rename(final)
+    fsync_dir(final.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,307 @@
+"""Training configuration: the one place where every `train` option is declared.
+
+    TrainConfig = preset name
+                + Recipe   what the trained model is: fixed once a run starts, so `--resume` keeps it
+                + Session  how and where this invocation runs: may differ when a run is resumed
+
+Each field declares its help text, its check and (for strings) its choices once, in field metadata;
+the `train` command's options, `--help` defaults, validation, recipe files and `--set` all come from it.
+Values are layered, later wins:
+
+    field defaults < preset (kagglecifar/presets/NAME.yaml) < --config FILE < --set key=value < options
+
+A recipe file is YAML (or JSON) with `recipe:` and `session:` sections or flat keys; every run folder's
+config.yaml is one, so `kagglecifar train --config runs/NAME/config.yaml` trains that run again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from kagglecifar.errors import KaggleCifarError
+
+PRESETS_DIR = Path(__file__).with_name("presets")
+ADAMW_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.05}  # taken when --optimizer adamw comes without them
+MODEL_OPTIONS = ("width", "dropout", "freeze_stages")  # passed to create_model when set
+
+
+def option(default, help: str, check: tuple[Callable[[Any], bool], str] | None = None,
+           choices: tuple[str, ...] | None = None, metavar: str | None = None):
+    """A config field with its help, an optional (predicate, rule) check and choices."""
+    return field(default=default, metadata={"help": help, "check": check, "choices": choices, "metavar": metavar})
+
+
+AT_LEAST_0 = (lambda v: v >= 0, "must be 0 or more")
+POSITIVE = (lambda v: v > 0, "must be positive")
+UNIT_INTERVAL = (lambda v: 0 <= v < 1, "must be in [0, 1)")
+
+
+@dataclass
+class Recipe:
+    model: str = option("resnet18", "Model to train (see `kagglecifar models`).", metavar="MODEL")
+    width: float | None = option(None, "Model width multiplier (e.g. 0.25); default: the model's.", POSITIVE)
+    dropout: float | None = option(None, "Dropout before the classifier; default: the model's.", UNIT_INTERVAL)
+    freeze_stages: int | None = option(None, "Frozen stages (resnet50-imagenet).", AT_LEAST_0)
+    epochs: int = option(40, "Passes over the training split.", (lambda v: v >= 1, "must be at least 1"))
+    batch_size: int = option(512, "Images per step (all processes together).",
+                             (lambda v: v >= 2, "must be at least 2"))
+    lr: float = option(0.2, "Peak learning rate.", POSITIVE)
+    optimizer: str = option("sgd", "sgd (Nesterov momentum 0.9) or adamw (then lr 2e-3 and weight decay 0.05 "
+                            "unless given).", choices=("sgd", "adamw"))
+    schedule: str = option("onecycle", "onecycle (linear warm-up, linear decay to 0) or cosine (warm-up, "
+                           "cosine decay to 0).", choices=("onecycle", "cosine"))
+    warmup_epochs: float = option(2.0, "Linear learning-rate warm-up, in epochs.", AT_LEAST_0)
+    weight_decay: float = option(5e-4, "Weight decay on weights (not on norms and biases).", AT_LEAST_0)
+    label_smoothing: float = option(0.1, "Cross-entropy label smoothing.", UNIT_INTERVAL)
+    ema: bool = option(False, "Keep an exponential moving average of the weights; it is what gets evaluated "
+                       "and saved.")
+    ema_decay: float = option(0.999, "EMA decay per step.", (lambda v: 0 < v < 1, "must be in (0, 1)"))
+    augment: str = option("standard", "none, standard (pad-crop + flip), strong (+ cutout, affine, colour "
+                          "jitter), or an albumentations pipeline saved with A.save (.json/.yaml).",
+                          metavar="PRESET|FILE")
+    val_fraction: float = option(0.1, "Stratified validation share of the train images; 0 trains on all.",
+                                 (lambda v: 0 <= v < 1, "must be in [0, 1) (0 = train on everything)"))
+    seed: int = option(0, "Seeds the split, initialisation, data order and augmentation.")
+    patience: int = option(0, "Stop after this many epochs without a better validation accuracy (0: never).",
+                           (lambda v: v >= 0, "must be 0 (off) or more epochs"))
+    amp: bool = option(True, "bf16 autocast (CUDA only).")
+    channels_last: bool = option(True, "channels_last memory format (CUDA only).")
+
+
+@dataclass
+class Session:
+    device: str = option("auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")
+    workers: int | None = option(None, "DataLoader processes augmenting batches; default: min(8, cores) on "
+                                 "CUDA, 0 on CPU.", AT_LEAST_0)
+    compile: bool = option(False, "torch.compile the model.")
+    time_budget: float = option(0.0, "Stop after this many seconds at a step boundary, with last.pt saved "
+                                "(continue with --resume); 0: no limit.",
+                                (lambda v: v >= 0, "must be 0 (none) or more seconds"))
+    data_dir: str = option("data", "Where downloads and the image cache live.")
+    runs_dir: str = option("runs", "Where training runs are written.")
+    name: str = option("", "Run folder name (default: MODEL-DATE-TIME).")
+    resume: str = option("", "Continue a stopped run (name or folder) from its last.pt; only session options "
+                         "(device, workers, compile, time budget, folders) may change.", metavar="RUN")
+
+
+@dataclass
+class TrainConfig:
+    recipe: Recipe = field(default_factory=Recipe)
+    session: Session = field(default_factory=Session)
+    preset: str = ""
+
+    def to_dict(self) -> dict:
+        return {"preset": self.preset, "recipe": dataclasses.asdict(self.recipe),
+                "session": dataclasses.asdict(self.session)}
+
+    def to_yaml(self) -> str:
+        """The recipe file of this run: `train --config` on it reproduces the run (under a new name)."""
+        import yaml
+
+        values = self.to_dict()
+        for per_run in ("name", "resume"):
+            values["session"].pop(per_run)
+        return ("# kagglecifar train recipe: `kagglecifar train --config THIS_FILE` trains it again\n"
+                + yaml.safe_dump(values, sort_keys=False))
+
+    def model_kwargs(self) -> dict:
+        """What create_model needs besides the name and class count (saved in every checkpoint)."""
+        return {key: getattr(self.recipe, key) for key in MODEL_OPTIONS if getattr(self.recipe, key) is not None}
+
+
+SECTIONS = {"recipe": Recipe, "session": Session}
+
+
+def fields_of(section: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(section)}
+
+
+def field_types(section: type) -> dict[str, type]:
+    """Each field's plain type (int, float, str, bool), with Optional unwrapped."""
+    hints = typing.get_type_hints(section)
+    plain = {}
+    for name, hint in hints.items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        plain[name] = args[0] if args else hint
+    return plain
+
+
+def section_of(key: str) -> str:
+    for section, cls in SECTIONS.items():
+        if key in fields_of(cls):
+            return section
+    raise KaggleCifarError(f"unknown train option {key!r}; known: {', '.join(all_keys())}")
+
+
+def all_keys() -> list[str]:
+    return [name for cls in SECTIONS.values() for name in fields_of(cls)]
+
+
+# ---- presets and recipe files --------------------------------------------------------------------
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def default_preset() -> str:
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def preset_values(name: str) -> dict:
+    """A preset's flat key -> value dict."""
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise KaggleCifarError(f"--preset {name}: unknown preset; choose one of: {', '.join(preset_names())}")
+    return read_recipe_file(path)
+
+
+def read_recipe_file(path: Path) -> dict:
+    """Flat key -> value from a YAML/JSON recipe file (sections `recipe:`/`session:` or flat keys)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except FileNotFoundError:
+        raise KaggleCifarError(f"--config {path}: no such recipe file") from None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KaggleCifarError(f"--config {path}: not a readable YAML/JSON recipe ({first})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise KaggleCifarError(f"--config {path}: expected a mapping of option names to values")
+    flat = {}
+    for key, value in data.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise KaggleCifarError(f"--config {path}: `{key}:` must hold option: value pairs")
+            for sub, sub_value in value.items():
+                if section_of(str(sub)) != key:
+                    raise KaggleCifarError(f"--config {path}: {sub!r} is not a {key} option")
+                flat[str(sub)] = sub_value
+        elif key == "preset":
+            continue  # recorded for information; the file's values are complete
+        else:
+            section_of(str(key))
+            flat[str(key)] = value
+    return {key: coerce(key, value, f"--config {path}: {key}") for key, value in flat.items()}
+
+
+def parse_sets(items: list[str]) -> dict:
+    """--set key=value (key may be prefixed recipe./session.) -> flat key -> typed value."""
+    import yaml
+
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_").split(".", 1)[-1]
+        if not sep or not key:
+            raise KaggleCifarError(f"--set {item}: expected key=value, e.g. --set lr=0.1")
+        section_of(key)
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        values[key] = coerce(key, value, f"--set {item}")
+    return values
+
+
+def coerce(key: str, value, where: str):
+    """value converted to the field's type (YAML gives 1 for 1.0, strings for paths), or a clear error."""
+    kind = field_types(SECTIONS[section_of(key)])[key]
+    if value is None:
+        return None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise KaggleCifarError(f"{where}: expected true or false, got {value!r}")
+    if kind is str:
+        return str(value)
+    try:
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        if isinstance(value, bool):
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise KaggleCifarError(f"{where}: expected {'an integer' if kind is int else 'a number'}, "
+                               f"got {value!r}") from None
+
+
+# ---- building and checking a config --------------------------------------------------------------
+
+def make_config(model: str | None = None, preset: str | None = None, *, config_file: Path | None = None,
+                sets: list[str] = (), **options) -> TrainConfig:
+    """Field defaults < preset (default: gpu with CUDA, else cpu) < config_file < sets < options (not None)."""
+    preset = preset or default_preset()
+    values = preset_values(preset)
+    layers = [read_recipe_file(config_file) if config_file else {}, parse_sets(list(sets)),
+              {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None}]
+    if model:
+        layers[-1]["model"] = model
+    for layer in layers:
+        if layer.get("model", values.get("model")) != values.get("model"):
+            # a preset's width etc. belong to the preset's model
+            values = {k: v for k, v in values.items() if k not in MODEL_OPTIONS}
+        if layer.get("optimizer") == "adamw" and values.get("optimizer") != "adamw":
+            values.update(ADAMW_DEFAULTS)
+        values.update(layer)
+    config = from_flat(values, preset)
+    check_config(config)
+    return config
+
+
+def from_flat(values: dict, preset: str = "") -> TrainConfig:
+    parts = {section: {k: v for k, v in values.items() if section_of(k) == section} for section in SECTIONS}
+    return TrainConfig(Recipe(**parts["recipe"]), Session(**parts["session"]), preset)
+
+
+def resume_config(saved: dict, run: str, **options) -> TrainConfig:
+    """A stopped run's config (as saved) with new session options; recipe options must not change.
+
+    A time budget is per session: it applies again only when given again.
+    """
+    flat = {**saved.get("recipe", {}), **saved.get("session", {}), "time_budget": 0.0, "name": ""}
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None}
+    changed = [k for k, v in options.items() if section_of(k) == "recipe" and flat.get(k) != v]
+    if changed:
+        names = ", ".join("--" + k.replace("_", "-") for k in changed)
+        raise KaggleCifarError(f"--resume {run}: cannot change {names} of a run "
+                               f"(it has {', '.join(f'{k}={flat.get(k)!r}' for k in changed)})")
+    config = from_flat({**flat, **options}, saved.get("preset", ""))
+    check_config(config, resuming=True)
+    return config
+
+
+def check_config(config: TrainConfig, resuming: bool = False) -> None:
+    """One clear KaggleCifarError for the first bad value."""
+    for part in (config.recipe, config.session):
+        for name, spec in fields_of(type(part)).items():
+            value = getattr(part, name)
+            check, choices = spec.metadata["check"], spec.metadata["choices"]
+            flag = "--" + name.replace("_", "-")
+            if value is not None and check and not check[0](value):
+                raise KaggleCifarError(f"{flag} {value}: {check[1]}")
+            if choices and value not in choices:
+                raise KaggleCifarError(f"{flag} {value}: choose {' or '.join(choices)}")
+    recipe, session = config.recipe, config.session
+    if recipe.patience and not recipe.val_fraction:
+        raise KaggleCifarError(f"--patience {recipe.patience}: needs a validation split (--val-fraction > 0)")
+    if session.name and not resuming:
+        from kagglecifar import rundir
+
+        rundir.check_new_run(Path(session.runs_dir), session.name)
+    from kagglecifar.augment import PRESETS as AUGMENT_PRESETS, build_pipeline
+    from kagglecifar.runtime import resolve_device
+
+    if recipe.augment not in AUGMENT_PRESETS:
+        build_pipeline(recipe.augment)  # a clear error for a bad pipeline file
+    resolve_device(session.device)

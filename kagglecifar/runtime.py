@@ -1,0 +1,163 @@
+"""Where training and prediction run: device choice, torchrun/DDP processes, all-reduce, RNG state, stops.
+
+Shared by train, predict and evaluate, so each of them reads `--device` the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import threading
+import time
+
+import numpy as np
+import torch
+
+from kagglecifar.errors import KaggleCifarError
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto -> CUDA, else Apple's MPS, else CPU; an explicit device must exist here."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps":
+        if not _mps_available():
+            raise KaggleCifarError(f"--device mps: Apple's MPS is not available here (torch {torch.__version__}); "
+                                   "use --device cpu")
+        return torch.device("mps")
+    if name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise KaggleCifarError(f"--device {name}: choose {DEVICE_CHOICES}")
+    if not torch.cuda.is_available():
+        raise KaggleCifarError(f"--device {name}: CUDA is not available here (torch {torch.__version__}); "
+                               "use --device cpu")
+    index = int(name[5:]) if name.startswith("cuda:") else local_rank
+    if index >= torch.cuda.device_count():
+        raise KaggleCifarError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return torch.device("cuda", index)
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+# ---- several processes (torchrun) ------------------------------------------------------------------
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", 1)) if "RANK" in os.environ else 1
+
+
+@contextlib.contextmanager
+def distributed(device: torch.device, batch_size: int):
+    """(rank, world size) for this process; under torchrun with several processes, a process group
+    that is torn down on the way out, whatever happens inside."""
+    world = world_size()
+    if world == 1:
+        yield 0, 1
+        return
+    if batch_size % world:
+        raise KaggleCifarError(f"--batch-size {batch_size}: must divide evenly over {world} processes")
+    started_here = not torch.distributed.is_initialized()
+    if started_here:
+        torch.distributed.init_process_group("gloo" if device.type == "cpu" else "nccl")
+    try:
+        yield torch.distributed.get_rank(), world
+        torch.distributed.barrier()  # nobody tears down while another rank still talks
+    finally:
+        if started_here:
+            torch.distributed.destroy_process_group()
+
+
+def all_reduce(values: list[float], world: int, op: str = "sum") -> list[float]:
+    """Sum (or max) of `values` over every process; the values themselves with one process."""
+    if world == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64)
+    if torch.distributed.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    reduce_op = torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM
+    torch.distributed.all_reduce(tensor, op=reduce_op)
+    return tensor.tolist()
+
+
+def check_in_sync(model: torch.nn.Module, world: int) -> None:
+    """DDP must leave identical weights on every rank; fail loudly if not."""
+    total = float(sum(p.detach().double().sum().item() for p in model.parameters()))
+    sums = [None] * world
+    torch.distributed.all_gather_object(sums, total)
+    if len(set(sums)) != 1:
+        raise RuntimeError(f"DDP ranks ended with different weights: {sums}")
+
+
+# ---- RNG state (saved in last.pt, loadable with weights_only=True) ----------------------------------
+
+def rng_state(cuda: bool) -> dict:
+    """Every RNG state as tensors and plain numbers."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)},
+             "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": gauss}}
+    if cuda:
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict, cuda: bool) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"]), p["gauss"]))
+    if cuda and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+# ---- clean stops --------------------------------------------------------------------------------
+
+class StopRequest:
+    """Time budget, Ctrl-C and SIGTERM, checked at step boundaries (agreed across DDP ranks every 10 steps).
+
+    The first Ctrl-C or SIGTERM asks for a clean stop (finish the step, save last.pt); a second Ctrl-C
+    aborts at once.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, budget: float, started: float, echo=print):
+        self.budget, self.started, self.echo, self.interrupted = budget, started, echo, False
+
+    @contextlib.contextmanager
+    def catching_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+
+        def handler(signum, frame):
+            self.interrupted = True
+            for s, h in previous.items():
+                signal.signal(s, h)  # a second signal acts at once
+            self.echo("kagglecifar: stopping after this step and saving last.pt (Ctrl-C again to abort)")
+
+        for s in self.SIGNALS:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def check(self, world: int, step: int, at_epoch_end: bool = False) -> str:
+        over = bool(self.budget) and time.monotonic() - self.started >= self.budget
+        code = 2 if self.interrupted else 1 if over else 0
+        if world > 1:
+            if step % 10 and not at_epoch_end:
+                return "completed"
+            code = int(all_reduce([code], world, op="max")[0])
+        return ("completed", "time_budget", "interrupted")[code]
