@@ -252,6 +252,8 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
     out = Path(submissions_dir) / f"{name}-{tta}.csv"
 
     def predict_stage() -> tuple[str, bool]:
+        if built_from != COMPETITION and cache_format(data_dir, "test") is None:
+            return f"nothing to predict: the {built_from} source has no test images", False
         if out.is_file() and out.stat().st_mtime >= best.stat().st_mtime and not force:
             return f"{out} is newer than {best}", False
         if out.is_file() and not force:
@@ -264,6 +266,8 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
     record = out.with_name(out.stem + ".submitted.json")
 
     def submit_stage() -> tuple[str, bool]:
+        if not submit and not out.is_file():
+            return "not submitted (--no-submit)", False
         if not submit:
             return f"not submitted (--no-submit); later: kagglecifar submit {out} -m MESSAGE", False
         if record.is_file() and record.stat().st_mtime >= out.stat().st_mtime:

@@ -256,7 +256,11 @@ def predict_to_submission(sources: list[Path], data_dir: Path, out: Path, *, tta
     refuse_existing(out, force)  # before the long part
     if save_probs_path is not None:
         refuse_existing(save_probs_path, force, SAVE_PROBS_ELSEWHERE)
-    competition = cache_format(data_dir, "test") in (None, COMPETITION)
+    built_from = cache_format(data_dir, "test")
+    if built_from is None and cache_format(data_dir, "train") not in (None, COMPETITION):
+        raise KaggleCifarError(f"{Path(data_dir) / 'cache'}: no test split (the {cache_format(data_dir, 'train')} "
+                               "source has no test images); nothing to predict")
+    competition = built_from in (None, COMPETITION)
     sample_ids = read_sample_ids(sample) if competition else None
     predictions = predict(sources, data_dir, tta=tta, weights=weights, batch_size=batch_size, device=device)
     if save_probs_path is not None:

@@ -180,6 +180,12 @@ def test_image_folder_with_a_broken_image_end_to_end(run_cli, tmp_path):
     code, out, err = run_cli("fetch", "--from-dir", root, "--data-dir", data)
     assert code == 0 and "(no test split)" in out and not cache.is_complete(data, "test"), err
     assert "(up to date)" in run_cli("fetch", "--from-dir", root, "--data-dir", data)[1]
+    code, out, err = run_cli("predict", runs / "pets", "--data-dir", data, "--out", tmp_path / "none.csv")
+    one_line_error(code, err, "no test split (the image-folder source has no test images); nothing to predict")
+    code, out, err = run_cli("run", "mlp", "--preset", "cpu", "--from-dir", root, "--no-submit", "--data-dir", data,
+                             "--runs-dir", runs, "--submissions-dir", tmp_path / "submissions")
+    assert code == 0 and "nothing to predict: the image-folder source has no test images" in out, err
+    assert "1 of 4 stages ran (train)" in out
 
 
 def test_a_truncated_archive_is_one_line_and_builds_nothing(run_cli, tmp_path):
@@ -266,3 +272,79 @@ def test_run_takes_other_data_with_no_submit_and_refuses_to_submit_it(run_cli, t
 
     code, out, err = run_cli("submit", tmp_path / "submissions" / "mlp-cpu-none.csv", "-m", "x")
     one_line_error(code, err, "holds cifar-python data", "`submit` uploads to a Kaggle competition only")
+
+
+# ---- stage details -------------------------------------------------------------------------------
+
+def test_training_needs_labels_and_two_classes_and_keeps_every_class_trainable(run_cli, tmp_path, capsys):
+    from kagglecifar.data import split_rows
+
+    images = np.zeros((6, 32, 32, 3), np.uint8)
+    cache.write_split(tmp_path / "unlabelled", "train", images, range(1, 7), ["cat", "dog"], labelled=False)
+    code, out, err = run_cli("train", "mlp", *TINY, "--data-dir", tmp_path / "unlabelled")
+    one_line_error(code, err, "the train images have no labels, so no model can learn from them")
+    cache.write_split(tmp_path / "one", "train", images, range(1, 7), ["cat"], labels=[0] * 6)
+    one_line_error(*run_cli("train", "mlp", *TINY, "--data-dir", tmp_path / "one")[::2], "a classifier needs two")
+
+    # A class of one image keeps it for training, whatever the validation share.
+    labels = np.array([0, 0, 0, 0, 1, 2, 2])
+    train_rows, val_rows = split_rows(labels, 0.6, seed=0)
+    assert sorted(set(labels[train_rows])) == [0, 1, 2] and list(labels[val_rows]).count(1) == 0
+    assert list(labels[val_rows]).count(0) == 2 and list(labels[val_rows]).count(2) == 1
+    cache.write_split(tmp_path / "small", "train", np.zeros((7, 32, 32, 3), np.uint8), range(1, 8),
+                      ["big", "tiny", "pair"], labels=labels)
+    code, out, err = run_cli("train", "mlp", *TINY, "--batch-size", "2", "--val-fraction", "0.6", "--data-dir",
+                             tmp_path / "small", "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    assert "1 of 3 classes have too few images for a validation share of 0.6 (e.g. tiny)" in err
+
+
+def test_classes_without_a_super_class_and_without_images_are_shown_as_such(run_cli, tmp_path):
+    source, truth = make_cifar_python(tmp_path / "src", "cifar-100", n_train=60, n_test=30)
+    n_unseen = 100 - len(np.union1d(truth["train"]["labels"], truth["test"]["labels"]))
+    data = tmp_path / "data"
+    assert run_cli("fetch", "--from-dir", source, "--data-dir", data)[0] == 0
+    assert cache.read_manifest(data, "train")["fine_to_coarse"].count(-1) == n_unseen > 0
+    code, out, err = run_cli("train", "mlp", *TINY, "--val-fraction", "0.5", "--data-dir", data, "--runs-dir",
+                             tmp_path / "runs", "--name", "r")
+    assert code == 0, err
+    code, out, err = run_cli("evaluate", tmp_path / "runs" / "r", "--data-dir", data, "--tta", "none")
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "runs" / "r" / "per_class.csv")
+    unseen = table[table["super_class"] == "(none)"]
+    assert len(unseen) == n_unseen and (unseen["test_images"] == 0).all() and unseen["test_none"].isna().all()
+    # One image per class leaves none for validation: the test split alone is scored.
+    assert out.strip().splitlines()[-1].startswith("evaluate: 30 test images, accuracy none ")
+    (none_row,) = [line for line in out.splitlines() if line.startswith("(none)")]
+    assert none_row.split()[1:] == ["-"]
+
+
+def test_predictions_of_other_data_are_checked_before_they_are_written(tmp_path):
+    from kagglecifar.errors import KaggleCifarError
+    from kagglecifar.submission import write_predictions_csv
+
+    path = write_predictions_csv(tmp_path / "p.csv", [3, 1, 2], ["b", "a", "b"], ["a", "b"], ["x.png", "y,1.png", "z"])
+    assert read_rows(path) == [["id", "label", "file"], ["1", "a", "y,1.png"], ["2", "b", "z"], ["3", "b", "x.png"]]
+    with pytest.raises(KaggleCifarError, match=r"p2.csv: refusing to write invalid predictions: line 2: unknown "
+                                               r"label 'c'; expected one of a, b"):
+        write_predictions_csv(tmp_path / "p2.csv", [1, 2], ["c", "a"], ["a", "b"])
+    with pytest.raises(KaggleCifarError, match="id 1 again"):
+        write_predictions_csv(tmp_path / "p2.csv", [1, 1], ["a", "a"], ["a", "b"])
+    assert not (tmp_path / "p2.csv").exists() and not list(tmp_path.glob(".p2*"))
+
+
+def test_resnet50_imagenet_gets_one_output_per_class_and_trains_without_its_weights():
+    from kagglecifar.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet50-imagenet", num_classes=100, weights=None, image_size=32, freeze_stages=3)
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 17, 42, 99])
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    losses = []
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(model.train()(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert model.head[-1].out_features == 100 and losses[-1] < losses[0]
