@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kagglecifar import competition
+from kagglecifar.cache import is_complete, read_manifest
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.files import atomic_output, refuse_existing
+from kagglecifar.files import atomic_output
 
 HEADER = ["id", "label"]
 SHOWN_PROBLEMS = 5
@@ -242,5 +244,18 @@ def submit(csv_path: Path, message: str, competition: str, *, data_dir: Path = P
         raise KaggleCifarError(f"{Path(data_dir) / 'cache'}: holds {built_from} data, not the {competition} "
                                f"competition's files; `submit` uploads to a Kaggle competition only, so "
                                f"{csv_path} stays here")
-    check_submission(csv_path, Path(data_dir) / "sampleSubmission.csv", kaggle_io.train_classes(data_dir))
+    check_submission(csv_path, Path(data_dir) / "sampleSubmission.csv", _classes(data_dir))
     return kaggle_io.upload_submission(csv_path, message, competition, wait=wait, timeout=timeout)
+
+
+def _classes(data_dir: Path) -> list[str]:
+    """The class names (sorted): from the train cache when built, else from trainLabels.csv."""
+    if is_complete(data_dir, "train"):
+        return list(read_manifest(data_dir, "train")["classes"])
+    path = Path(data_dir) / competition.LABELS_FILE
+    try:
+        return sorted(set(competition.read_labels(path).values()))
+    except FileNotFoundError:
+        raise KaggleCifarError(f"{path}: not found; run `kagglecifar fetch` first") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KaggleCifarError(f"{path}: unreadable ({exc})") from None

@@ -360,9 +360,11 @@ def serving(monkeypatch, home: Path, files_dir: Path, **options):
     """A running FakeKaggle with the client pointed at it, HOME under `home`, and kagglecifar's retries made fast."""
     from kagglecifar import kaggle_io
 
-    for name, value in {"ATTEMPTS": 3, "BACKOFF_SECONDS": 0.01, "MAX_RETRY_AFTER_SECONDS": 0.05,
-                        "POLL_SECONDS": 0.01, "CHUNK_BYTES": 4096}.items():
-        monkeypatch.setattr(kaggle_io, name, value)
+    fast = {kaggle_io.client: {"ATTEMPTS": 3, "BACKOFF_SECONDS": 0.01, "MAX_RETRY_AFTER_SECONDS": 0.05},
+            kaggle_io.submissions: {"POLL_SECONDS": 0.01}, kaggle_io.downloads: {"CHUNK_BYTES": 4096}}
+    for module, values in fast.items():
+        for name, value in values.items():
+            monkeypatch.setattr(module, name, value)
     with FakeKaggle(files_dir, **options) as fake:
         for name, value in fake.client_env(home).items():
             monkeypatch.setenv(name, value)

@@ -28,7 +28,7 @@ def sources(tmp_path_factory):
 
 @pytest.fixture
 def fake(sources, tmp_path, monkeypatch):
-    monkeypatch.setattr(kaggle_io, "MAX_SEPARATE_FILES", 8)  # the image folder (15 files) comes as one zip
+    monkeypatch.setattr(kaggle_io.downloads, "MAX_SEPARATE_FILES", 8)  # the image folder (15 files) comes as one zip
     with serving(monkeypatch, tmp_path / "home", None,
                  datasets={PYTHON: sources[PYTHON], IMAGES: sources[IMAGES]}) as fake:
         yield fake
@@ -78,7 +78,7 @@ def test_many_files_come_as_the_dataset_zip_unpacked_in_place(fake, sources, tmp
 @pytest.mark.parametrize("dataset, blob", [(PYTHON, f"datasets/{PYTHON}/files/cifar-100-python/train"),
                                            (IMAGES, f"datasets/{IMAGES}/archive.zip")], ids=["file", "zip"])
 def test_a_cut_download_leaves_a_part_file_and_the_next_run_resumes_it(fake, tmp_path, monkeypatch, dataset, blob):
-    monkeypatch.setattr(kaggle_io, "ATTEMPTS", 1)
+    monkeypatch.setattr(kaggle_io.client, "ATTEMPTS", 1)
     dest = tmp_path / "dest"
     fake.cut(blob, 3 * 4096 + 100)  # serving() makes the client write 4096-byte chunks
     with pytest.raises(KaggleCifarError, match="cannot reach Kaggle .*IncompleteRead"):
@@ -137,7 +137,7 @@ def test_zip_members_leaving_the_folder_or_links_are_refused(tmp_path):
             zf.writestr(info, b"/etc/passwd")
         dest = tmp_path / f"dest-{name}"
         with pytest.raises(KaggleCifarError, match="is a link or points outside"):
-            kaggle_io._unpack_dataset_zip(archive, dest)
+            kaggle_io.downloads._unpack_dataset_zip(archive, dest)
         assert not dest.exists() and not (tmp_path / "escape.txt").exists()
 
 
@@ -149,5 +149,5 @@ def test_a_damaged_dataset_zip_is_dropped_and_named(tmp_path):
     data[data.index(b"A" * 100) + 10] = ord("B")  # same size, wrong CRC
     archive.write_bytes(bytes(data))
     with pytest.raises(KaggleCifarError, match=r"the dataset's zip from Kaggle is damaged \(Bad CRC-32"):
-        kaggle_io._unpack_dataset_zip(archive, tmp_path / "dest")
+        kaggle_io.downloads._unpack_dataset_zip(archive, tmp_path / "dest")
     assert not archive.exists() and not (tmp_path / "dest" / "a.bin").exists()

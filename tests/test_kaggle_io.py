@@ -23,9 +23,9 @@ def fake(files, tmp_path, monkeypatch):
 
 
 def test_retry_delay_honours_retry_after_and_otherwise_backs_off_with_a_cap(monkeypatch):
-    monkeypatch.setattr(kaggle_io, "BACKOFF_SECONDS", 2.0)
-    monkeypatch.setattr(kaggle_io, "MAX_BACKOFF_SECONDS", 10.0)
-    monkeypatch.setattr(kaggle_io, "MAX_RETRY_AFTER_SECONDS", 100.0)
+    monkeypatch.setattr(kaggle_io.client, "BACKOFF_SECONDS", 2.0)
+    monkeypatch.setattr(kaggle_io.client, "MAX_BACKOFF_SECONDS", 10.0)
+    monkeypatch.setattr(kaggle_io.client, "MAX_RETRY_AFTER_SECONDS", 100.0)
     assert [kaggle_io.retry_delay(n) for n in (1, 2, 3, 4, 5)] == [2.0, 4.0, 8.0, 10.0, 10.0]
     assert kaggle_io.retry_delay(1, "7") == 7.0
     assert kaggle_io.retry_delay(1, "7000") == 100.0
@@ -140,7 +140,7 @@ def test_closed_leaderboard_tells_where_your_best_score_would_rank(fake, files, 
 def test_download_that_disagrees_with_the_file_list_is_not_kept(fake, tmp_path):
     fake.listed_sizes = {"sampleSubmission.csv": 5}
     with pytest.raises(KaggleCifarError, match=r"downloading sampleSubmission\.csv: got [\d,]+ bytes, the "
-                                               r"competition's file list says 5"):
+                                               r"file list says 5"):
         kaggle_io.download_competition("cifar-10", tmp_path / "data")
     assert not (tmp_path / "data" / "sampleSubmission.csv").exists()
     assert not (tmp_path / "data" / "sampleSubmission.csv.part").exists()
