@@ -48,25 +48,43 @@ def examples(*lines: str) -> str:
 
 # ---- fetch ------------------------------------------------------------------------------------
 
-@app.command(epilog=examples("kagglecifar fetch", "kagglecifar fetch --from-dir ~/Downloads/cifar-10"))
+FROM_DIR_HELP = ("a folder or file already here: the competition's files (train.7z, test.7z, trainLabels.csv, "
+                 "sampleSubmission.csv), a cifar-10/100-python.tar.gz or its folder, or an image folder "
+                 "(train/CLASS/*.png|jpg, optional test/); no network.")
+DATASET = typer.Option(None, "--dataset", metavar="OWNER/NAME", help="A Kaggle dataset in any of those shapes, "
+                       "downloaded (resumable) into DATA_DIR/datasets/OWNER/NAME.")
+FORMAT = typer.Option(None, "--format", metavar="FORMAT", help="competition, cifar-python or image-folder: what "
+                      "--from-dir/--dataset holds (default: recognised from what is there).")
+LABELS = typer.Option(None, "--labels", metavar="fine|coarse", help="CIFAR-100: its 100 classes (fine, the "
+                      "default) or its 20 super-classes (coarse).")
+
+
+@app.command(epilog=examples("kagglecifar fetch", "kagglecifar fetch --from-dir ~/Downloads/cifar-10",
+                             "kagglecifar fetch --from-dir ~/Downloads/cifar-100-python.tar.gz --labels coarse",
+                             "kagglecifar fetch --dataset OWNER/NAME --format image-folder"))
 def fetch(
     competition: str = COMPETITION,
     data_dir: Path = DATA_DIR,
-    from_dir: Optional[Path] = typer.Option(None, "--from-dir", help="Build the cache from a folder that already "
-                                            "holds the competition files (train.7z, test.7z, trainLabels.csv, "
-                                            "sampleSubmission.csv); no network at all."),
+    from_dir: Optional[Path] = typer.Option(None, "--from-dir", metavar="PATH", help="Build the cache from "
+                                            + FROM_DIR_HELP),
+    dataset: Optional[str] = DATASET,
+    fmt: Optional[str] = FORMAT,
+    labels: Optional[str] = LABELS,
     force: bool = typer.Option(False, "--force", help="Download again and rebuild the cache even when up to date."),
-    keep_png: bool = typer.Option(False, "--keep-png", help="Also write the PNG files to DATA_DIR/train/ and test/."),
+    keep_png: bool = typer.Option(False, "--keep-png", help="Also write the PNG files to DATA_DIR/train/ and test/ "
+                                  "(competition files only)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="PNG decoding processes beside the main one; "
                                          "0 decodes in the main process (default: 1 for big splits on 2+ cores)."),
 ) -> None:
-    """Download the competition files from Kaggle (resumable) and build the uint8 image cache from them."""
+    """Download the competition files from Kaggle (resumable), or take another CIFAR source, and build the uint8
+    image cache from it."""
     import time
 
     from kagglecifar import pipeline
 
     started = time.perf_counter()
-    line, _ = pipeline.fetch(competition, data_dir, from_dir=from_dir, force=force, keep_png=keep_png, workers=workers)
+    line, _ = pipeline.fetch(competition, data_dir, from_dir=from_dir, dataset=dataset, fmt=fmt, labels=labels,
+                             force=force, keep_png=keep_png, workers=workers)
     summary(f"fetch: {line}; {time.perf_counter() - started:.1f} s")
 
 
@@ -198,7 +216,8 @@ def predict(
                                         help="Confidence (top probability) below which an image counts as "
                                         "out-of-distribution in the summary."),
 ) -> None:
-    """Predict every test image (undecodable ones get a fallback label) and write a submission CSV."""
+    """Predict every test image (undecodable ones get a fallback label) and write a submission CSV (for other
+    data than the competition's: id,label for every test id, and the file of each for an image folder)."""
     from kagglecifar import predict as prediction
     from kagglecifar.tta import check_tta_mode
 
@@ -219,15 +238,23 @@ def evaluate(
     batch_size: Optional[int] = BATCH_SIZE,
     device: str = DEVICE,
 ) -> None:
-    """Per-class accuracy on the run's validation split, without and with TTA, and its confusion matrix."""
+    """Per-class accuracy on the run's validation split and, when the cache's test split is labelled (CIFAR
+    python data, image folders with test/CLASS/), on the test split, without and with TTA; per super-class for
+    CIFAR-100; the most frequent confusions; confusion matrices and per_class.csv in the run folder."""
     from kagglecifar.evaluate import evaluate as evaluate_run
     from kagglecifar.tta import TTA_VIEWS
 
-    report = evaluate_run(run, data_dir, tta or list(TTA_VIEWS), batch_size=batch_size, device=device)
+    report = evaluate_run(run, data_dir, tta or list(TTA_VIEWS), test=True, batch_size=batch_size, device=device)
     typer.echo(report.table())
-    accuracies = ", ".join(f"{mode} {accuracy:.2%}" for mode, accuracy in report.overall.items())
-    summary(f"evaluate: {report.count} validation images, accuracy {accuracies}; "
-            f"confusion matrix {report.confusion_path}")
+    parts = []
+    for scores in report.splits.values():
+        accuracies = ", ".join(f"{mode} {accuracy:.2%}" for mode, accuracy in scores.overall.items())
+        parts.append(f"{scores.count} {scores.name} images, accuracy {accuracies}")
+    for scores in report.super_splits().values():
+        parts.append(f"super-class {scores.name} accuracy {scores.overall[report.largest_mode]:.2%} "
+                     f"({report.largest_mode})")
+    figures = ", ".join(str(p) for p in report.confusion_paths.values())
+    summary(f"evaluate: {'; '.join(parts)}; confusion matrix {figures}; per class {report.csv_path}")
 
 
 # ---- submit, submissions, leaderboard ---------------------------------------------------------
@@ -289,7 +316,8 @@ def leaderboard(
 # ---- run ----------------------------------------------------------------------------------------
 
 @app.command(epilog=examples("kagglecifar run", "kagglecifar run resnet18 --preset gpu -m \"resnet18, 40 epochs\"",
-                             "kagglecifar run --from-dir ~/Downloads/cifar-10 --no-submit"))
+                             "kagglecifar run --from-dir ~/Downloads/cifar-10 --no-submit",
+                             "kagglecifar run --from-dir ~/Downloads/cifar-100-python.tar.gz --no-submit"))
 def run(
     model: Optional[str] = typer.Argument(None, metavar="MODEL", help="Model to train (see `kagglecifar models`; "
                                           "default: the preset's)."),
@@ -299,7 +327,11 @@ def run(
     runs_dir: Path = RUNS_DIR,
     submissions_dir: Path = SUBMISSIONS_DIR,
     competition: str = COMPETITION,
-    from_dir: Optional[Path] = typer.Option(None, "--from-dir", help="Use competition files already downloaded here."),
+    from_dir: Optional[Path] = typer.Option(None, "--from-dir", metavar="PATH", help="Take the data from "
+                                            + FROM_DIR_HELP + " Other data than the competition's needs --no-submit."),
+    dataset: Optional[str] = DATASET,
+    fmt: Optional[str] = FORMAT,
+    labels: Optional[str] = LABELS,
     tta: str = typer.Option("flip", "--tta", metavar="MODE", help=TTA_HELP),
     device: str = DEVICE,
     name: Optional[str] = typer.Option(None, "--name", help="Run folder name (default: MODEL-PRESET)."),
@@ -319,7 +351,8 @@ def run(
     started = time.perf_counter()
     confirm = None if yes or not pipeline.interactive() else (lambda q: typer.confirm(q, default=True))
     reports = pipeline.run(model, preset=preset, data_dir=data_dir, runs_dir=runs_dir,
-                           submissions_dir=submissions_dir, competition=competition, from_dir=from_dir, tta=tta,
+                           submissions_dir=submissions_dir, competition=competition, from_dir=from_dir,
+                           dataset=dataset, fmt=fmt, labels=labels, tta=tta,
                            device=device, message=message, submit=submit, wait=wait, force=force, name=name,
                            confirm=confirm, echo=typer.echo)
     done = [r.name for r in reports if not r.skipped]

@@ -32,12 +32,14 @@ class TrainData:
 
 
 def split_rows(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, validation rows): `val_fraction` of every class, chosen with `seed`; both sorted."""
+    """(train rows, validation rows): `val_fraction` of every class, chosen with `seed`; both sorted.
+
+    A class always keeps one training image at least (a tiny class may then have none for validation)."""
     rng = np.random.default_rng(seed)
     val = []
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
-        val.append(rng.permutation(rows)[: round(len(rows) * val_fraction)])
+        val.append(rng.permutation(rows)[: min(round(len(rows) * val_fraction), len(rows) - 1)])
     val = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
     return np.setdiff1d(np.arange(len(labels)), val), val
 

@@ -2,7 +2,7 @@
 is complete and up to date, so an interrupted run picks up where it stopped.
 
     stage    output                              skipped when
-    fetch    DATA_DIR/cache/{train,test}         the cache matches the archives (cache.build_cache decides)
+    fetch    DATA_DIR/cache/{train,test}         the cache matches its source (cache.build, cache.sources decide)
     train    RUNS_DIR/NAME/ (NAME = MODEL-PRESET)  result.json says the run ended for good; a stopped run resumes
     predict  submissions/NAME-TTA.csv            the CSV is newer than the checkpoint it came from
     submit   submissions/NAME-TTA.submitted.json the record is newer than the CSV
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from kagglecifar import checkpoint, rundir
+from kagglecifar.cache.sources import COMPETITION, cache_format
 from kagglecifar.config import make_config, preset_names, preset_values
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_path, write_text_atomic
@@ -44,20 +45,68 @@ class StageReport:
         return f"{self.name:<8} {'skipped' if self.skipped else 'done':<8} {self.seconds:8.1f} s  {self.detail}"
 
 
-def fetch(competition: str, data_dir: Path, *, from_dir: Path | None = None, force: bool = False,
-          keep_png: bool = False, workers: int | None = None) -> tuple[str, bool]:
-    """Download (or take from from_dir) and build the cache; return (summary, whether anything was done)."""
+def fetch(competition: str, data_dir: Path, *, from_dir: Path | None = None, dataset: str | None = None,
+          fmt: str | None = None, labels: str | None = None, force: bool = False, keep_png: bool = False,
+          workers: int | None = None) -> tuple[str, bool]:
+    """Build the cache from the competition download (default), Kaggle dataset OWNER/NAME (downloaded into
+    DATA_DIR/datasets/OWNER/NAME) or from_dir; return (summary, whether anything was done).
+
+    A dataset or from_dir may hold any source format (kagglecifar.formats), recognised unless fmt is given;
+    labels ("fine"/"coarse") picks CIFAR-100's label set.
+    """
+    from kagglecifar import formats, kaggle_io
+
+    data_dir = Path(data_dir)
+    if from_dir is not None and dataset is not None:
+        raise KaggleCifarError("--from-dir and --dataset: give one of them")
+    if fmt is not None and fmt not in formats.FORMATS:
+        raise KaggleCifarError(f"--format {fmt}: choose from {', '.join(formats.FORMATS)}")
+    found, fetched, did_download = None, "", False
+    if dataset is not None:
+        folder = data_dir / "datasets" / kaggle_io.dataset_folder(dataset)
+        downloads = kaggle_io.download_dataset(dataset, folder, force=force)
+        fetched, did_download = f"dataset {dataset}: {downloads.line()}", bool(downloads.downloaded)
+        found = formats.locate(folder, fmt)
+    elif from_dir is not None:
+        found = formats.locate(from_dir, fmt)
+    elif fmt not in (None, COMPETITION):
+        raise KaggleCifarError(f"--format {fmt}: the {competition} download is in the competition format; "
+                               f"give --from-dir PATH or --dataset OWNER/NAME with {fmt} data")
+    if found is None or found.format == COMPETITION:
+        if labels is not None:
+            raise KaggleCifarError(f"--labels {labels}: only CIFAR-100 python data has fine and coarse labels; "
+                                   "the competition's files are CIFAR-10")
+        line, did_work = _fetch_competition(competition, data_dir, found, force, keep_png, workers)
+        return "; ".join(filter(None, [fetched, line])), did_download or did_work
+
+    from kagglecifar.cache.sources import build_from_source
+
+    if keep_png:
+        raise KaggleCifarError(f"--keep-png: only for the competition's archives; {found.path} is {found.format} data")
+    fetched = fetched or f"{found.path} read in place"
+    built = build_from_source(found, data_dir, labels=labels or "fine", force=force)
+    splits = list(built.splits.values())
+    what = found.format + (f" {found.kind}" if found.kind else "") + (f", {labels} labels" if labels else "")
+    test = "" if "test" in built.splits else " (no test split)"
+    images = ", ".join(f"{s.split} {s.count:,}" + (" (up to date)" if s.skipped else "") for s in splits)
+    line = (f"{fetched} ({what}); {images} images{test} in {built.cache_dir}, "
+            f"{sum(s.bad for s in splits)} undecodable")
+    return line, did_download or not all(s.skipped for s in splits)
+
+
+def _fetch_competition(competition: str, data_dir: Path, found, force: bool, keep_png: bool,
+                       workers: int | None) -> tuple[str, bool]:
+    """The competition's files, downloaded (found is None) or found in place, through cache.build."""
     from kagglecifar import kaggle_io
     from kagglecifar.cache.build import build_cache
 
-    data_dir = Path(data_dir)
-    if from_dir is None:
+    if found is None:
         downloads = kaggle_io.download_competition(competition, data_dir, force=force)
-        fetched, did_download = downloads.line(), bool(downloads.downloaded)
+        fetched, did_download, source = downloads.line(), bool(downloads.downloaded), data_dir
     else:
-        fetched, did_download = f"archives read in place from {from_dir}", False
-        _copy_csvs(Path(from_dir), data_dir)
-    built = build_cache(from_dir or data_dir, data_dir, force=force, keep_png=keep_png, workers=workers)
+        fetched, did_download, source = f"archives read in place from {found.path}", False, found.path
+        _copy_csvs(found.path, data_dir)
+    built = build_cache(source, data_dir, force=force, keep_png=keep_png, workers=workers)
     splits = list(built.splits.values())
     images = ", ".join(f"{s.split} {s.count:,}" + (" (up to date)" if s.skipped else "") for s in splits)
     line = f"{fetched}; {images} images in {built.cache_dir}, {sum(s.bad for s in splits)} undecodable"
@@ -147,11 +196,16 @@ def _existing_preset(model: str | None, runs_dir: Path, name: str | None) -> str
 
 
 def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path, submissions_dir: Path,
-        competition: str, from_dir: Path | None = None, tta: str = "flip", device: str = "auto",
+        competition: str, from_dir: Path | None = None, dataset: str | None = None, fmt: str | None = None,
+        labels: str | None = None, tta: str = "flip", device: str = "auto",
         message: str | None = None, submit: bool = True, wait: bool = True, force: bool = False,
         name: str | None = None, confirm: Callable[[str], bool] | None = None,
         echo: Callable[[str], None] = print) -> list[StageReport]:
-    """All stages in order; echo()s one line per stage as it finishes and returns the reports."""
+    """All stages in order; echo()s one line per stage as it finishes and returns the reports.
+
+    Data other than the competition's (--dataset, or --from-dir with another format) runs with submit=False
+    only: Kaggle's competition scores its own test set alone.
+    """
     from kagglecifar import predict, submission, train
 
     if name is not None:
@@ -171,7 +225,13 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
         reports.append(StageReport(stage_name, time.perf_counter() - started, not did_work, detail))
         echo(reports[-1].line())
 
-    stage("fetch", lambda: fetch(competition, data_dir, from_dir=from_dir, force=force))
+    stage("fetch", lambda: fetch(competition, data_dir, from_dir=from_dir, dataset=dataset, fmt=fmt, labels=labels,
+                                 force=force))
+    built_from = cache_format(data_dir, "test") or cache_format(data_dir, "train")
+    if submit and built_from != COMPETITION:
+        raise KaggleCifarError(f"{Path(data_dir) / 'cache'}: holds {built_from} data, not the {competition} "
+                               "competition's files; there is nothing on Kaggle to submit its predictions to: "
+                               "add --no-submit")
 
     def train_stage() -> tuple[str, bool]:
         if rundir.finished(run_dir):
@@ -192,6 +252,8 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
     out = Path(submissions_dir) / f"{name}-{tta}.csv"
 
     def predict_stage() -> tuple[str, bool]:
+        if built_from != COMPETITION and cache_format(data_dir, "test") is None:
+            return f"nothing to predict: the {built_from} source has no test images", False
         if out.is_file() and out.stat().st_mtime >= best.stat().st_mtime and not force:
             return f"{out} is newer than {best}", False
         if out.is_file() and not force:
@@ -204,6 +266,8 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
     record = out.with_name(out.stem + ".submitted.json")
 
     def submit_stage() -> tuple[str, bool]:
+        if not submit and not out.is_file():
+            return "not submitted (--no-submit)", False
         if not submit:
             return f"not submitted (--no-submit); later: kagglecifar submit {out} -m MESSAGE", False
         if record.is_file() and record.stat().st_mtime >= out.stat().st_mtime:

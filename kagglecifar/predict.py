@@ -24,14 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from kagglecifar.cache import load_split
+from kagglecifar.cache import load_split, read_manifest
+from kagglecifar.cache.sources import COMPETITION, cache_format
 from kagglecifar.checkpoint import load_model, resolve_checkpoint
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_output, refuse_existing
 from kagglecifar.models import to_model_input
 from kagglecifar.progress import progress_bar
 from kagglecifar.runtime import resolve_device
-from kagglecifar.submission import read_sample_ids, write_submission
+from kagglecifar.submission import read_sample_ids, write_predictions_csv, write_submission
 from kagglecifar.tta import TTA_VIEWS, check_tta_mode, tta_views
 
 OOD_THRESHOLD = 0.5
@@ -245,17 +246,33 @@ def predict_to_submission(sources: list[Path], data_dir: Path, out: Path, *, tta
                           weights: list[float] | None = None, batch_size: int | None = None, device: str = "auto",
                           force: bool = False, save_probs_path: Path | None = None,
                           ood_threshold: float = OOD_THRESHOLD) -> PredictResult:
-    """`kagglecifar predict`: predictions -> submission CSV (+ bad-ids report, + probabilities)."""
+    """`kagglecifar predict`: predictions -> submission CSV (+ bad-ids report, + probabilities).
+
+    A test cache built from other data than the competition's has no sampleSubmission.csv: the CSV then
+    has a row per test id (ascending) and, for an image folder, the file of each (submission.py).
+    """
     out = Path(out)
     sample = Path(data_dir) / "sampleSubmission.csv"
     refuse_existing(out, force)  # before the long part
     if save_probs_path is not None:
         refuse_existing(save_probs_path, force, SAVE_PROBS_ELSEWHERE)
-    sample_ids = read_sample_ids(sample)
+    built_from = cache_format(data_dir, "test")
+    if built_from is None and cache_format(data_dir, "train") not in (None, COMPETITION):
+        raise KaggleCifarError(f"{Path(data_dir) / 'cache'}: no test split (the {cache_format(data_dir, 'train')} "
+                               "source has no test images); nothing to predict")
+    competition = built_from in (None, COMPETITION)
+    sample_ids = read_sample_ids(sample) if competition else None
     predictions = predict(sources, data_dir, tta=tta, weights=weights, batch_size=batch_size, device=device)
     if save_probs_path is not None:
         save_probs(predictions, save_probs_path, force)
-    write_submission(out, predictions.ids, predictions.labels(), sample, predictions.classes, force)
+    if competition:
+        write_submission(out, predictions.ids, predictions.labels(), sample, predictions.classes, force)
+    else:
+        names = read_manifest(data_dir, "test").get("names")
+        if names is not None and len(names) != len(predictions.ids):
+            raise KaggleCifarError(f"{data_dir}: the test cache's file names do not match its images; "
+                                   "run `kagglecifar fetch --force`")
+        write_predictions_csv(out, predictions.ids, predictions.labels(), predictions.classes, names, force)
     report = bad_ids_path(out)
     bad_ids = predictions.ids[predictions.bad]
     with atomic_output(report, force=True) as tmp:
@@ -263,4 +280,4 @@ def predict_to_submission(sources: list[Path], data_dir: Path, out: Path, *, tta
                        f"{predictions.fallback!r} (highest mean probability over the decodable images) in {out.name}\n"
                        + "".join(f"{i}\n" for i in bad_ids.tolist()))
     return PredictResult(predictions, out, report, Path(save_probs_path) if save_probs_path else None,
-                         ood_threshold, len(sample_ids))
+                         ood_threshold, len(predictions.ids) if sample_ids is None else len(sample_ids))

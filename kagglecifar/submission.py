@@ -1,4 +1,5 @@
-"""The submission file: written in sampleSubmission.csv's id order, checked before anything uploads it.
+"""The submission file: written in sampleSubmission.csv's id order, checked before anything uploads it
+(and, for data other than the competition's, the predictions file: the test ids with their labels).
 
 A valid file is UTF-8 without a byte-order mark, has the header `id,label`, one line ending style,
 exactly one row per id of sampleSubmission.csv (ids written exactly as there: Kaggle compares them
@@ -8,6 +9,7 @@ name in every label cell.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +86,10 @@ def validate_submission(csv_path: Path, sample_path: Path, classes: list[str]) -
     return _validate(Path(csv_path), read_sample_ids(sample_path), classes)
 
 
-def _validate(csv_path: Path, sample_ids: np.ndarray, classes: list[str]) -> list[Problem]:
+def _validate(csv_path: Path, sample_ids: np.ndarray, classes: list[str], reference: str = "sampleSubmission.csv",
+              header: list[str] = HEADER) -> list[Problem]:
+    """The problems of csv_path against the ids of `reference` (named in the messages); columns: `header`,
+    the id first and the label second."""
     try:
         data = csv_path.read_bytes()
     except OSError as exc:
@@ -105,8 +110,8 @@ def _validate(csv_path: Path, sample_ids: np.ndarray, classes: list[str]) -> lis
     if not lines:
         problems.add("empty", 0, "the file is empty")
         return problems.sorted()
-    if lines[0] != ",".join(HEADER):
-        problems.add("header", 1, f"header is {lines[0][:40]!r}, expected 'id,label'")
+    if lines[0] != ",".join(header):
+        problems.add("header", 1, f"header is {lines[0][:40]!r}, expected {','.join(header)!r}")
 
     wanted = set(sample_ids.tolist())
     known_labels = set(classes)
@@ -119,10 +124,10 @@ def _validate(csv_path: Path, sample_ids: np.ndarray, classes: list[str]) -> lis
             problems.add("blank", line_no, "blank line")
             continue
         rows += 1
-        if len(cells) != 2:
-            problems.add("fields", line_no, f"{len(cells)} cells, expected 2 (id,label)")
+        if len(cells) != len(header):
+            problems.add("fields", line_no, f"{len(cells)} cells, expected {len(header)} ({','.join(header)})")
             continue
-        id_text, label = cells
+        id_text, label = cells[:2]
         if label == "":
             problems.add("empty-cell", line_no, "empty label cell")
         elif label not in known_labels:
@@ -133,13 +138,13 @@ def _validate(csv_path: Path, sample_ids: np.ndarray, classes: list[str]) -> lis
         if not _canonical_id(id_text):
             try:
                 problems.add("id-text", line_no, f"id {id_text[:30]!r} is written differently from "
-                             f"sampleSubmission.csv's {str(int(id_text))!r}; Kaggle compares ids as text")
+                             f"{reference}'s {str(int(id_text))!r}; Kaggle compares ids as text")
             except ValueError:
                 problems.add("id-format", line_no, f"id {id_text[:30]!r} is not an integer")
             continue
         id_ = int(id_text)
         if id_ not in wanted:
-            problems.add("id-extra", line_no, f"id {id_} is not in sampleSubmission.csv")
+            problems.add("id-extra", line_no, f"id {id_} is not in {reference}")
         elif id_ in first_line_of:
             problems.add("id-duplicate", line_no, f"id {id_} again (first on line {first_line_of[id_]})")
         else:
@@ -147,10 +152,10 @@ def _validate(csv_path: Path, sample_ids: np.ndarray, classes: list[str]) -> lis
 
     missing = [i for i in sample_ids.tolist() if i not in first_line_of]
     if missing:
-        problems.add("id-missing", 0, f"sampleSubmission.csv ids without a row: {len(missing)}, "
+        problems.add("id-missing", 0, f"{reference} ids without a row: {len(missing)}, "
                                       f"e.g. {', '.join(map(str, missing[:5]))}")
     if rows != len(sample_ids):
-        problems.add("rows", 0, f"{rows} rows, sampleSubmission.csv has {len(sample_ids)}")
+        problems.add("rows", 0, f"{rows} rows, {reference} has {len(sample_ids)}")
     return problems.sorted()
 
 
@@ -196,6 +201,28 @@ def write_submission(path: Path, ids, labels, sample_path: Path, classes: list[s
     return path
 
 
+def write_predictions_csv(path: Path, ids, labels, classes: list[str], names: list[str] | None = None,
+                          force: bool = False) -> Path:
+    """Predictions for data other than the competition's (no sampleSubmission.csv): `id,label`, plus `file`
+    when the test images' file names are known, one row per test id in ascending order; checked like a
+    submission, against the test ids, before it appears under `path`."""
+    ids = np.asarray(ids, np.int64)
+    labels = np.asarray(labels, dtype=object)
+    header = HEADER + (["file"] if names is not None else [])
+    order = np.argsort(ids, kind="stable")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row in order.tolist():
+        writer.writerow([int(ids[row]), labels[row], *([names[row]] if names is not None else [])])
+    with atomic_output(path, force) as tmp:
+        tmp.write_text(out.getvalue(), encoding="utf-8", newline="")
+        problems = _validate(tmp, ids[order], classes, reference="the test cache", header=header)
+        if problems:
+            raise KaggleCifarError(f"{path}: refusing to write invalid predictions: {problems[0]}")
+    return Path(path)
+
+
 def newest_submission(folder: Path = Path("submissions")) -> Path:
     """The most recently written submission CSV in `folder`."""
     folder = Path(folder)
@@ -210,7 +237,13 @@ def submit(csv_path: Path, message: str, competition: str, *, data_dir: Path = P
     """Check csv_path against data_dir's sampleSubmission.csv and class names, then upload it and wait up to
     `timeout` seconds for its public score: an invalid file raises KaggleCifarError before anything is sent."""
     from kagglecifar import kaggle_io
+    from kagglecifar.cache.sources import COMPETITION, cache_format
 
+    built_from = cache_format(data_dir, "test") or cache_format(data_dir, "train")
+    if built_from not in (None, COMPETITION):
+        raise KaggleCifarError(f"{Path(data_dir) / 'cache'}: holds {built_from} data, not the {competition} "
+                               f"competition's files; `submit` uploads to a Kaggle competition only, so "
+                               f"{csv_path} stays here")
     check_submission(csv_path, Path(data_dir) / "sampleSubmission.csv", _classes(data_dir))
     return kaggle_io.upload_submission(csv_path, message, competition, wait=wait, timeout=timeout)
 

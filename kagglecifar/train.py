@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from kagglecifar import models, rundir, runtime
-from kagglecifar.cache import read_manifest
+from kagglecifar.cache import labelled_classes
 from kagglecifar.checkpoint import load_checkpoint, make_payload, save_checkpoint
 from kagglecifar.config import TrainConfig, check_config, resume_config as config_for_resume
 from kagglecifar.data import TrainLoader, load_train_data
@@ -108,11 +108,12 @@ class Training:
         session = config.session
         resumed = load_checkpoint(Path(session.resume) / "last.pt") if session.resume else None
         # The model first: an unknown model or a missing cache fails before the slow data load.
-        self.classes = read_manifest(Path(session.data_dir), "train")["classes"]
+        self.classes = labelled_classes(Path(session.data_dir), "train")  # models get len(classes) outputs
         self._build_model(resumed)
         self.data = load_train_data(Path(session.data_dir), self.recipe.val_fraction, self.recipe.seed)
         if len(self.data.train_labels) < world * 2:
             raise KaggleCifarError(f"{session.data_dir}: only {len(self.data.train_labels)} usable training images")
+        self._note_unvalidated_classes()
         self.loader = self._make_loader(make_loader)
         self.run_dir = self._run_dir(resumed is not None)
         if resumed:
@@ -148,6 +149,15 @@ class Training:
             self.ema.load_state_dict(resumed["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
+
+    def _note_unvalidated_classes(self) -> None:
+        """Classes too small for the validation split (data.split_rows keeps their images for training)."""
+        trained, validated = set(self.data.train_labels.tolist()), set(self.data.val_labels.tolist())
+        missing = [self.classes[c] for c in sorted(trained - validated)]
+        if self.main and self.recipe.val_fraction and missing:
+            note(f"{len(missing)} of {len(self.classes)} classes have too few images for a validation share of "
+                 f"{self.recipe.val_fraction:g} (e.g. {', '.join(missing[:3])}): their validation accuracy is "
+                 "not measured")
 
     def _make_loader(self, make_loader):
         if make_loader is not None:

@@ -7,6 +7,7 @@ Layout, one folder per split under DATA_DIR/cache/:
     cache/train/labels.npy    (N,) int64, index into manifest["classes"]   (train only)
     cache/train/bad.npy       (N,) bool, True where the image could not be decoded (pixels are 0)
     cache/train/manifest.json counts, class names, source archive sizes and checksums
+                              (sources other than the competition's: cache/sources.py adds what it records)
 
 A split folder only ever appears under its final name once every file in it is written
 (it is built in a hidden ".NAME.partial-PID" sibling and renamed), so a folder that exists is complete.
@@ -62,6 +63,20 @@ def read_manifest(data_dir: Path, split: str) -> dict:
         raise KaggleCifarError(f"{path}: no {split} cache here; run `kagglecifar fetch` first") from None
     except (OSError, ValueError) as exc:
         raise KaggleCifarError(f"{path}: unreadable cache manifest ({exc}); run `kagglecifar fetch --force`") from None
+
+
+def labelled_classes(data_dir: Path, split: str = "train") -> list[str]:
+    """The class names of a split that training can use: it has labels and at least two classes."""
+    manifest = read_manifest(data_dir, split)
+    folder = split_dir(data_dir, split)
+    if manifest.get("labelled") is False or not (folder / "labels.npy").is_file():
+        raise KaggleCifarError(f"{folder}: the {split} images have no labels, so no model can learn from them; "
+                               "fetch a source whose training images are labelled (train/CLASS/ folders, CIFAR "
+                               "python data, or train.7z with trainLabels.csv)")
+    classes = list(manifest.get("classes") or [])
+    if len(classes) < 2:
+        raise KaggleCifarError(f"{folder}: {len(classes)} class ({', '.join(classes)}); a classifier needs two or more")
+    return classes
 
 
 def load_split(data_dir: Path, split: str, mmap: bool = True) -> ImageSet:

@@ -90,7 +90,7 @@ def source_stamp(found: Found) -> dict:
 def _search(top: Path) -> list[Found]:
     """Sources at top and below it, shallow first, without looking into the folders of a source found."""
     if top.is_file():  # named explicitly: a damaged archive gets read_source's error, not "nothing found"
-        return [Found("cifar-python", top)] if is_archive(top) else []
+        return [Found("cifar-python", top, _archive_kind(top) or "")] if is_archive(top) else []
     found, level = [], [top]
     for depth in range(SEARCH_DEPTH + 1):
         below = []

@@ -180,6 +180,12 @@ def download_dataset(dataset: str, dest_dir: Path, force: bool = False) -> Downl
     return result
 
 
+def dataset_folder(dataset: str) -> Path:
+    """OWNER/NAME (OWNER/NAME/VERSION for a pinned version): where a dataset's files go under a downloads folder."""
+    owner, slug, version = _dataset_parts(dataset)
+    return Path(owner, slug, *([str(version)] if version else []))
+
+
 def _dataset_parts(dataset: str) -> tuple[str, str, int | None]:
     match = _DATASET_REF.fullmatch(dataset.strip())
     if not match:
