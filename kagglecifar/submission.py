@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kagglecifar import competition
-from kagglecifar.cache import is_complete, read_manifest
+from kagglecifar.competition import submission_classes
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_output
 
@@ -244,13 +243,5 @@ def submit(csv_path: Path, message: str, competition: str, *, data_dir: Path = P
         raise KaggleCifarError(f"{Path(data_dir) / 'cache'}: holds {built_from} data, not the {competition} "
                                f"competition's files; `submit` uploads to a Kaggle competition only, so "
                                f"{csv_path} stays here")
-    check_submission(csv_path, Path(data_dir) / "sampleSubmission.csv", _classes(data_dir))
+    check_submission(csv_path, Path(data_dir) / "sampleSubmission.csv", submission_classes(data_dir))
     return kaggle_io.upload_submission(csv_path, message, competition, wait=wait, timeout=timeout)
-
-
-def _classes(data_dir: Path) -> list[str]:
-    """The class names: from the train cache when built, else the competition's (trainLabels.csv checked)."""
-    if is_complete(data_dir, "train"):
-        return list(read_manifest(data_dir, "train")["classes"])
-    competition.read_labels(Path(data_dir) / competition.LABELS_FILE)  # every label must be one of them
-    return list(competition.CIFAR10_CLASSES)

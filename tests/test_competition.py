@@ -1,7 +1,7 @@
 """trainLabels.csv, the one parser: labels must be the competition's classes (or the ones given), one-line errors."""
 import pytest
 
-from kagglecifar import competition, kaggle_io
+from kagglecifar import competition
 from kagglecifar.errors import KaggleCifarError
 
 
@@ -52,7 +52,7 @@ def test_a_missing_labels_file_says_to_fetch(tmp_path):
 
 def test_train_classes_without_a_cache_are_the_competition_s_and_check_the_labels(tmp_path):
     labels_file(tmp_path, "1,cat", "2,dog")
-    assert kaggle_io.train_classes(tmp_path) == competition.CIFAR10_CLASSES
+    assert competition.submission_classes(tmp_path) == competition.CIFAR10_CLASSES
     labels_file(tmp_path, "1,cat", "2,unicorn")
     with pytest.raises(KaggleCifarError, match=r"line 3: 'unicorn' is not a CIFAR-10 class"):
-        kaggle_io.train_classes(tmp_path)
+        competition.submission_classes(tmp_path)
