@@ -1,7 +1,12 @@
 """`kagglecifar evaluate`: a run's accuracy on its validation split, per class, without and with each TTA mode,
-and its confusion matrix. The one evaluation path: `train` calls it too when a run ends."""
+and its confusion matrix. The one evaluation path: `train` calls it too when a run ends.
+
+Evaluating a run folder's best.pt also records the numbers in the run's evaluation.json (what `compare`
+reads): accuracy and per-class accuracy per TTA mode (modes evaluated earlier on the same checkpoint are
+kept) and the confusion counts behind confusion_matrix.png."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,8 +16,9 @@ from kagglecifar import plots
 from kagglecifar.cache import load_split
 from kagglecifar.checkpoint import load_model, resolve_checkpoint
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.files import write_text_atomic
 from kagglecifar.predict import predict_images
-from kagglecifar.rundir import write_figure
+from kagglecifar.rundir import is_run, write_figure
 from kagglecifar.runtime import resolve_device
 from kagglecifar.tta import TTA_VIEWS, check_tta_mode
 
@@ -25,6 +31,7 @@ class EvalReport:
     per_class: dict[str, np.ndarray] = field(default_factory=dict)  # TTA mode -> accuracy per class
     overall: dict[str, float] = field(default_factory=dict)  # TTA mode -> accuracy
     confusion_path: Path | None = None
+    record_path: Path | None = None  # the run's evaluation.json
 
     def table(self) -> str:
         modes = list(self.overall)
@@ -77,4 +84,29 @@ def evaluate(run: Path, data_dir: Path, tta_modes=("flip", "shift"), *, batch_si
     title = f"{path.parent.name} epoch {ckpt.get('epoch')} validation, TTA {largest}"
     report.confusion_path = write_figure(path.parent / "confusion_matrix.png",
                                          lambda p: plots.plot_confusion_matrix(counts, classes, p, title=title))
+    if path.name == "best.pt" and is_run(path.parent):
+        report.record_path = _record(report, ckpt, largest, counts)
     return report
+
+
+EVALUATION = "evaluation.json"
+
+
+def read_evaluation(run_dir: Path) -> dict:
+    """A run's evaluation.json, {} when it has none."""
+    try:
+        return json.loads((Path(run_dir) / EVALUATION).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _record(report: EvalReport, ckpt: dict, mode: str, counts: np.ndarray) -> Path:
+    checkpoint = {"file": report.checkpoint.name, "epoch": ckpt.get("epoch"), "val_accuracy": ckpt.get("val_accuracy")}
+    previous = read_evaluation(report.checkpoint.parent)
+    kept = previous if previous.get("checkpoint") == checkpoint and previous.get("count") == report.count else {}
+    record = {"checkpoint": checkpoint, "count": report.count, "classes": report.classes,
+              "accuracy": {**kept.get("accuracy", {}), **report.overall},
+              "per_class": {**kept.get("per_class", {}),
+                            **{m: [None if v != v else float(v) for v in a] for m, a in report.per_class.items()}},
+              "confusion": {"tta": mode, "counts": counts.tolist()}}
+    return write_text_atomic(report.checkpoint.parent / EVALUATION, json.dumps(record, indent=1) + "\n")

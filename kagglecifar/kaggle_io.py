@@ -30,7 +30,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kagglecifar import cache, competition, submission
+from kagglecifar import cache, competition, provenance, submission
 from kagglecifar.errors import KaggleCifarError
 
 REQUIRED_FILES = ("train.7z", "test.7z", "trainLabels.csv", "sampleSubmission.csv")
@@ -429,6 +429,10 @@ def submit(csv_path: Path, message: str, competition: str, wait: bool = True, ti
             break
         time.sleep(POLL_SECONDS)
     result.seconds = time.perf_counter() - started
+    try:  # CSV.submitted.json: the submission and the runs it came from (`compare` shows their scores)
+        provenance.record_submission(csv_path, result, message, competition)
+    except KaggleCifarError as exc:
+        _note(f"submitted, but the record of it could not be written: {exc}")
     return result
 
 
