@@ -25,7 +25,8 @@ from bench_loader import TorchvisionLoader, train_cache  # noqa: E402
 def child(loader: str, data_dir: Path, budget: float, options: dict) -> None:
     """One training run; prints its result as the last line of JSON."""
     from kagglecifar.checkpoint import load_checkpoint
-    from kagglecifar.train import make_config, train
+    from kagglecifar.config import make_config
+    from kagglecifar.train import train
 
     with tempfile.TemporaryDirectory() as runs:
         config = make_config(preset="cpu", data_dir=data_dir, runs_dir=runs, time_budget=budget, device="cpu",
@@ -36,10 +37,10 @@ def child(loader: str, data_dir: Path, budget: float, options: dict) -> None:
                 return TorchvisionLoader(images, labels, c.batch_size, c.workers, c.seed)
         result = train(config, make_loader=make_loader)
         progress = load_checkpoint(result.run_dir / "last.pt")["train_state"]["progress"]
-        images_per_s = progress["step"] * config.batch_size / progress["elapsed"]  # validation time included
+        images_per_s = progress["step"] * config.recipe.batch_size / progress["elapsed"]  # validation time included
         print(json.dumps({
             "loader": loader, "best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
-            "epochs_completed": result.epochs_run, "epochs_planned": config.epochs,
+            "epochs_completed": result.epochs_run, "epochs_planned": config.recipe.epochs,
             "stopped": result.stopped_reason, "train_images_per_s": round(images_per_s),
             "config": {k: getattr(config, k) for k in ("model", "width", "epochs", "batch_size", "lr", "augment",
                                                        "workers", "time_budget")},

@@ -67,7 +67,7 @@ class TorchvisionLoader:
 
 def measure(loader, batches: int) -> dict:
     """Steady-state rate over `batches` batches after the first, each made float NCHW in [0, 1]."""
-    from kagglecifar.data import to_model_input
+    from kagglecifar.models import to_model_input
 
     done, images, started = 0, 0, None
     for epoch in range(1000):

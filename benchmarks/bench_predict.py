@@ -69,7 +69,7 @@ def main() -> None:
     from kagglecifar.checkpoint import load_checkpoint, resolve_checkpoint
     from kagglecifar.predict import BATCH_SIZE, TTA_VIEWS, predict
     from kagglecifar.submission import write_submission
-    from kagglecifar.train import resolve_device
+    from kagglecifar.runtime import resolve_device
 
     device = resolve_device(args.device)
     data_dir = test_cache(args.data_dir)

@@ -245,10 +245,10 @@ def submit(
     timeout: float = typer.Option(600.0, "--timeout", min=0, help="Seconds to wait for the score."),
 ) -> None:
     """Check a submission CSV locally, upload it to Kaggle and print its public score."""
-    from kagglecifar import kaggle_io, submission
+    from kagglecifar import submission
 
     csv_path = csv_path or submission.newest_submission(submissions_dir)
-    result = kaggle_io.submit(csv_path, message, competition, wait=wait, timeout=timeout, data_dir=data_dir)
+    result = submission.submit(csv_path, message, competition, data_dir=data_dir, wait=wait, timeout=timeout)
     if result.status == "complete":
         summary(f"submit: {csv_path} scored {result.public_score:.5f} (public) on {competition}, "
                 f"submission {result.ref}, {result.seconds:.1f} s")

@@ -152,9 +152,9 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
         name: str | None = None, confirm: Callable[[str], bool] | None = None,
         echo: Callable[[str], None] = print) -> list[StageReport]:
     """All stages in order; echo()s one line per stage as it finishes and returns the reports."""
-    from kagglecifar import kaggle_io, predict, train
+    from kagglecifar import predict, submission, train
 
-    if name:
+    if name is not None:
         rundir.check_run_name(name)  # before anything touches the disk
     preset = preset or _existing_preset(model, runs_dir, name) or choose_preset(model, preset, confirm, echo)
     folders = dict(data_dir=str(data_dir), runs_dir=str(runs_dir), device=device)
@@ -210,7 +210,7 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
             previous = json.loads(record.read_text())
             return f"{out.name} was already submitted: {previous.get('status')}, score {previous.get('public_score')}", False
         text = message or f"kagglecifar {name}, TTA {tta}"
-        result = kaggle_io.submit(out, text, competition, wait=wait, data_dir=data_dir)
+        result = submission.submit(out, text, competition, data_dir=data_dir, wait=wait)
         provenance.record_submission(out, result, text, competition, runs=[run_dir])
         score = f"public score {result.public_score}" if result.public_score is not None else result.status
         return f"{out.name}: {score}", True

@@ -1,6 +1,7 @@
 """PNG figures: training curves and confusion matrices (matplotlib, no display needed)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +22,76 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
                        minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
+NUMBERED_CLASSES = 20  # above this many classes the cells carry no numbers: they would not be legible
+
+
+@dataclass
+class Confusion:
+    true: str
+    predicted: str
+    count: int
+    share: float  # of the true class's images
+
+
+def top_confusions(counts: np.ndarray, classes: list[str], k: int = 10) -> list[Confusion]:
+    """The k most frequent mistakes (true class, predicted class), most frequent first; ties in class order."""
+    counts = np.asarray(counts)
+    off = counts.copy()
+    np.fill_diagonal(off, 0)
+    flat = np.flatnonzero(off)
+    order = flat[np.lexsort((flat, -off.flat[flat]))][:k]
+    totals = counts.sum(axis=1)
+    return [Confusion(classes[i], classes[j], int(counts[i, j]), float(counts[i, j] / max(totals[i], 1)))
+            for i, j in zip(*np.unravel_index(order, counts.shape))]
+
+
+def merge_classes(counts: np.ndarray, groups: list[int], n_groups: int) -> np.ndarray:
+    """A confusion matrix over groups (CIFAR-100's super-classes): groups[c] is the group of class c."""
+    member = np.zeros((len(groups), n_groups), np.int64)
+    member[np.arange(len(groups)), groups] = 1
+    return member.T @ np.asarray(counts, np.int64) @ member
+
+
 def plot_confusion_matrix(counts: np.ndarray, classes: list[str], path: Path, title: str = "") -> Path:
+    fig = confusion_figure(counts, classes, title)
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return Path(path)
+
+
+def confusion_figure(counts: np.ndarray, classes: list[str], title: str = ""):
+    """Rows: true class, columns: predicted, coloured by the share of the row.
+
+    Up to NUMBERED_CLASSES classes each cell shows its count; with more (CIFAR-100) the figure grows, the
+    labels shrink, and the colour scale is a square root so that the few-percent confusions stay visible.
+    """
+    from matplotlib.colors import PowerNorm
+
     plt = _pyplot()
+    n = len(classes)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
+    numbered = n <= NUMBERED_CLASSES
+    side = 7 if numbered else min(6 + 0.1 * n, 24)
+    fontsize = 10 if numbered else max(4, min(8, 600 / n))
+    fig, ax = plt.subplots(figsize=(side, side * 6 / 7 if numbered else side))
+    norm = PowerNorm(1 if numbered else 0.5, vmin=0, vmax=1)
+    shown = ax.imshow(rates, cmap="Blues", norm=norm, interpolation="nearest")
+    if numbered:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    else:
+        fig.colorbar(shown, ax=ax, fraction=0.03, pad=0.01, label="share of the true class")
+    ax.set_xticks(range(n), classes, rotation=45 if numbered else 90, ha="right" if numbered else "center",
+                  fontsize=fontsize)
+    ax.set_yticks(range(n), classes, fontsize=fontsize)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     ax.set_title(f"{title} accuracy {accuracy:.2%}".strip())
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
 def plot_curves(epochs: list[dict], path: Path, title: str = "") -> Path:

@@ -1,7 +1,8 @@
 """The submission file: written in sampleSubmission.csv's id order, checked before anything uploads it.
 
 A valid file is UTF-8 without a byte-order mark, has the header `id,label`, one line ending style,
-exactly one row per id of sampleSubmission.csv (integer ids, no extras, no duplicates) and a class
+exactly one row per id of sampleSubmission.csv (ids written exactly as there: Kaggle compares them
+as text; no extras, no duplicates) and a class
 name in every label cell.
 """
 from __future__ import annotations
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kagglecifar import competition
+from kagglecifar.cache import is_complete, read_manifest
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.files import atomic_output, refuse_existing
+from kagglecifar.files import atomic_output
 
 HEADER = ["id", "label"]
 SHOWN_PROBLEMS = 5
@@ -34,17 +37,30 @@ class Problem:
 
 
 def read_sample_ids(sample_path: Path) -> np.ndarray:
-    """The ids of sampleSubmission.csv, in file order."""
-    import pandas as pd
-
+    """The ids of sampleSubmission.csv, in file order; each must be written canonically (digits, no sign or
+    leading zero), because Kaggle's scorer compares ids as text."""
     sample_path = Path(sample_path)
     try:
-        return pd.read_csv(sample_path, usecols=["id"], dtype={"id": np.int64}, encoding="utf-8-sig")["id"].to_numpy()
+        with open(sample_path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
     except FileNotFoundError:
         raise KaggleCifarError(f"{sample_path}: not found; run `kagglecifar fetch` first") from None
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise KaggleCifarError(f"{sample_path}: unreadable sample submission ({first})") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise KaggleCifarError(f"{sample_path}: unreadable sample submission ({type(exc).__name__}: "
+                               f"{str(exc)[:100]})") from None
+    if not rows or [c.strip() for c in rows[0][:1]] != ["id"]:
+        raise KaggleCifarError(f"{sample_path}: expected a header starting with 'id'")
+    texts = [row[0] if row else "" for row in rows[1:]]
+    bad = next((n for n, t in enumerate(texts, start=2) if not _canonical_id(t)), None)
+    if bad is not None:
+        raise KaggleCifarError(f"{sample_path}: line {bad}: id {texts[bad - 2][:30]!r} is not a plain integer")
+    return np.array([int(t) for t in texts], np.int64)
+
+
+def _canonical_id(text: str) -> bool:
+    """How the scorer's ids look: ASCII digits, no sign, no leading zero (int() would also take ' 7', '+7',
+    '0_7' and other scripts' digits)."""
+    return text.isascii() and text.isdigit() and (text == "0" or not text.startswith("0"))
 
 
 class _Problems:
@@ -114,11 +130,14 @@ def _validate(csv_path: Path, sample_ids: np.ndarray, classes: list[str]) -> lis
         if id_text == "":
             problems.add("empty-cell", line_no, "empty id cell")
             continue
-        try:
-            id_ = int(id_text)
-        except ValueError:
-            problems.add("id-format", line_no, f"id {id_text[:30]!r} is not an integer")
+        if not _canonical_id(id_text):
+            try:
+                problems.add("id-text", line_no, f"id {id_text[:30]!r} is written differently from "
+                             f"sampleSubmission.csv's {str(int(id_text))!r}; Kaggle compares ids as text")
+            except ValueError:
+                problems.add("id-format", line_no, f"id {id_text[:30]!r} is not an integer")
             continue
+        id_ = int(id_text)
         if id_ not in wanted:
             problems.add("id-extra", line_no, f"id {id_} is not in sampleSubmission.csv")
         elif id_ in first_line_of:
@@ -184,3 +203,32 @@ def newest_submission(folder: Path = Path("submissions")) -> Path:
     if not files:
         raise KaggleCifarError(f"{folder}: no submission CSV here; run `kagglecifar predict` first")
     return max(files, key=lambda p: p.stat().st_mtime_ns)
+
+
+def submit(csv_path: Path, message: str, competition: str, *, data_dir: Path = Path("data"), wait: bool = True,
+           timeout: float = 600.0):
+    """Check csv_path against data_dir's sampleSubmission.csv and class names, then upload it and wait up to
+    `timeout` seconds for its public score: an invalid file raises KaggleCifarError before anything is sent."""
+    from kagglecifar import kaggle_io, provenance
+    from kagglecifar.progress import note
+
+    check_submission(csv_path, Path(data_dir) / "sampleSubmission.csv", _classes(data_dir))
+    result = kaggle_io.upload_submission(csv_path, message, competition, wait=wait, timeout=timeout)
+    try:  # CSV.submitted.json: the submission and the runs it came from (`compare` shows their scores)
+        provenance.record_submission(csv_path, result, message, competition)
+    except KaggleCifarError as exc:
+        note(f"submitted, but the record of it could not be written: {exc}")
+    return result
+
+
+def _classes(data_dir: Path) -> list[str]:
+    """The class names (sorted): from the train cache when built, else from trainLabels.csv."""
+    if is_complete(data_dir, "train"):
+        return list(read_manifest(data_dir, "train")["classes"])
+    path = Path(data_dir) / competition.LABELS_FILE
+    try:
+        return sorted(set(competition.read_labels(path).values()))
+    except FileNotFoundError:
+        raise KaggleCifarError(f"{path}: not found; run `kagglecifar fetch` first") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KaggleCifarError(f"{path}: unreadable ({exc})") from None

@@ -11,12 +11,15 @@ How the client gets here: KAGGLE_API_ENVIRONMENT=LOCALHOST makes kagglesdk call 
 and HTTP_PROXY points requests at this server (127.0.0.1, a free port), so it sees every request in
 absolute form. It speaks the JSON shapes of kagglesdk's CompetitionApiService (ListDataFiles,
 DownloadDataFile -> 302 to /blobs/NAME, StartSubmissionUpload -> PUT /upload/TOKEN, CreateSubmission,
-ListSubmissions, GetLeaderboard) and OAuthService/IntrospectToken.
+ListSubmissions, GetLeaderboard), of DatasetApiService (ListDatasetFiles, DownloadDataset of one file or of the
+whole dataset as a zip -> 302 to /blobs/datasets/OWNER/NAME/...) and OAuthService/IntrospectToken.
 
 Knobs: `fail(endpoint, status, times, retry_after)` answers errors; `cut(name, at_byte, times)` drops the
 connection midway through a download; `rules_accepted = False` gives 403s; `zipped` serves a file inside a
 .zip wrapper as Kaggle does for some files; `listed_sizes` makes the file list lie; `polls_until_scored` keeps
 a submission pending for a few list calls; `others` and `leaderboard_open` shape the leaderboard.
+`datasets` maps "OWNER/NAME" to a folder whose files (subfolders included) are that dataset; `rules_accepted`
+and `zipped` (by file name) apply to them too; the whole-dataset zip is the blob "datasets/OWNER/NAME/archive.zip".
 Every request is recorded in `requests` (method, path, endpoint, headers, body).
 """
 from __future__ import annotations
@@ -99,6 +102,7 @@ class FakeKaggle:
     polls_until_scored: int = 1
     listed_sizes: dict = field(default_factory=dict)  # name -> size the file list claims instead of the real one
     tokens: dict = field(default_factory=dict)  # access token -> username
+    datasets: dict = field(default_factory=dict)  # "OWNER/NAME" -> folder holding the dataset's files
 
     def __post_init__(self):
         self.requests: list[Recorded] = []
@@ -204,14 +208,7 @@ class FakeKaggle:
         req.end_headers()
 
     def _blob(self, req, blob: str) -> None:
-        source = Path(self.files_dir) / blob.removesuffix(".zip")
-        if blob.endswith(".zip"):
-            buffer = io.BytesIO()
-            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-                zf.write(source, source.name)
-            data = buffer.getvalue()
-        else:
-            data = source.read_bytes()
+        data, source = self._dataset_blob(blob) if blob.startswith("datasets/") else self._competition_blob(blob)
         mtime = source.stat().st_mtime
         etag = f'"{source.stat().st_mtime_ns:x}-{len(data):x}"'
         start, status = 0, 200
@@ -246,6 +243,59 @@ class FakeKaggle:
         except OSError:
             pass  # the client went away (e.g. it never read a response it replaced with a ranged one)
         req.close_connection = True
+
+    def _competition_blob(self, blob: str) -> tuple[bytes, Path]:
+        source = Path(self.files_dir) / blob.removesuffix(".zip")
+        return (_zip_of(source.parent, [source]) if blob.endswith(".zip") else source.read_bytes()), source
+
+    # ---- datasets ------------------------------------------------------------------------------
+
+    def _dataset_folder(self, request) -> Path | None:
+        folder = self.datasets.get(f"{request.get('ownerSlug')}/{request.get('datasetSlug')}")
+        return Path(folder) if folder else None
+
+    def _rpc_ListDatasetFiles(self, req, request):
+        folder = self._dataset_folder(request)
+        if folder is None:
+            return _error(req, 404, "Dataset not found")
+        files = _files_in(folder)
+        start, size = int(request.get("pageToken") or 0), int(request.get("pageSize") or 20)
+        page = [{"ref": name, "name": name, "totalBytes": self.listed_sizes.get(name, (folder / name).stat().st_size),
+                 "creationDate": "2020-01-01T00:00:00.000Z"} for name in files[start:start + size]]
+        more = str(start + size) if start + size < len(files) else ""
+        return _json(req, {"datasetFiles": page, "nextPageToken": more})
+
+    def _rpc_DownloadDataset(self, req, request):
+        folder = self._dataset_folder(request)
+        if folder is None:
+            return _error(req, 404, "Dataset not found")
+        if not self.rules_accepted:
+            return _error(req, 403, "You must accept this dataset's terms before downloading it.")
+        name = request.get("fileName")
+        base = f"datasets/{request['ownerSlug']}/{request['datasetSlug']}"
+        if name is None:
+            blob = f"{base}/archive.zip"
+        elif name in _files_in(folder):
+            blob = f"{base}/files/{name}" + (".zip" if name in self.zipped else "")
+        else:
+            return _error(req, 404, f"file {name} not found")
+        req.send_response(302)
+        req.send_header("Location", f"http://localhost/blobs/{quote(blob)}")
+        req.send_header("Content-Length", "0")
+        req.end_headers()
+
+    def _dataset_blob(self, blob: str) -> tuple[bytes, Path]:
+        _, owner, slug, what = blob.split("/", 3)
+        folder = Path(self.datasets[f"{owner}/{slug}"])
+        if what == "archive.zip":
+            return _zip_of(folder, [folder / name for name in _files_in(folder)]), folder
+        name = what.removeprefix("files/")
+        if name.removesuffix(".zip") in self.zipped and blob.endswith(".zip"):
+            name = name.removesuffix(".zip")
+            return _zip_of((folder / name).parent, [folder / name]), folder / name
+        return (folder / name).read_bytes(), folder / name
+
+    # ---- submissions ---------------------------------------------------------------------------
 
     def _rpc_StartSubmissionUpload(self, req, request):
         if not self.rules_accepted:
@@ -310,9 +360,11 @@ def serving(monkeypatch, home: Path, files_dir: Path, **options):
     """A running FakeKaggle with the client pointed at it, HOME under `home`, and kagglecifar's retries made fast."""
     from kagglecifar import kaggle_io
 
-    for name, value in {"ATTEMPTS": 3, "BACKOFF_SECONDS": 0.01, "MAX_RETRY_AFTER_SECONDS": 0.05,
-                        "POLL_SECONDS": 0.01, "CHUNK_BYTES": 4096}.items():
-        monkeypatch.setattr(kaggle_io, name, value)
+    fast = {kaggle_io.client: {"ATTEMPTS": 3, "BACKOFF_SECONDS": 0.01, "MAX_RETRY_AFTER_SECONDS": 0.05},
+            kaggle_io.submissions: {"POLL_SECONDS": 0.01}, kaggle_io.downloads: {"CHUNK_BYTES": 4096}}
+    for module, values in fast.items():
+        for name, value in values.items():
+            monkeypatch.setattr(module, name, value)
     with FakeKaggle(files_dir, **options) as fake:
         for name, value in fake.client_env(home).items():
             monkeypatch.setenv(name, value)
@@ -335,6 +387,19 @@ def make_competition(folder: Path, n_train: int = 24, n_test: int = 30, classes=
     (folder / "sampleSubmission.csv").write_text("id,label\n" + "".join(f"{i},{classes[0]}\n"
                                                                       for i in range(1, n_test + 1)))
     return {i: classes[int(rng.integers(len(classes)))] for i in range(1, n_test + 1)}
+
+
+def _files_in(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*") if p.is_file())
+
+
+def _zip_of(folder: Path, files: list[Path]) -> bytes:
+    """A zip of files, named relative to folder (deterministic: the same bytes for every request, so ranges work)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in files:
+            zf.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -1,6 +1,7 @@
 """build_cache on tiny competition-style archives made here: pixels, ids, labels, odd PNGs, failures, reruns."""
 import errno
 import io
+import lzma
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from kagglecifar import cache
-from kagglecifar.cache import build, decode, is_complete, load_split, read_manifest
+from kagglecifar.cache import archive, build, decode, is_complete, load_split, read_manifest
 from kagglecifar.cache.build import build_cache
 from kagglecifar.errors import KaggleCifarError
 
@@ -37,25 +38,47 @@ def palette_png(index, palette) -> bytes:
     return out.getvalue()
 
 
-def write_7z(path, members, folder=None):
-    """A solid LZMA2 archive like Kaggle's: a folder entry, then (name, bytes) members in the given order."""
-    with py7zr.SevenZipFile(path, "w") as z:
+# How an archive's data may be compressed: Kaggle's (one solid LZMA2 folder) and plain LZMA are decompressed
+# by the standard library's lzma; the others go through py7zr's own extraction.
+FILTERS = {
+    "lzma2": [{"id": lzma.FILTER_LZMA2, "preset": 6}],
+    "lzma": [{"id": lzma.FILTER_LZMA1, "preset": 6}],
+    "bcj+lzma2": [{"id": lzma.FILTER_X86}, {"id": lzma.FILTER_LZMA2, "preset": 6}],
+    "bzip2": [{"id": py7zr.FILTER_BZIP2}],
+    "two folders": [{"id": lzma.FILTER_LZMA2, "preset": 6}],
+}
+FAST = ("lzma2", "lzma")
+
+
+def write_7z(path, members, folder=None, kind="lzma2"):
+    """A solid archive like Kaggle's: a folder entry, then (name, bytes) members in the given order.
+    kind "two folders": the second half of the members is appended as a second folder."""
+    members = list(members)
+    half = len(members) // 2 if kind == "two folders" else len(members)
+    with py7zr.SevenZipFile(path, "w", filters=FILTERS[kind]) as z:
         if folder:
             (path.parent / "empty").mkdir(exist_ok=True)
             z.write(path.parent / "empty", folder)
-        for name, data in members:
+        for name, data in members[:half]:
             z._writestr(data, name)  # writestr() would refuse the hostile names some tests need
+    if half < len(members):
+        with py7zr.SevenZipFile(path, "a", filters=FILTERS[kind]) as z:
+            for name, data in members[half:]:
+                z._writestr(data, name)
 
 
 @pytest.fixture
-def download(tmp_path):
-    """source/ with train.7z, trainLabels.csv and test.7z holding one PNG of every odd kind; returns expectations."""
+def download(tmp_path, request):
+    """source/ with train.7z, trainLabels.csv and test.7z holding one PNG of every odd kind; returns expectations.
+    Parametrize it indirectly with a FILTERS key to choose how the archives are compressed (default lzma2)."""
+    kind = getattr(request, "param", "lzma2")
     rng = np.random.default_rng(0)
     src = tmp_path / "source"
     src.mkdir()
     train = rng.integers(0, 256, (N_TRAIN, 32, 32, 3), dtype=np.uint8)
     order = rng.permutation(N_TRAIN)  # member order differs from id order: rows must still follow ids
-    write_7z(src / "train.7z", [(f"train/{i + 1}.png", png(train[i])) for i in order], folder="train")
+    write_7z(src / "train.7z", [(f"train/{i + 1}.png", png(train[i])) for i in order], folder="train",
+             kind=kind)
     labels = [CLASSES[i % 3] for i in range(N_TRAIN)]
     (src / "trainLabels.csv").write_text("id,label\n" + "".join(f"{i + 1},{lab}\n" for i, lab in enumerate(labels)))
 
@@ -74,7 +97,7 @@ def download(tmp_path):
     }
     members.update({i: png(rgb[i - 10 + 5]) for i in range(10, 15)})
     names = [(f"test/{i}.png", members[i]) for i in sorted(members, reverse=True)]
-    write_7z(src / "test.7z", names + [("test/README.txt", b"not an image")], folder="test")
+    write_7z(src / "test.7z", names + [("test/README.txt", b"not an image")], folder="test", kind=kind)
     expected_test = {
         1: rgb[0], 2: np.repeat(gray[..., None], 3, axis=2), 3: rgb[2], 4: palette[index],
         5: ((deep.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8), 6: rgb[1],
@@ -86,8 +109,9 @@ def download(tmp_path):
             "test_members": members}
 
 
+@pytest.mark.parametrize("download", list(FILTERS), indirect=True)
 def test_builds_both_splits_with_exact_pixels_ids_labels_and_bad_rows(download):
-    summary = build_cache(download["src"], download["data"], workers=1)  # one decoding process
+    summary = build_cache(download["src"], download["data"], workers=1)  # one decoding thread
 
     train = load_split(download["data"], "train")
     assert train.classes == CLASSES
@@ -188,6 +212,7 @@ def test_missing_archive_names_the_file_and_suggests_fetch(tmp_path):
         build_cache(tmp_path, tmp_path / "data", splits=("test",))
 
 
+@pytest.mark.parametrize("download", ["lzma2", "bcj+lzma2"], indirect=True)
 @pytest.mark.parametrize("damage", ["truncated", "corrupt"])
 def test_damaged_archive_leaves_no_cache_and_a_rerun_succeeds(download, damage):
     archive = download["src"] / "test.7z"
@@ -235,10 +260,10 @@ def test_run_killed_while_decoding_leaves_nothing_complete_and_next_run_cleans_u
     assert not list(download["data"].glob(".test.*")) and not list((download["data"] / "cache").glob(".test.*"))
 
 
-def test_failing_decoding_process_leaves_nothing_complete(download, monkeypatch):
+def test_images_file_lost_while_building_leaves_nothing_complete(download, monkeypatch):
     reserve = build._reserve_disk_space
 
-    def reserve_then_lose_file(path):  # the worker process opens images.npy by name: make that fail
+    def reserve_then_lose_file(path):
         reserve(path)
         path.unlink()
 
@@ -247,6 +272,17 @@ def test_failing_decoding_process_leaves_nothing_complete(download, monkeypatch)
         build_cache(download["src"], download["data"], splits=("test",), workers=1)
     assert not is_complete(download["data"], "test")
     assert not list((download["data"] / "cache").glob(".test.*"))
+
+
+def test_failing_decoding_thread_stops_its_split_and_leaves_nothing_complete(download, monkeypatch):
+    def fails(data):
+        raise RuntimeError("decoder bug")
+
+    monkeypatch.setattr(decode, "png_to_rgb32", fails)
+    with pytest.raises(RuntimeError, match="decoder bug"):
+        build_cache(download["src"], download["data"], workers=2)
+    assert not is_complete(download["data"], "test") and not is_complete(download["data"], "train")
+    assert not list((download["data"] / "cache").glob(".*"))
 
 
 def test_full_disk_is_a_clear_error(download, monkeypatch):
@@ -267,3 +303,25 @@ def test_reading_the_cache_needs_no_archive_library_threads_or_processes(tmp_pat
             "print(sorted(m for m in ('py7zr', 'multiprocessing', 'threading', 'cv2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("kind", list(FILTERS))
+def test_only_plain_lzma_in_one_folder_is_decompressed_by_the_standard_library(tmp_path, kind):
+    write_7z(tmp_path / "test.7z", [(f"test/{i}.png", bytes([i]) * 5000) for i in range(1, 5)], kind=kind)
+    with py7zr.SevenZipFile(tmp_path / "test.7z") as z:
+        members = archive.read_members(z, tmp_path / "test.7z", "test")
+        assert (archive.lzma_stream(z, members) is not None) == (kind in FAST)
+    assert members.ids.tolist() == [1, 2, 3, 4] and members.sizes.tolist() == [5000] * 4
+
+
+@pytest.mark.parametrize("chunk", [1, 700, 5000])
+def test_members_cut_across_decompressed_chunks_come_out_whole(download, monkeypatch, chunk):
+    build_cache(download["src"], download["data"], splits=("test",))
+    expected = load_split(download["data"], "test", mmap=False)
+    monkeypatch.setattr(archive, "CHUNK_BYTES", chunk)  # members span several chunks, or share one
+    monkeypatch.setattr(archive, "READ_BYTES", 97)
+    build_cache(download["src"], download["data"], splits=("test",), force=True, keep_png=True)
+    again = load_split(download["data"], "test", mmap=False)
+    assert np.array_equal(again.images, expected.images) and np.array_equal(again.bad, expected.bad)
+    for image_id, data in download["test_members"].items():
+        assert (download["data"] / "test" / f"{image_id}.png").read_bytes() == data

@@ -44,7 +44,7 @@ def test_fetch_downloads_and_builds_the_cache_then_skips_everything_on_a_second_
 
 def test_download_cut_midway_leaves_only_a_part_file_and_the_next_run_resumes_it(run_cli, fake, files, tmp_path,
                                                                                    monkeypatch):
-    monkeypatch.setattr(kaggle_io, "ATTEMPTS", 1)
+    monkeypatch.setattr(kaggle_io.client, "ATTEMPTS", 1)
     data = tmp_path / "data"
     size = (files / "test.7z").stat().st_size
     fake.cut("test.7z", size // 2)

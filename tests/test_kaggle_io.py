@@ -6,7 +6,7 @@ import time
 import pytest
 
 from fake_kaggle import make_competition, serving
-from kagglecifar import kaggle_io, reports
+from kagglecifar import kaggle_io, reports, submission
 from kagglecifar.errors import KaggleCifarError
 
 
@@ -23,9 +23,9 @@ def fake(files, tmp_path, monkeypatch):
 
 
 def test_retry_delay_honours_retry_after_and_otherwise_backs_off_with_a_cap(monkeypatch):
-    monkeypatch.setattr(kaggle_io, "BACKOFF_SECONDS", 2.0)
-    monkeypatch.setattr(kaggle_io, "MAX_BACKOFF_SECONDS", 10.0)
-    monkeypatch.setattr(kaggle_io, "MAX_RETRY_AFTER_SECONDS", 100.0)
+    monkeypatch.setattr(kaggle_io.client, "BACKOFF_SECONDS", 2.0)
+    monkeypatch.setattr(kaggle_io.client, "MAX_BACKOFF_SECONDS", 10.0)
+    monkeypatch.setattr(kaggle_io.client, "MAX_RETRY_AFTER_SECONDS", 100.0)
     assert [kaggle_io.retry_delay(n) for n in (1, 2, 3, 4, 5)] == [2.0, 4.0, 8.0, 10.0, 10.0]
     assert kaggle_io.retry_delay(1, "7") == 7.0
     assert kaggle_io.retry_delay(1, "7000") == 100.0
@@ -113,7 +113,7 @@ def test_leaderboard_shows_the_top_and_where_you_stand(fake, files, tmp_path):
     fake.others = [(f"team {i}", 1.0 - i / 10) for i in range(1, 8)]  # 0.9 ... 0.3
     good = tmp_path / "mine.csv"
     good.write_text("id,label\n" + "".join(f"{i},{label}\n" for i, label in files[1].items()))
-    result = kaggle_io.submit(good, "all right", "cifar-10", data_dir=files[0])
+    result = submission.submit(good, "all right", "cifar-10", data_dir=files[0])
     assert (result.status, result.public_score) == ("complete", 1.0)
     board = kaggle_io.leaderboard("cifar-10", top=3)
     assert [e.team_name for e in board.top] == [fake.team_name, "team 1", "team 2"]
@@ -129,7 +129,7 @@ def test_closed_leaderboard_tells_where_your_best_score_would_rank(fake, files, 
     wrong = {"cat": "dog", "dog": "frog", "frog": "cat"}
     rows = [f"{i},{files[1][i] if n % 2 else wrong[files[1][i]]}\n" for n, i in enumerate(ids)]
     half.write_text("id,label\n" + "".join(rows))
-    score = kaggle_io.submit(half, "half right", "cifar-10", data_dir=files[0]).public_score
+    score = submission.submit(half, "half right", "cifar-10", data_dir=files[0]).public_score
     assert score == pytest.approx(sum(n % 2 for n in range(len(ids))) / len(ids))
     board = kaggle_io.leaderboard("cifar-10", top=20)
     assert board.you is None and board.teams == 7
@@ -140,7 +140,7 @@ def test_closed_leaderboard_tells_where_your_best_score_would_rank(fake, files, 
 def test_download_that_disagrees_with_the_file_list_is_not_kept(fake, tmp_path):
     fake.listed_sizes = {"sampleSubmission.csv": 5}
     with pytest.raises(KaggleCifarError, match=r"downloading sampleSubmission\.csv: got [\d,]+ bytes, the "
-                                               r"competition's file list says 5"):
+                                               r"file list says 5"):
         kaggle_io.download_competition("cifar-10", tmp_path / "data")
     assert not (tmp_path / "data" / "sampleSubmission.csv").exists()
     assert not (tmp_path / "data" / "sampleSubmission.csv.part").exists()

@@ -39,6 +39,12 @@ def test_run_goes_through_every_stage_then_skips_them_all(run_cli, tmp_path, mon
         assert "0 of 4 stages ran" in out
         assert len(fake.called("upload")) == 1
 
+        # Without a GPU and without --preset, a finished run is found before any question or speed test.
+        monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+        monkeypatch.setattr(pipeline, "_estimate", lambda *a: pytest.fail("measured training speed again"))
+        code, out, err = run_cli("run")
+        assert code == 0 and "0 of 4 stages ran" in out, err
+
 
 def test_without_a_gpu_run_says_what_to_expect_and_offers_the_cpu_preset(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
@@ -60,3 +66,43 @@ def test_from_dir_copies_the_csvs_that_predict_and_submit_read(tmp_path):
     assert not (tmp_path / "data" / "train.7z").exists()  # archives are read in place
     line, did_work = pipeline.fetch("cifar-10", tmp_path / "data", from_dir=competition)
     assert not did_work and "(up to date)" in line
+
+
+@pytest.mark.parametrize("name", [".", "..", "../other", "/tmp/elsewhere", "a/b", ""])
+def test_run_refuses_names_that_are_not_plain_folder_names_before_touching_anything(run_cli, tmp_path, name):
+    runs = tmp_path / "runs"
+    earlier = runs / "earlier-run"
+    earlier.mkdir(parents=True)
+    (earlier / "notes.txt").write_text("mine")
+    (tmp_path / "other").mkdir()
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code, _, err = run_cli("run", "mlp", "--preset", "cpu", "--name", name, "--runs-dir", runs,
+                           "--data-dir", tmp_path / "data", "--no-submit")
+    assert code == 1 and "a run name is one plain folder name" in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_run_never_takes_over_a_folder_it_did_not_create(run_cli, tmp_path):
+    mine = tmp_path / "runs" / "mine"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    code, _, err = run_cli("run", "mlp", "--preset", "cpu", "--name", "mine", "--runs-dir", tmp_path / "runs",
+                           "--data-dir", tmp_path / "data", "--no-submit")
+    assert code == 1 and "exists and is not a kagglecifar run" in err
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_only_unstarted_runs_that_kagglecifar_created_are_removed(tmp_path):
+    from kagglecifar import rundir
+
+    created = rundir.create_run(tmp_path, "killed-early", "mlp", {})
+    assert rundir.remove_unstarted(created) and not created.exists()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    assert not rundir.remove_unstarted(foreign) and foreign.exists()
+    started = rundir.create_run(tmp_path, "started", "mlp", {})
+    (started / "last.pt").write_bytes(b"x")
+    assert not rundir.remove_unstarted(started) and (started / "last.pt").exists()
+    extra = rundir.create_run(tmp_path, "with-user-file", "mlp", {})
+    (extra / "mine.txt").write_text("keep")
+    assert not rundir.remove_unstarted(extra) and (extra / "mine.txt").read_text() == "keep"

@@ -120,3 +120,19 @@ def test_newest_submission(tmp_path):
         (folder / name).write_text("id,label\n")
         os.utime(folder / name, (1_700_000_000 - age, 1_700_000_000 - age))
     assert newest_submission(folder) == folder / "new.csv"
+
+
+@pytest.mark.parametrize("written", ["01", "+1", " 1", "1 ", "1_0", "١", "0001"])
+def test_ids_must_be_written_exactly_as_the_scorer_compares_them(tmp_path, sample, written):
+    # Kaggle's scorer compares ids as text: '01' is not '1', although int() takes both.
+    problems = problems_of(tmp_path, sample, GOOD.replace("\n1,cat\n", f"\n{written},cat\n"))
+    text = " | ".join(map(str, problems))
+    assert "line 2:" in text and ("compares ids as text" in text or "is not an integer" in text), text
+    assert "ids without a row: 1, e.g. 1" in text
+
+
+def test_a_sample_submission_with_odd_ids_is_refused(tmp_path):
+    sample = tmp_path / "sampleSubmission.csv"
+    sample.write_text("id,label\n1,cat\n02,cat\n")
+    with pytest.raises(KaggleCifarError, match=r"sampleSubmission.csv: line 3: id '02' is not a plain integer"):
+        validate_submission(tmp_path / "sub.csv", sample, CLASSES)

@@ -341,3 +341,56 @@ def test_help_shows_real_defaults_and_each_presets_value(run_cli):
     assert "--epochs INT" in flat and "[default: (40; cpu preset: 6)]" in flat
     assert "--ema / --no-ema" in flat and "<bool>" not in flat
     assert "Examples:" in out and "kagglecifar train --resume" in out
+
+
+# ---- what a careful user runs into ------------------------------------------------------------------
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/kagglecifar-poisoned-checkpoint-ran",))
+
+
+def test_a_malicious_checkpoint_is_refused_in_one_line_without_running_it(tmp_path, run_cli):
+    marker = "/tmp/kagglecifar-poisoned-checkpoint-ran"
+    if os.path.exists(marker):
+        os.unlink(marker)
+    path = tmp_path / "evil.pt"
+    torch.save({"model": "mlp", "state_dict": {}, "extra": Payload()}, path)
+    code, _, err = run_cli("evaluate", path, "--data-dir", tmp_path)
+    assert code == 1 and err.strip().splitlines() == [
+        f"kagglecifar: error: {path}: not a safe checkpoint (it holds objects other than tensors and plain data); "
+        "it will not be loaded"]
+    assert "weights_only" not in err and not os.path.exists(marker)
+
+
+def test_training_logged_to_a_file_writes_one_line_per_epoch_and_no_bar_frames(data_dir, tmp_path):
+    command = [sys.executable, "-m", "kagglecifar", "train", "mlp", "--preset", "cpu", "--epochs", "2",
+               "--batch-size", "32", "--device", "cpu", "--name", "logged", "--data-dir", str(data_dir),
+               "--runs-dir", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr
+    epochs = [line for line in done.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
+
+
+@pytest.mark.parametrize("problem", ["permission", "not-a-folder"])
+def test_an_unwritable_runs_folder_is_one_clear_line(data_dir, tmp_path, run_cli, monkeypatch, problem):
+    runs = tmp_path / "runs"
+    if problem == "permission":  # tests run as root, which chmod cannot stop: refuse as a read-only folder would
+        real_mkdir = os.mkdir
+
+        def refuse(path, *args, **kwargs):
+            if str(path).startswith(str(runs)):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "mkdir", refuse)
+        expected = "Permission denied; check the folder's permissions"
+    else:
+        runs.write_text("a file where the runs folder should be")
+        expected = str(runs)
+    code, _, err = run_cli("train", "mlp", "--preset", "cpu", "--device", "cpu", "--epochs", "1",
+                           "--data-dir", data_dir, "--runs-dir", runs)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and expected in err, err

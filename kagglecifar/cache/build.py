@@ -1,24 +1,35 @@
-"""Building the cache from the competition download: which splits need work, then archive -> rows -> publish."""
+"""Building the cache from the competition download: which splits need work, then archives -> rows -> publish.
+
+Threads do the work: one per archive decompresses it (the largest starts first: it is the longest job) and
+DecodeThreads turn its PNGs into rows. The main thread opens the archives, waits and shows progress; on an
+error or Ctrl-C (KeyboardInterrupt) it stops every thread and removes what the build had begun. A split
+whose own archive turns out damaged fails alone: the others are still published.
+"""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import errno
+import gc
 import hashlib
 import os
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from kagglecifar import competition
-from kagglecifar.cache.archive import ArchiveFile, decode_archive, image_ids, open_archive
+from kagglecifar.cache.archive import (ArchiveFile, DamagedArchive, lzma_stream, open_archive, read_members,
+                                       stream_lzma, stream_py7zr)
+from kagglecifar.cache.decode import (CorruptMember, DecodeThreads, SplitOutput, Stopped, lower_thread_priority,
+                                      quiet_opencv)
 from kagglecifar.cache.store import CACHE_VERSION, SPLITS, SplitWriter, is_complete, publish, read_manifest, split_dir
 from kagglecifar.errors import KaggleCifarError
-
-MIN_IMAGES_FOR_WORKER = 10_000
 
 
 @dataclass
@@ -47,36 +58,48 @@ class CacheSummary:
         return f"cache {self.cache_dir}: " + "; ".join(parts)
 
 
+@dataclass
+class _Plan:
+    """A split that needs building, and what from."""
+
+    split: str
+    archive: Path
+    labels_path: Path | None
+    labels: dict[int, str] | None
+    classes: list[str]
+    stamps: dict
+
+
 def build_cache(source_dir: Path, data_dir: Path, *, force: bool = False, keep_png: bool = False,
                 workers: int | None = None, splits=SPLITS) -> CacheSummary:
     """Turn the competition download in source_dir (train.7z, test.7z, trainLabels.csv) into the image cache.
 
     A split whose cache matches its source files (size and mtime) is skipped unless force is set.
     keep_png also writes the PNG files to data_dir/train/ and data_dir/test/.
-    workers: PNG-decoding processes beside the decompressing main process (0: decode here; None: 1 for
-    large splits on a machine with 2+ cores). They are started with "spawn", so a script that calls this
-    with workers needs the usual `if __name__ == "__main__":` guard.
+    workers: PNG-decoding threads beside the decompressing ones (0: the decompressing thread decodes too;
+    None: one per core).
     """
     source_dir, data_dir = Path(source_dir), Path(data_dir)
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise KaggleCifarError(f"unknown split {unknown[0]!r}: choose from {', '.join(SPLITS)}")
     if workers is not None and workers < 0:
-        raise KaggleCifarError(f"workers={workers}: give the number of decoding processes, 0 or more")
-    results = {}
+        raise KaggleCifarError(f"workers={workers}: give the number of decoding threads, 0 or more")
+    results, plans = {}, []
     for split in splits:
-        try:
-            results[split] = _build_split(source_dir, data_dir, split, force, keep_png, workers)
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-            raise KaggleCifarError(f"{exc.filename or data_dir}: no space left on device while building the "
-                                   f"{split} cache; free some space and run again") from None
-    return CacheSummary(data_dir / "cache", results)
+        with _os_errors(split, data_dir):
+            plan = _plan_split(source_dir, data_dir, split, force, keep_png)
+        if isinstance(plan, SplitSummary):
+            results[split] = plan
+        else:
+            plans.append(plan)
+    if plans:
+        results.update(_build_splits(plans, data_dir, keep_png, os.cpu_count() or 1 if workers is None else workers))
+    return CacheSummary(data_dir / "cache", {split: results[split] for split in splits})
 
 
-def _build_split(source_dir: Path, data_dir: Path, split: str, force: bool, keep_png: bool,
-                 workers: int | None) -> SplitSummary:
+def _plan_split(source_dir: Path, data_dir: Path, split: str, force: bool, keep_png: bool) -> _Plan | SplitSummary:
+    """What building the split needs, or its summary when its cache is up to date."""
     archive = _source_file(source_dir / competition.archive_name(split))
     labels_path = _source_file(source_dir / competition.LABELS_FILE) if split == "train" else None
     _remove_stale(split_dir(data_dir, split).parent, [f".{split}.partial-", f".{split}.old-"])
@@ -89,45 +112,189 @@ def _build_split(source_dir: Path, data_dir: Path, split: str, force: bool, keep
     if not force and _up_to_date(data_dir, split, stamps, classes, keep_png):
         manifest = read_manifest(data_dir, split)
         return SplitSummary(split, manifest["count"], manifest["bad"], True, 0.0, manifest.get("conversions", {}))
+    return _Plan(split, archive, labels_path, labels, classes, stamps)
 
-    return _convert_split(archive, labels_path, labels, classes, stamps, data_dir, split, keep_png, workers)
+
+def _build_splits(plans: list[_Plan], data_dir: Path, keep_png: bool, workers: int) -> dict[str, SplitSummary]:
+    plans = sorted(plans, key=lambda plan: plan.archive.stat().st_size, reverse=True)
+    builds: list[_SplitBuild] = []
+    threads_ended = False
+    with quiet_opencv():
+        try:
+            decoders = DecodeThreads(workers)
+            try:
+                for plan in plans:  # the largest archive first: reading it is the longest chain of work
+                    builds.append(_SplitBuild(plan))
+                    with _os_errors(plan.split, data_dir):
+                        builds[-1].start(data_dir, keep_png, decoders, critical=len(builds) == 1)
+                _wait(builds, decoders)
+            except BaseException:
+                for build in builds:
+                    build.stopped.set()
+                raise
+            finally:
+                for build in builds:
+                    build.join()
+                decoders.close()
+                threads_ended = True  # from here on, nothing writes into the splits' folders
+            summaries = {}
+            for build in builds:  # the splits that worked are published, then the first error is raised
+                if build.error is None:
+                    with _os_errors(build.plan.split, data_dir):
+                        summaries[build.plan.split] = build.finish(data_dir)
+            for build in builds:
+                if build.error is not None:
+                    raise _explain(build.error, build.plan, data_dir)
+            return summaries
+        finally:
+            for build in builds:
+                build.cleanup(threads_ended)
 
 
-def _convert_split(archive: Path, labels_path: Path | None, labels: dict | None, classes: list[str], stamps: dict,
-                   data_dir: Path, split: str, keep_png: bool, workers: int | None) -> SplitSummary:
-    started = time.perf_counter()
-    hashes = {key: _sha256_in_background(path) for key, path in
-              (("source", archive), ("labels_file", labels_path)) if path}
-    png_partial = data_dir / f".{split}.png-partial-{os.getpid()}" if keep_png else None
+def _wait(builds: list[_SplitBuild], decoders: DecodeThreads) -> None:
+    """Wait for the archives to be read and their images decoded, showing progress."""
+    total = sum(len(build.output.writer.ids) for build in builds)
+    names = "+".join(build.plan.split for build in builds)
+    with tqdm(total=total, desc=names, unit="img", file=sys.stderr, mininterval=0.5) as progress:
+        while alive := [build.thread for build in builds if build.thread.is_alive()]:
+            alive[0].join(0.25)
+            progress.update(sum(build.output.decoded for build in builds) - progress.n)
+        decoders.close()
+        progress.update(sum(build.output.decoded for build in builds) - progress.n)
+
+
+class _SplitBuild:
+    """One split being built: its archive's header, its private folders, and the thread reading the archive."""
+
+    def __init__(self, plan: _Plan):
+        self.plan = plan
+        self.started = time.perf_counter()
+        self.stopped = threading.Event()  # set: stop reading, hashing and decoding for this split
+        self.source: ArchiveFile | None = None
+        self.writer: SplitWriter | None = None
+        self.output: SplitOutput | None = None
+        self.png_partial: Path | None = None
+        self.thread: threading.Thread | None = None
+        self.hashes = {}
+
+    def start(self, data_dir: Path, keep_png: bool, decoders: DecodeThreads, critical: bool) -> None:
+        """Read the header, make the private folders, start the reading thread (critical: it is the longest
+        chain of work: other threads yield the CPU to it)."""
+        plan = self.plan
+        self.hashes = {key: _sha256_in_background(path, self.stopped)
+                       for key, path in (("source", plan.archive), ("labels_file", plan.labels_path)) if path}
+        self.source = ArchiveFile(plan.archive)
+        try:
+            z = open_archive(self.source)  # parsing a 300k-member header takes seconds: once
+        except DamagedArchive as exc:
+            raise _explain(exc, plan, data_dir) from None
+        members = read_members(z, plan.archive, plan.split)
+        if plan.labels is not None:
+            _check_labels_match(plan.labels_path, plan.labels, members.ids, plan.archive)
+        self.writer = SplitWriter(data_dir, plan.split, len(members.ids), with_labels=plan.labels is not None,
+                                  mmap=False)
+        _reserve_disk_space(self.writer.images_path)
+        self.writer.ids[:] = members.ids
+        if plan.labels is not None:
+            index = {name: i for i, name in enumerate(plan.classes)}
+            self.writer.labels[:] = [index[plan.labels[i]] for i in members.ids.tolist()]
+        if keep_png:
+            self.png_partial = data_dir / f".{plan.split}.png-partial-{os.getpid()}"
+            self.png_partial.mkdir(parents=True)
+        self.output = SplitOutput(self.writer, self.png_partial, self.stopped)
+        stream = lzma_stream(z, members)
+        if stream is not None:  # py7zr is done: its header objects (~190 MB for 300k members) go now
+            self.source.close()
+            del z
+            gc.collect()  # they form reference cycles
+            z = None
+        self.thread = threading.Thread(target=self._read, args=(z, members, stream, decoders, critical),
+                                       name=f"kagglecifar-{plan.split}.7z", daemon=True)
+        self.thread.start()
+
+    def _read(self, z, members, stream, decoders: DecodeThreads, critical: bool) -> None:
+        def emit(*batch):
+            decoders.submit(self.output, *batch)
+
+        if not critical:
+            lower_thread_priority()
+        try:
+            if stream is not None:
+                stream_lzma(self.plan.archive, stream, members, emit, self.stopped.is_set)
+            else:
+                stream_py7zr(self.source, z, self.plan.split, members, emit)
+        except Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - the main thread raises it
+            self.output.fail(exc)
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.output.error if self.output else None
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+    def finish(self, data_dir: Path) -> SplitSummary:
+        """Publish the split (its PNG folder first, with keep_png); the archive has been read completely."""
+        plan, writer = self.plan, self.writer
+        if self.output.decoded != len(writer.ids):  # never publish a split with rows missing
+            raise RuntimeError(f"{plan.archive}: {self.output.decoded} of {len(writer.ids)} images were decoded")
+        bad_ids = writer.ids[writer.bad].tolist()
+        conversions = dict(sorted(self.output.counts.items()))
+        if self.png_partial:
+            publish(self.png_partial, data_dir / plan.split)
+            self.png_partial = None
+        manifest = {"split": plan.split, "classes": plan.classes, "bad_ids": bad_ids, "conversions": conversions,
+                    "seconds": round(time.perf_counter() - self.started, 2)}
+        for key, stamp in plan.stamps.items():
+            manifest[key] = {**stamp, "sha256": self.hashes[key].result()}
+        writer.finish(manifest)
+        return SplitSummary(plan.split, len(writer.ids), len(bad_ids), False, time.perf_counter() - self.started,
+                            conversions)
+
+    def cleanup(self, threads_ended: bool) -> None:
+        """Remove what an unfinished build began. Its open files stay open while a thread may still
+        write to them (a second Ctrl-C while waiting for the threads): the process is ending anyway."""
+        self.stopped.set()  # ends the hashing threads
+        if self.writer is not None:
+            if threads_ended:
+                self.writer.__exit__(None, None, None)
+            elif not self.writer.done:
+                shutil.rmtree(self.writer.partial, ignore_errors=True)
+        if self.png_partial is not None:
+            shutil.rmtree(self.png_partial, ignore_errors=True)
+        if self.source is not None and threads_ended:
+            self.source.close()
+
+
+def _explain(exc: BaseException, plan: _Plan, data_dir: Path) -> BaseException:
+    """The user's error for a split's failure; errors that are not the user's go on unchanged."""
+    if isinstance(exc, (DamagedArchive, CorruptMember)):
+        return KaggleCifarError(f"{plan.archive}: damaged or truncated 7z archive ({exc}); "
+                                "download it again with `kagglecifar fetch --force`")
+    if isinstance(exc, OSError):
+        return _os_error(exc, plan.split, data_dir) or exc
+    return exc
+
+
+@contextlib.contextmanager
+def _os_errors(split: str, data_dir: Path):
     try:
-        # parsing a 300k-member header takes seconds: open it once
-        with ArchiveFile(archive) as source, open_archive(source, archive) as z:
-            ids = image_ids(z, archive, split)
-            if labels is not None:
-                _check_labels_match(labels_path, labels, ids, archive)
-            if workers is None:  # decoding costs about a fifth of decompressing; a process takes ~1 s to start
-                workers = 1 if len(ids) >= MIN_IMAGES_FOR_WORKER and (os.cpu_count() or 1) > 1 else 0
-            with SplitWriter(data_dir, split, len(ids), with_labels=labels is not None) as writer:
-                _reserve_disk_space(writer.partial / "images.npy")
-                writer.ids[:] = ids
-                if labels is not None:
-                    index = {name: i for i, name in enumerate(classes)}
-                    writer.labels[:] = [index[labels[i]] for i in ids.tolist()]
-                if png_partial:
-                    png_partial.mkdir(parents=True)
-                conversions = decode_archive(source, z, split, writer, workers, png_partial)
-                bad_ids = ids[writer.bad].tolist()
-                if png_partial:
-                    publish(png_partial, data_dir / split)
-                manifest = {"split": split, "classes": classes, "bad_ids": bad_ids, "conversions": conversions,
-                            "seconds": round(time.perf_counter() - started, 2)}
-                for key, stamp in stamps.items():
-                    manifest[key] = {**stamp, "sha256": hashes[key].result()}
-                writer.finish(manifest)
-    finally:
-        if png_partial:
-            shutil.rmtree(png_partial, ignore_errors=True)
-    return SplitSummary(split, len(ids), len(bad_ids), False, time.perf_counter() - started, conversions)
+        yield
+    except OSError as exc:
+        error = _os_error(exc, split, data_dir)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _os_error(exc: OSError, split: str, data_dir: Path) -> KaggleCifarError | None:
+    if exc.errno == errno.ENOSPC:
+        return KaggleCifarError(f"{exc.filename or data_dir}: no space left on device while building the "
+                                f"{split} cache; free some space and run again")
+    return None
 
 
 def _source_file(path: Path) -> Path:
@@ -177,23 +344,27 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _sha256_in_background(path: Path) -> concurrent.futures.Future:
-    """hashlib releases the GIL on large reads, so this overlaps with decompression."""
+def _sha256_in_background(path: Path, stopped: threading.Event) -> concurrent.futures.Future:
+    """hashlib releases the GIL on large updates, so this overlaps with decompression; it ends when stopped."""
     future = concurrent.futures.Future()
 
     def run():
+        lower_thread_priority()
         try:
+            digest = hashlib.sha256()
             with open(path, "rb") as f:
-                future.set_result(hashlib.file_digest(f, "sha256").hexdigest())
+                while (block := f.read(1 << 20)) and not stopped.is_set():
+                    digest.update(block)
+            future.set_result(digest.hexdigest())
         except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
             future.set_exception(exc)
 
-    threading.Thread(target=run, daemon=True).start()
+    threading.Thread(target=run, name="kagglecifar-sha256", daemon=True).start()
     return future
 
 
 def _reserve_disk_space(path: Path) -> None:
-    """Allocate the memory map's blocks now: a full disk then fails here with ENOSPC, not later with SIGBUS."""
+    """Allocate the file's blocks now: a full disk then fails here, before any work is done."""
     fd = os.open(path, os.O_RDWR)
     try:
         os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
@@ -202,8 +373,6 @@ def _reserve_disk_space(path: Path) -> None:
             raise
     finally:
         os.close(fd)
-
-
 
 # -- labels
 

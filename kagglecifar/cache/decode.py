@@ -1,19 +1,35 @@
-"""PNG bytes -> (32, 32, 3) uint8 RGB pixels, one image or a batch into the cache's rows."""
+"""PNG bytes -> (32, 32, 3) uint8 RGB pixels: one image, a batch of archive members into a split's rows,
+and the threads that decode batches while the archives are being decompressed.
+
+Threads, not processes: the LZMA decoder, cv2.imdecode, zlib.crc32 on large buffers and os.pwrite all
+release the GIL, so threads use every core, and nothing can outlive the process that started them.
+"""
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import multiprocessing
-import signal
+import contextlib
+import os
+import queue
+import sys
+import threading
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from kagglecifar.cache.store import IMAGE_SHAPE, SplitWriter
-from kagglecifar.errors import KaggleCifarError
+from kagglecifar.cache.store import IMAGE_SHAPE, ROW_BYTES, SplitWriter
 
-BATCH = 256  # PNGs (~3 KB each) per job for a decoding process; at most 2 jobs per process wait
+BACKGROUND_NICE = 10  # of the decoding, hashing and smaller archive's threads
+MAX_QUEUED = 8  # batches waiting for a decoding thread; a batch is one decompressed chunk (~4 MB)
+
+
+class Stopped(Exception):
+    """The split was stopped: another thread failed or the user interrupted."""
+
+
+class CorruptMember(Exception):
+    """A member's bytes do not match the CRC32 the archive's header records for it."""
 
 
 def png_to_rgb32(data: bytes) -> tuple[np.ndarray | None, tuple[str, ...]]:
@@ -53,87 +69,141 @@ def png_to_rgb32(data: bytes) -> tuple[np.ndarray | None, tuple[str, ...]]:
     return image, tuple(done)
 
 
-def decode_batch(images_path: Path, rows: list[int], datas: list[bytes], png_paths: list[Path] | None):
-    """Decode PNGs into their rows of the memory-mapped images.npy; return (undecodable rows, conversion counts)."""
-    images = np.load(images_path, mmap_mode="r+")
+@contextlib.contextmanager
+def quiet_opencv():
+    """No OpenCV warning per truncated PNG while decoding."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def lower_thread_priority() -> None:
+    """Let the calling thread yield the CPU to the threads at normal priority: the one reading the largest
+    archive is the longest chain of work, and on 2 cores it would otherwise share its core with helpers.
+    Linux only, where a nice value applies to a single thread."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+
+
+class SplitOutput:
+    """Where one split's decoded images go (its writer's images.npy, written with os.pwrite, and its bad
+    flags), what was done (conversion counts, images decoded), and the split's first error."""
+
+    def __init__(self, writer: SplitWriter, png_dir: Path | None, stopped: threading.Event):
+        self.writer, self.png_dir = writer, png_dir
+        self.lock = threading.Lock()
+        self.counts = collections.Counter()
+        self.decoded = 0  # image members handled, decodable or not
+        self.error: BaseException | None = None
+        self.stopped = stopped  # set: drop this split's batches
+
+    def fail(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = exc
+        self.stopped.set()
+
+    def write_rows(self, rows: np.ndarray, block: np.ndarray) -> None:
+        """Write block[i] to row rows[i] (rows < 0 are skipped), one os.pwrite per run of consecutive rows."""
+        keep = np.flatnonzero(rows >= 0)
+        if not len(keep):
+            return
+        targets = rows[keep]
+        breaks = np.flatnonzero((np.diff(targets) != 1) | (np.diff(keep) != 1)) + 1
+        for first, last in zip(np.r_[0, breaks], np.r_[breaks, len(keep)]):
+            data = memoryview(block[keep[first]:keep[last - 1] + 1]).cast("B")
+            offset = self.writer.images_offset + int(targets[first]) * ROW_BYTES
+            try:
+                while data:
+                    written = os.pwrite(self.writer.images_fd, data, offset)
+                    data, offset = data[written:], offset + written
+            except OSError as exc:  # pwrite names no file
+                raise OSError(exc.errno, exc.strerror, str(self.writer.images_path)) from None
+
+
+def decode_batch(output: SplitOutput, buffer: bytes, starts, ends, rows, crcs=None) -> None:
+    """Decode the members buffer[starts[i]:ends[i]] into their cache rows rows[i].
+
+    rows[i] < 0: not an image (its CRC is still checked). crcs: the header's CRC32 per member, -1 where it
+    records none; None when the archive reader checked them already.
+    """
+    view = memoryview(buffer)
+    rows = np.asarray(rows, np.int64)
+    crcs = None if crcs is None else np.asarray(crcs).tolist()
+    block = np.zeros((len(rows), *IMAGE_SHAPE), np.uint8)
     bad, counts = [], collections.Counter()
-    for i, (row, data) in enumerate(zip(rows, datas)):
+    for i, (start, end, row) in enumerate(zip(np.asarray(starts).tolist(), np.asarray(ends).tolist(), rows.tolist())):
+        data = view[start:end]
+        if crcs is not None and crcs[i] >= 0 and zlib.crc32(data) != crcs[i]:
+            name = f"{output.writer.final.name}/{output.writer.ids[row]}.png" if row >= 0 else "a member"
+            raise CorruptMember(f"{name} fails its CRC32 check")
+        if row < 0:
+            continue
         image, done = png_to_rgb32(data)
         if image is None:
             bad.append(row)
         else:
-            images[row] = image
+            block[i] = image
             counts.update(done)
-        if png_paths:
-            png_paths[i].write_bytes(data)
-    return bad, counts
+        if output.png_dir:
+            (output.png_dir / f"{output.writer.ids[row]}.png").write_bytes(data)
+    output.write_rows(rows, block)
+    with output.lock:
+        output.writer.bad[bad] = True
+        output.counts.update(counts)
+        output.decoded += int((rows >= 0).sum())
 
 
-def quiet_opencv() -> None:
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no warning per truncated PNG
+class DecodeThreads:
+    """Decodes batches on `count` threads (0: right away, in the thread that submits them).
 
-
-def _start_worker() -> None:
-    quiet_opencv()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it stops us
-
-
-class DecodePool:
-    """Decodes PNGs in batches in worker processes (here, with 0 workers) while the archive is decompressed.
-
-    Processes, not threads: py7zr spends most of its time in Python holding the GIL, so decoding threads
-    would mostly wait for it. The workers write straight into the memory-mapped images.npy.
+    A batch that fails stops its split (SplitOutput.fail); the batches of a stopped split are dropped.
     """
 
-    def __init__(self, writer: SplitWriter, workers: int, png_dir: Path | None):
-        self.writer, self.png_dir = writer, png_dir
-        self.images_path = writer.partial / "images.npy"
-        self.executor = concurrent.futures.ProcessPoolExecutor(
-            workers, multiprocessing.get_context("spawn"), initializer=_start_worker) if workers else None
-        self.max_pending = 2 * workers
-        self.pending: collections.deque = collections.deque()
-        self.rows, self.datas = [], []
-        self.counts = collections.Counter()
-        self.error: BaseException | None = None
+    def __init__(self, count: int):
+        self.queue: queue.Queue = queue.Queue(MAX_QUEUED)
+        self.threads = [threading.Thread(target=self._run, name=f"kagglecifar-png-{i}", daemon=True)
+                        for i in range(count)]
+        for thread in self.threads:
+            thread.start()
 
-    def put(self, row: int, data: bytes) -> None:
-        self.rows.append(row)
-        self.datas.append(data)
-        if len(self.rows) == BATCH:
-            self._submit()
+    def submit(self, output: SplitOutput, *batch) -> None:
+        """Queue a batch (decode_batch's arguments after the output); waits while the queue is full.
+        Raises Stopped once the split is stopped."""
+        if not self.threads:
+            self._decode(output, batch)
+            if output.stopped.is_set():
+                raise Stopped
+            return
+        while not output.stopped.is_set():
+            try:
+                return self.queue.put((output, batch), timeout=0.1)
+            except queue.Full:
+                pass
+        raise Stopped
 
-    def _submit(self) -> None:
-        png_paths = [self.png_dir / f"{self.writer.ids[r]}.png" for r in self.rows] if self.png_dir else None
-        job = (self.images_path, self.rows, self.datas, png_paths)
-        self.rows, self.datas = [], []
-        if self.executor is None:
-            return self._collect(decode_batch(*job))
-        self.pending.append(self.executor.submit(decode_batch, *job))
-        while self.pending and (len(self.pending) > self.max_pending or self.pending[0].done()):
-            self._collect(self.pending.popleft())
+    def _run(self) -> None:
+        lower_thread_priority()
+        while (item := self.queue.get()) is not None:
+            self._decode(*item)
 
-    def _collect(self, result) -> None:
+    @staticmethod
+    def _decode(output: SplitOutput, batch: tuple) -> None:
+        if output.stopped.is_set():
+            return
         try:
-            bad, counts = result.result() if isinstance(result, concurrent.futures.Future) else result
-        except concurrent.futures.process.BrokenProcessPool:
-            self.error = KaggleCifarError(
-                "the PNG-decoding process died (out of memory? a script calling build_cache needs an "
-                "`if __name__ == \"__main__\":` guard); run again, or with workers=0")
-            raise self.error from None
-        except BaseException as exc:
-            self.error = exc  # lets the caller tell it from py7zr's errors
-            raise
-        self.writer.bad[bad] = True
-        self.counts.update(counts)
-
-    def finish(self) -> dict:
-        """Decode what is left; return how often each conversion happened."""
-        if self.rows:
-            self._submit()
-        while self.pending:
-            self._collect(self.pending.popleft())
-        return dict(sorted(self.counts.items()))
+            decode_batch(output, *batch)
+        except BaseException as exc:  # noqa: BLE001 - the split's owner raises it
+            output.fail(exc)
 
     def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
+        """Decode what is queued (dropping the batches of stopped splits), then end the threads."""
+        for _ in self.threads:
+            self.queue.put(None)
+        for thread in self.threads:
+            thread.join()
+        self.threads = []

@@ -14,6 +14,7 @@ Reading needs numpy only: no archive library, no threads, no processes.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from kagglecifar.errors import KaggleCifarError
 
 CACHE_VERSION = 1
 IMAGE_SHAPE = (32, 32, 3)
+ROW_BYTES = 32 * 32 * 3
 SPLITS = ("train", "test")
 
 
@@ -84,15 +86,23 @@ class SplitWriter:
         with SplitWriter(data_dir, "test", count) as w:
             w.images[row] = ...; w.ids[row] = ...; w.bad[row] = ...
             w.finish(manifest)          # without finish() nothing is published
+
+    With mmap=False, images.npy is written with os.pwrite at images_offset + row * ROW_BYTES through
+    images_fd instead (the builder does: written pages then count as the file's, not as our memory).
     """
 
-    def __init__(self, data_dir: Path, split: str, count: int, with_labels: bool = False):
+    def __init__(self, data_dir: Path, split: str, count: int, with_labels: bool = False, mmap: bool = True):
         self.final = split_dir(data_dir, split)
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.final.parent / f".{split}.partial-{os.getpid()}"
         shutil.rmtree(self.partial, ignore_errors=True)
         self.partial.mkdir()
-        self.images = np.lib.format.open_memmap(self.partial / "images.npy", "w+", np.uint8, (count, *IMAGE_SHAPE))
+        self.images_path = self.partial / "images.npy"
+        images = np.lib.format.open_memmap(self.images_path, "w+", np.uint8, (count, *IMAGE_SHAPE))
+        self.images, self.images_fd, self.images_offset = images, None, images.offset
+        if not mmap:
+            del images, self.images
+            self.images_fd = os.open(self.images_path, os.O_RDWR)
         self.ids = np.zeros(count, np.int64)
         self.bad = np.zeros(count, bool)
         self.labels = np.zeros(count, np.int64) if with_labels else None
@@ -102,8 +112,7 @@ class SplitWriter:
         return self
 
     def finish(self, manifest: dict) -> Path:
-        self.images.flush()
-        del self.images  # close the memory map before the folder moves
+        self._close_images(sync=True)
         np.save(self.partial / "ids.npy", self.ids)
         np.save(self.partial / "bad.npy", self.bad)
         if self.labels is not None:
@@ -115,10 +124,24 @@ class SplitWriter:
         self.done = True
         return self.final
 
+    def _close_images(self, sync: bool) -> None:
+        if hasattr(self, "images"):
+            if sync:
+                self.images.flush()
+            del self.images  # close the memory map before the folder moves
+        if self.images_fd is not None:
+            fd, self.images_fd = self.images_fd, None
+            try:
+                if sync:
+                    os.fsync(fd)
+                    if os.fstat(fd).st_nlink == 0:  # someone removed it while we wrote: publish nothing
+                        raise FileNotFoundError(errno.ENOENT, "removed while being written", str(self.images_path))
+            finally:
+                os.close(fd)
+
     def __exit__(self, *exc_info) -> None:
         if not self.done:
-            if hasattr(self, "images"):
-                del self.images
+            self._close_images(sync=False)
             shutil.rmtree(self.partial, ignore_errors=True)
 
 
