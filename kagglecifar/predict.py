@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kagglecifar import provenance
 from kagglecifar.cache import load_split, read_manifest
 from kagglecifar.cache.sources import COMPETITION, cache_format
 from kagglecifar.checkpoint import load_model, resolve_checkpoint
@@ -279,5 +280,6 @@ def predict_to_submission(sources: list[Path], data_dir: Path, out: Path, *, tta
         tmp.write_text(f"# {len(bad_ids)} test images in {data_dir} could not be decoded; each is labelled "
                        f"{predictions.fallback!r} (highest mean probability over the decodable images) in {out.name}\n"
                        + "".join(f"{i}\n" for i in bad_ids.tolist()))
+    provenance.write_sources(out, sources, tta, weights)  # which runs the CSV came from, for submit and compare
     return PredictResult(predictions, out, report, Path(save_probs_path) if save_probs_path else None,
                          ood_threshold, len(predictions.ids) if sample_ids is None else len(sample_ids))

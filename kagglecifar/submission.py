@@ -235,8 +235,9 @@ def submit(csv_path: Path, message: str, competition: str, *, data_dir: Path = P
            timeout: float = 600.0):
     """Check csv_path against data_dir's sampleSubmission.csv and class names, then upload it and wait up to
     `timeout` seconds for its public score: an invalid file raises KaggleCifarError before anything is sent."""
-    from kagglecifar import kaggle_io
+    from kagglecifar import kaggle_io, provenance
     from kagglecifar.cache.sources import COMPETITION, cache_format
+    from kagglecifar.progress import note
 
     built_from = cache_format(data_dir, "test") or cache_format(data_dir, "train")
     if built_from not in (None, COMPETITION):
@@ -244,4 +245,9 @@ def submit(csv_path: Path, message: str, competition: str, *, data_dir: Path = P
                                f"competition's files; `submit` uploads to a Kaggle competition only, so "
                                f"{csv_path} stays here")
     check_submission(csv_path, Path(data_dir) / "sampleSubmission.csv", submission_classes(data_dir))
-    return kaggle_io.upload_submission(csv_path, message, competition, wait=wait, timeout=timeout)
+    result = kaggle_io.upload_submission(csv_path, message, competition, wait=wait, timeout=timeout)
+    try:  # CSV.submitted.json: the submission and the runs it came from (`compare` shows their scores)
+        provenance.record_submission(csv_path, result, message, competition)
+    except KaggleCifarError as exc:
+        note(f"submitted, but the record of it could not be written: {exc}")
+    return result

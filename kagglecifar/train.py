@@ -46,7 +46,7 @@ class TrainResult:
     best_epoch: int | None
     epochs_run: int  # completed epochs, earlier sessions included
     seconds: float  # this session
-    stopped_reason: str  # completed | time_budget | early_stopping | interrupted
+    stopped_reason: str  # completed | time_budget | early_stopping | interrupted | pruned
 
     def line(self) -> str:
         if self.best_val_accuracy is not None:
@@ -82,24 +82,30 @@ def resume_config(run: str | Path, runs_dir: str | Path = "runs", **options) -> 
     return config
 
 
-def train(config: TrainConfig, make_loader=None) -> TrainResult:
+def train(config: TrainConfig, make_loader=None, on_epoch=None) -> TrainResult:
     """Train as configured (continuing config.session.resume if set) and write the run folder.
 
     make_loader(train_images, train_labels, config) -> an object with len() batches per epoch and
     .epoch(epoch, start) yielding (images, labels) replaces the default loader (benchmarks use it to
     compare input pipelines; single process only). Images may be uint8 NHWC or float NCHW.
+
+    on_epoch(metrics_row) -> bool is called once each epoch's row, best.pt and last.pt are written
+    (single process only); True stops the run there, stopped_reason "pruned" (`tune` prunes through it).
     """
     check_config(config, resuming=bool(config.session.resume))
     device = runtime.resolve_device(config.session.device, int(os.environ.get("LOCAL_RANK", 0)))
     with runtime.distributed(device, config.recipe.batch_size) as (rank, world):
-        return Training(config, device, rank, world, make_loader).run()
+        return Training(config, device, rank, world, make_loader, on_epoch).run()
 
 
 class Training:
     """One session of a run: the state the loop needs, set up from the config (and last.pt when resuming)."""
 
-    def __init__(self, config: TrainConfig, device: torch.device, rank: int, world: int, make_loader):
-        self.started = time.monotonic()
+    def __init__(self, config: TrainConfig, device: torch.device, rank: int, world: int, make_loader,
+                 on_epoch=None):
+        if on_epoch is not None and world > 1:
+            raise ValueError("an on_epoch hook is single-process only")
+        self.started, self.on_epoch = time.monotonic(), on_epoch
         self.config, self.recipe, self.device, self.rank, self.world = config, config.recipe, device, rank, world
         self.main, self.cuda = rank == 0, device.type == "cuda"
         if self.cuda:
@@ -242,7 +248,8 @@ class Training:
         return reason
 
     def end_epoch(self, reason: str) -> str:
-        """Validation, a metrics row, best.pt when better, last.pt; returns the stop reason (early stopping)."""
+        """Validation, a metrics row, best.pt when better, last.pt; returns the stop reason (early stopping,
+        or pruned when the on_epoch hook says stop)."""
         p = self.progress
         loss, correct, count = runtime.all_reduce([p.partial["loss"], p.partial["correct"], p.partial["count"]],
                                                   self.world)
@@ -270,6 +277,8 @@ class Training:
         if self.main:
             rundir.write_metrics(self.run_dir, p.metrics)
         self.save_last()
+        if self.on_epoch is not None and self.on_epoch(dict(row)) and reason == "completed":
+            reason = "pruned"
         return reason
 
     def validate(self) -> tuple[float | None, float | None]:
