@@ -161,19 +161,24 @@ def preset_values(name: str) -> dict:
     return read_recipe_file(path)
 
 
-def read_recipe_file(path: Path) -> dict:
-    """Flat key -> value from a YAML/JSON recipe file (sections `recipe:`/`session:` or flat keys)."""
+def read_yaml_or_json(path: Path, where: str, what: str):
+    """The data of a YAML file (JSON when it ends in .json), or one line naming `where` and the problem."""
     import yaml
 
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        text = Path(path).read_text(encoding="utf-8")
+        return json.loads(text) if Path(path).suffix.lower() == ".json" else yaml.safe_load(text)
     except FileNotFoundError:
-        raise KaggleCifarError(f"--config {path}: no such recipe file") from None
+        raise KaggleCifarError(f"{where}: no such {what} file") from None
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise KaggleCifarError(f"--config {path}: not a readable YAML/JSON recipe ({first})") from None
+        raise KaggleCifarError(f"{where}: not a readable YAML/JSON {what} ({first})") from None
+
+
+def read_recipe_file(path: Path) -> dict:
+    """Flat key -> value from a YAML/JSON recipe file (sections `recipe:`/`session:` or flat keys)."""
+    path = Path(path)
+    data = read_yaml_or_json(path, f"--config {path}", "recipe")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -11,7 +11,6 @@ The grid sampler takes choices as they are and a range as 3 points: low, middle 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,18 +72,9 @@ def default_space_path(model: str) -> Path:
 
 
 def read_space(path: Path) -> list[Dimension]:
-    import yaml
-
     path = Path(path)
     where = f"--space {path}"
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except FileNotFoundError:
-        raise KaggleCifarError(f"{where}: no such search-space file") from None
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise KaggleCifarError(f"{where}: not a readable YAML/JSON search space ({first})") from None
+    data = train_config.read_yaml_or_json(path, where, "search-space")
     if not isinstance(data, dict) or not data:
         raise KaggleCifarError(f"{where}: expected recipe options, each with {{low, high}} or {{choices: [...]}}")
     return [parse_dimension(str(key), spec, where) for key, spec in data.items()]

@@ -39,13 +39,7 @@ def data_dir(tmp_path_factory):
     return make_cache(tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two threads on a busy two-core machine are ten times slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_config(data_dir, runs_dir, **options):

@@ -8,7 +8,6 @@ import time
 
 import optuna
 import pytest
-import torch
 import yaml
 
 from kagglecifar import rundir, space, tune, tune_storage
@@ -21,12 +20,7 @@ SETS = ["epochs=4", "batch_size=16", "augment=none", "label_smoothing=0", "worke
 STATES = optuna.trial.TrialState
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
