@@ -145,4 +145,4 @@ class Normalize(nn.Module):
 
 
 # Importing a family module registers its models.
-from kagglecifar.models import baselines, resnet, resnet_imagenet  # noqa: E402,F401
+from kagglecifar.models import airbench, baselines, resnet, resnet_imagenet  # noqa: E402,F401
