@@ -240,3 +240,16 @@ def test_wrong_input_is_refused():
     with pytest.raises(ValueError):
         compiled(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), 0)
     assert isinstance(PadCrop().output_size((32, 32)), tuple)
+
+
+def test_fused_geometry_equals_the_steps_one_by_one():
+    compiled = engine(A.Pad(padding=(1, 2, 3, 0), border_mode=REFLECT_101), A.Pad(padding=3, border_mode=CONSTANT,
+                      fill=7), A.RandomCrop(30, 34), A.HorizontalFlip(p=0.5), A.Pad(padding=2, border_mode=CONSTANT,
+                      fill=9), A.VerticalFlip(p=0.5), A.RandomCrop(32, 32))
+    x = torch.from_numpy(images(40))
+    params = compiled.sample(len(x), (4, 5), "cpu")
+    one_by_one = x
+    for step, p in zip(compiled.steps, params):
+        one_by_one = step.apply(one_by_one, p)
+    assert torch.equal(compiled.apply(x, params), one_by_one)
+    assert torch.equal(compiled(x, (4, 5)), one_by_one)
