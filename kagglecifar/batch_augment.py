@@ -25,6 +25,7 @@ batch is not the one albumentations would draw: the distributions are the same, 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,8 +53,14 @@ def uniform(n: int, low: float, high: float, g: torch.Generator, device) -> torc
 
 def randint(n: int, low, high, g: torch.Generator, device) -> torch.Tensor:
     """Integers in [low, high] inclusive; low and high may be per-sample int64 tensors."""
-    span = torch.as_tensor(high, device=device) - torch.as_tensor(low, device=device) + 1
+    span = high - low + 1
     return low + (torch.rand(n, generator=g, device=device, dtype=torch.float64) * span).long().clamp(max=span - 1)
+
+
+@functools.lru_cache(maxsize=64)
+def constant(values: tuple, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """A small constant tensor made once per device: a copy to a GPU in every step would wait for the GPU."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def applied(n: int, p: float, g: torch.Generator, device) -> torch.Tensor:
@@ -88,6 +95,12 @@ def border_index(positions: np.ndarray, size: int, mode: int) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
+@functools.lru_cache(maxsize=64)
+def border_map(size: int, before: int, after: int, mode: int, device: str) -> torch.Tensor:
+    """border_index of an axis padded by `before` and `after`, as a tensor on `device` (made once)."""
+    return torch.from_numpy(border_index(np.arange(-before, size + after), size, mode)).to(device)
+
+
 @dataclass
 class Geometry:
     """Where each output pixel comes from: out[b, i, j] = images[b, rows[b, i], cols[b, j]], or `fill` where
@@ -118,8 +131,7 @@ class Geometry:
         out = images.reshape(-1, channels).index_select(0, flat.view(-1)).view(n, h, w, channels)
         if self.fill is not None:
             outside = (self.rows < 0).unsqueeze(2) | (self.cols < 0).unsqueeze(1)
-            fill = torch.tensor(self.fill, dtype=images.dtype, device=images.device)
-            out = torch.where(outside.unsqueeze(3), fill, out)
+            out = torch.where(outside.unsqueeze(3), constant(self.fill, images.dtype, str(images.device)), out)
         return out
 
 
@@ -159,8 +171,8 @@ class PadCrop:
         top, bottom, left, right = self.pad
         h, w = self.output_size((height, width))
         device = geometry.rows.device
-        row_map = torch.from_numpy(border_index(np.arange(-top, height + bottom), height, self.mode)).to(device)
-        col_map = torch.from_numpy(border_index(np.arange(-left, width + right), width, self.mode)).to(device)
+        row_map = border_map(height, top, bottom, self.mode, str(device))
+        col_map = border_map(width, left, right, self.mode, str(device))
         rows = row_map[params["y"].view(-1, 1) + torch.arange(h, device=device)]
         cols = col_map[params["x"].view(-1, 1) + torch.arange(w, device=device)]
         fill = self.fill if self.mode == CONSTANT else geometry.fill
@@ -237,8 +249,7 @@ class Dropout:
                 color = params["colors"][:, i].view(-1, 1, 1, images.shape[3])
                 out = torch.where(inside[:, i].unsqueeze(3), color, out)
             return out
-        fill = params["noise"] if self.fill == "random" else torch.tensor(self.fill, dtype=images.dtype,
-                                                                             device=images.device)
+        fill = params["noise"] if self.fill == "random" else constant(self.fill, images.dtype, str(images.device))
         return torch.where(inside.any(1).unsqueeze(3), fill, images)
 
 
@@ -254,8 +265,7 @@ def gray(images: torch.Tensor) -> torch.Tensor:
 
     Every partial sum is an integer below 2^24, so float32 arithmetic is exact here.
     """
-    weights = torch.tensor(GRAY_WEIGHTS, dtype=torch.float32, device=images.device)
-    total = images.to(torch.float32) @ weights + (1 << (GRAY_SHIFT - 1))
+    total = images.to(torch.float32) @ constant(GRAY_WEIGHTS, torch.float32, str(images.device)) + (1 << (GRAY_SHIFT - 1))
     return total.mul_(1 / (1 << GRAY_SHIFT)).floor_().to(torch.uint8)
 
 

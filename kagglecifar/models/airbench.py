@@ -49,8 +49,9 @@ class DiracConv(nn.Conv2d):
 
 
 class ConvGroup(nn.Module):
-    def __init__(self, c_in: int, c_out: int, depth: int = 2):
+    def __init__(self, c_in: int, c_out: int, depth: int = 2, pool_first: bool = False):
         super().__init__()
+        self.pool_first = pool_first  # pool, then both convs at the lower resolution: a quarter of conv1's cost
         self.conv1, self.norm1 = DiracConv(c_in, c_out), FrozenScaleBatchNorm(c_out)
         self.conv2, self.norm2 = DiracConv(c_out, c_out), FrozenScaleBatchNorm(c_out)
         self.conv3 = self.norm3 = None
@@ -59,7 +60,7 @@ class ConvGroup(nn.Module):
         self.pool = nn.MaxPool2d(2)
 
     def forward(self, x):
-        x = F.gelu(self.norm1(self.pool(self.conv1(x))))
+        x = F.gelu(self.norm1(self.conv1(self.pool(x)) if self.pool_first else self.pool(self.conv1(x))))
         if self.conv3 is None:
             return F.gelu(self.norm2(self.conv2(x)))
         skip = x
@@ -68,7 +69,8 @@ class ConvGroup(nn.Module):
 
 
 class AirbenchNet(nn.Module):
-    def __init__(self, widths: list[int], num_classes: int = 10, depth: int = 2, dropout: float = 0.0):
+    def __init__(self, widths: list[int], num_classes: int = 10, depth: int = 2, dropout: float = 0.0,
+                 pool_first: tuple[bool, ...] = (False, False, False)):
         super().__init__()
         self.normalize = Normalize()
         self.whiten = nn.Conv2d(3, WHITEN_CHANNELS, WHITEN_KERNEL, padding=0, bias=True)
@@ -76,8 +78,8 @@ class AirbenchNet(nn.Module):
         self.register_buffer("whitened", torch.zeros((), dtype=torch.bool))
         self.train_whitening_bias = True  # the trainer sets False after a few epochs (airbench: 3)
         groups, c_in = [], WHITEN_CHANNELS
-        for c_out in widths:
-            groups.append(ConvGroup(c_in, c_out, depth))
+        for c_out, early_pool in zip(widths, pool_first):
+            groups.append(ConvGroup(c_in, c_out, depth, early_pool))
             c_in = c_out
         self.groups = nn.Sequential(*groups)
         self.dropout = nn.Dropout(dropout)
@@ -91,8 +93,8 @@ class AirbenchNet(nn.Module):
         x = self.normalize(images.to(self.whiten.weight.device, torch.float32))
         k = WHITEN_KERNEL
         # (N, C, H-1, W-1, k, k) -> one row per patch, laid out as a conv filter (C, k, k).
-        patches = x.unfold(2, k, 1).unfold(3, k, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * k * k).double()
-        covariance = patches.T @ patches / len(patches)
+        patches = x.unfold(2, k, 1).unfold(3, k, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * k * k)
+        covariance = (patches.T @ patches).double() / len(patches)  # float32 sums; float64 eigenvectors
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
         filters = (eigenvectors.T / (eigenvalues + eps).sqrt().unsqueeze(1)).reshape(-1, 3, k, k)
         self.whiten.weight.copy_(torch.cat([filters, -filters]).to(self.whiten.weight.dtype))
