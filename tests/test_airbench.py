@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from kagglecifar.lookahead import Lookahead, lookahead_decay
 from kagglecifar.models import create_model
-from kagglecifar.models.airbench import param_groups, triangle
+from kagglecifar.models.airbench import param_groups
+from kagglecifar.optim import triangle
 from kagglecifar.muon import Muon, orthogonalize
 from kagglecifar.tta_translate import TRANSLATE_WEIGHTS, predict_translate, translate_views
 

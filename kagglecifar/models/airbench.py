@@ -21,11 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kagglecifar.models import Normalize, check_common, register, scaled
+from kagglecifar.models._registry import register
+from kagglecifar.models.layers import Normalize, check_common, scaled
 
 WHITEN_KERNEL = 2
 WHITEN_CHANNELS = 2 * 3 * WHITEN_KERNEL**2  # every eigenvector and its negation: GELU keeps both signs
 LOGIT_SCALE = 1 / 9
+WHITEN_BIAS_EPOCHS = 3  # the stem's bias trains this many epochs, then freezes (airbench)
+WHITEN_IMAGES = 5000  # training images whose 2x2 patches set the stem
+BIAS_LR_SCALE = 64.0  # BatchNorm shifts learn this much faster, with the same decay per step
 
 
 class FrozenScaleBatchNorm(nn.BatchNorm2d):
@@ -100,6 +104,18 @@ class AirbenchNet(nn.Module):
         self.whiten.weight.copy_(torch.cat([filters, -filters]).to(self.whiten.weight.dtype))
         self.whitened.fill_(True)
 
+    # ---- what the trainer asks of a model that has them (train.py) ----------------------------------
+
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Before training: the whitening stem from the first WHITEN_IMAGES training images (uint8 NHWC)."""
+        self.init_whitening(images[:WHITEN_IMAGES])
+
+    def start_epoch(self, epoch: int) -> None:
+        self.train_whitening_bias = epoch < WHITEN_BIAS_EPOCHS
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        return param_groups(self, lr, weight_decay, BIAS_LR_SCALE)
+
     def forward(self, x):
         bias = self.whiten.bias if self.train_whitening_bias else self.whiten.bias.detach()
         x = F.gelu(F.conv2d(self.normalize(x), self.whiten.weight, bias))
@@ -138,11 +154,3 @@ def param_groups(model: AirbenchNet, lr: float, weight_decay: float, bias_lr_sca
     return [{"params": shifts, "lr": lr * bias_lr_scale, "lr_scale": bias_lr_scale,
              "weight_decay": weight_decay / bias_lr_scale},
             {"params": others, "lr": lr, "lr_scale": 1.0, "weight_decay": weight_decay}]
-
-
-def triangle(progress: float, start: float = 0.2, peak_at: float = 0.23, end: float = 0.07) -> float:
-    """airbench94's learning-rate factor at `progress` (step / total steps) in [0, 1]: linear from `start`
-    up to 1 at `peak_at`, then linear down to `end`."""
-    if progress < peak_at:
-        return start + (1 - start) * progress / peak_at
-    return 1 - (1 - end) * (progress - peak_at) / (1 - peak_at)
