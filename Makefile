@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 MODEL  ?=          # empty: the preset's model (the cpu preset without a GPU)
 ARGS   ?=
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,9 @@ test: install           ## the whole test suite (CPU, a few minutes)
 
 bench: install          ## benchmarks/ -> benchmarks/results/*.json and the README table/plot
 	$(BIN)/python benchmarks/run_all.py $(ARGS)
+
+gpu-check: install     ## on a CUDA machine: CUDA paths, GPU presets, predict timings -> benchmarks/results/gpu_check.json
+	$(BIN)/python benchmarks/gpu_check.py --data-dir $(or $(DATA),data) $(ARGS)
 
 clean:
 	rm -rf build *.egg-info .pytest_cache

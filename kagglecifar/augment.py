@@ -1,7 +1,9 @@
 """Training-time augmentation with albumentations 2.0: named presets or a pipeline saved to a file.
 
     none      no augmentation (albumentations is skipped entirely: pure tensor batching)
+    light     reflect-pad 2, random 32x32 crop, horizontal flip (airbench94's)
     standard  reflect-pad 4, random 32x32 crop, horizontal flip (the classic CIFAR recipe)
+    cutout    standard + one 12x12 hole in every image (airbench96's)
     strong    standard + cutout (one 8x8 hole, p=0.5) + small affine (p=0.3) + colour jitter (p=0.5)
 
 Pipelines work on uint8 HWC RGB images and must give uint8 32x32x3 back: no ToFloat, Normalize or
@@ -27,7 +29,7 @@ import numpy as np
 
 from kagglecifar.errors import KaggleCifarError
 
-PRESETS = ("none", "standard", "strong")
+PRESETS = ("none", "light", "standard", "cutout", "strong")
 
 
 def build_pipeline(spec: str):
@@ -36,13 +38,18 @@ def build_pipeline(spec: str):
 
     if spec == "none":
         return None
-    standard = [
-        A.Pad(padding=4, border_mode=cv2.BORDER_REFLECT_101),  # numpy's "reflect": edge not repeated
-        A.RandomCrop(height=32, width=32),
-        A.HorizontalFlip(p=0.5),
-    ]
+    def pad_crop_flip(pad: int) -> list:
+        return [A.Pad(padding=pad, border_mode=cv2.BORDER_REFLECT_101),  # numpy's "reflect": edge not repeated
+                A.RandomCrop(height=32, width=32), A.HorizontalFlip(p=0.5)]
+
+    standard = pad_crop_flip(4)
+    if spec == "light":
+        return A.Compose(pad_crop_flip(2))
     if spec == "standard":
         return A.Compose(standard)
+    if spec == "cutout":
+        return A.Compose(standard + [A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(12, 12),
+                                                     hole_width_range=(12, 12), fill=0, p=1.0)])
     if spec == "strong":
         return A.Compose(standard + [
             A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(8, 8), hole_width_range=(8, 8), fill=0, p=0.5),

@@ -64,8 +64,9 @@ class Recipe:
     ema_decay: float = option(0.999, "EMA decay per step.", (lambda v: 0 < v < 1, "must be in (0, 1)"))
     lookahead: bool = option(False, "airbench's Lookahead: every 5 steps pull the weights towards a slow copy "
                              "(decay 0.95^5 x progress^3); the run ends on the slow weights.")
-    augment: str = option("standard", "none, standard (pad-crop + flip), strong (+ cutout, affine, colour "
-                          "jitter), or an albumentations pipeline saved with A.save (.json/.yaml).",
+    augment: str = option("standard", "none, light (pad 2, crop, flip), standard (pad 4, crop, flip), cutout "
+                          "(standard + a 12x12 hole), strong (+ cutout, affine, colour jitter), or an "
+                          "albumentations pipeline saved with A.save (.json/.yaml).",
                           metavar="PRESET|FILE")
     batched_augment: bool = option(True, "Run the augmentation as per-sample-random tensor ops on the training "
                                    "device, a batch at a time, when every transform has a batched equivalent; "

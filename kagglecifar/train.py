@@ -72,6 +72,7 @@ class Progress:
     best_epoch: int | None = None
     epochs_without_improvement: int = 0
     elapsed: float = 0.0  # training seconds over all sessions
+    warmup_seconds: float = 0.0  # the first step with --compile (compiling), left out of the epoch's seconds
     partial: dict = field(default_factory=dict)  # running sums of the current epoch
     metrics: list = field(default_factory=list)
 
@@ -246,6 +247,11 @@ class Training:
             loss.backward()
             self.optimizer.step()
             p.step, p.epoch_step = p.step + 1, p.epoch_step + 1
+            if p.step == 1 and self.config.session.compile:  # time compiling apart, as the speed records do
+                if self.cuda:
+                    torch.cuda.synchronize()
+                p.warmup_seconds = time.monotonic() - epoch_started
+                epoch_started = time.monotonic()
             if self.lookahead:
                 self.lookahead.step(p.step, steps * recipe.epochs)
                 if p.step == steps * recipe.epochs:
@@ -353,5 +359,6 @@ class Training:
         result = TrainResult(self.run_dir, p.best_val_accuracy, p.best_epoch, p.epoch,
                              time.monotonic() - self.started, reason)
         if main:
-            rundir.write_result(self.run_dir, {**asdict(result), "run_dir": str(self.run_dir)})
+            rundir.write_result(self.run_dir, {**asdict(result), "run_dir": str(self.run_dir),
+                                               "warmup_seconds": p.warmup_seconds})
         return result

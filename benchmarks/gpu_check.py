@@ -1,0 +1,139 @@
+"""GPU acceptance in one command: `python benchmarks/gpu_check.py --data-dir DATA` (or `make gpu-check`).
+
+On a CUDA machine it
+  1. checks the CUDA-only paths against the CPU: bf16 autocast and channels_last (outputs close to fp32),
+     torch.compile (same outputs), pinned-memory copies, and the batched augmentation on the GPU (pixel-equal
+     to the same engine on the CPU for the same seed);
+  2. trains each GPU preset (fast, fast96, gpu) for --seeds seeds through `kagglecifar train`, recording
+     validation accuracy (none / flip / translate TTA via `kagglecifar evaluate`) and training seconds
+     (compile warm-up excluded: the first epoch's first steps are timed apart, see train.py);
+  3. times `kagglecifar predict` over the test cache with each TTA mode;
+and writes one JSON (results/gpu_check.json by default) with the device name. Without CUDA it says so and
+exits 1: these figures only come from a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+PRESETS = ("fast", "fast96", "gpu")
+
+
+def check_cuda_paths() -> dict:
+    """Each CUDA-only path against its CPU/fp32 reference; returns {check: {"ok": bool, ...}}."""
+    import torch
+
+    from kagglecifar import models
+    from kagglecifar.augment import build_pipeline
+    from kagglecifar.batch_augment import compile_pipeline
+
+    checks = {}
+    torch.manual_seed(0)
+    model = models.create_model("airbench94", num_classes=10, width=0.5).cuda().eval()
+    images = torch.randint(0, 256, (256, 32, 32, 3), dtype=torch.uint8)
+    model.init_from_data(images)
+    x = images.permute(0, 3, 1, 2).float().div(255).cuda()
+    with torch.no_grad():
+        reference = model(x).float()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            bf16 = model(x.contiguous(memory_format=torch.channels_last)).float()
+        compiled = torch.compile(model)(x).float()
+    agree = (bf16.argmax(1) == reference.argmax(1)).float().mean().item()
+    checks["bf16_channels_last"] = {"ok": agree > 0.95, "top1_agreement": agree}
+    diff = (compiled - reference).abs().max().item()
+    checks["compile"] = {"ok": diff < 1e-3, "max_abs_diff": diff}
+    pinned = images.pin_memory()
+    checks["pinned_copy"] = {"ok": torch.equal(pinned.cuda(non_blocking=True).cpu(), images)}
+    for preset in ("standard", "cutout", "strong"):
+        engine = compile_pipeline(build_pipeline(preset))
+        if isinstance(engine, str):
+            checks[f"batched_{preset}"] = {"ok": False, "fallback": engine}
+            continue
+        on_gpu = engine(images.cuda(), (0, 1, 2)).cpu()
+        on_cpu = engine(images, (0, 1, 2))
+        same = torch.equal(on_gpu, on_cpu)
+        checks[f"batched_{preset}"] = {"ok": same, "mismatched_pixels": int((on_gpu != on_cpu).sum())}
+    return checks
+
+
+def kagglecifar(*args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "kagglecifar", *map(str, args)], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"gpu_check: `kagglecifar {' '.join(map(str, args))}` failed:\n{done.stderr[-3000:]}")
+    return done
+
+
+def train_presets(data_dir: Path, runs: Path, presets, seeds: int) -> dict:
+    from kagglecifar.evaluate import read_evaluation
+    from kagglecifar.rundir import read_metrics, read_result
+
+    results = {}
+    for preset in presets:
+        rows = []
+        for seed in range(seeds):
+            name = f"{preset}-seed{seed}"
+            kagglecifar("train", "--preset", preset, "--seed", seed, "--name", name, "--data-dir", data_dir,
+                        "--runs-dir", runs)
+            kagglecifar("evaluate", runs / name, "--data-dir", data_dir, "--tta", "flip", "--tta", "translate")
+            metrics, result = read_metrics(runs / name), read_result(runs / name)
+            evaluation = read_evaluation(runs / name)
+            rows.append({"seed": seed, "train_seconds": sum(m["seconds"] for m in metrics),
+                         "warmup_seconds": result.get("warmup_seconds"), "wall_seconds": result.get("seconds"),
+                         "val_accuracy": evaluation.get("accuracy", {})})
+        summary = {}
+        for mode in ("none", "flip", "translate"):
+            values = [r["val_accuracy"][mode] for r in rows if mode in r["val_accuracy"]]
+            if values:
+                summary[mode] = {"mean": statistics.mean(values), "stdev": statistics.pstdev(values),
+                                 "min": min(values), "max": max(values)}
+        seconds = [r["train_seconds"] for r in rows]
+        results[preset] = {"runs": rows, "accuracy": summary,
+                           "train_seconds": {"mean": statistics.mean(seconds), "max": max(seconds)}}
+        print(f"{preset}: {summary.get('translate', summary.get('flip', {})).get('mean', 0):.2%} "
+              f"(n={seeds}), {statistics.mean(seconds):.1f} s training", flush=True)
+    return results
+
+
+def time_predict(data_dir: Path, run: Path, out: Path) -> dict:
+    timings = {}
+    for mode in ("none", "flip", "translate", "shift"):
+        started = time.perf_counter()
+        kagglecifar("predict", run, "--data-dir", data_dir, "--tta", mode, "--out", out / f"{mode}.csv", "--force")
+        timings[mode] = round(time.perf_counter() - started, 2)
+        print(f"predict --tta {mode}: {timings[mode]} s", flush=True)
+    return timings
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, required=True, help="a data folder with train and test caches")
+    p.add_argument("--seeds", type=int, default=5, help="training runs per preset")
+    p.add_argument("--presets", default=",".join(PRESETS))
+    p.add_argument("--out", type=Path, default=common.RESULTS / "gpu_check.json")
+    args = p.parse_args()
+    import torch
+
+    if not torch.cuda.is_available():
+        sys.exit("gpu_check: no CUDA device here; these figures only come from a GPU")
+    report = {"machine": common.machine_info(), "command": " ".join(sys.argv), "checks": check_cuda_paths()}
+    print(json.dumps(report["checks"], indent=1), flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        runs = Path(scratch) / "runs"
+        report["presets"] = train_presets(args.data_dir, runs, args.presets.split(","), args.seeds)
+        report["predict_seconds"] = time_predict(args.data_dir, runs / f"{args.presets.split(',')[0]}-seed0",
+                                                 Path(scratch))
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"gpu_check: wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
