@@ -158,9 +158,10 @@ def _build_train_command():
                           default=typer.Argument(None, metavar="MODEL", help="Model to train (see `kagglecifar "
                                                  "models`; default: the preset's).")),
         inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-                          default=typer.Option(None, "--preset", metavar="NAME", help="Base recipe: gpu (ResNet-18, 40 epochs) or "
-                                               "cpu (minutes on a laptop); kagglecifar/presets/NAME.yaml. "
-                                               "Default: gpu with CUDA, else cpu.")),
+                          default=typer.Option(None, "--preset", metavar="NAME", help="Base recipe, one of "
+                                               "kagglecifar/presets/NAME.yaml: gpu (ResNet-18), fast (airbench94), "
+                                               "fast96 (airbench96), cpu (minutes on a laptop). Default: gpu with "
+                                               "CUDA, else cpu.")),
         inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                           default=typer.Option(None, "--config", metavar="FILE", help="A recipe file (YAML/JSON), "
                                                "e.g. a run's config.yaml; overrides the preset.")),
