@@ -1,20 +1,27 @@
-"""Input pipeline: augmented batches/s of kagglecifar's loader against a plain torchvision DataLoader.
+"""Input pipeline: augmented batches/s of kagglecifar's loaders against a plain torchvision DataLoader.
 
     python benchmarks/bench_loader.py                                  # train cache of the full-size replica
+    python benchmarks/bench_loader.py --from-zip ../shared/data/cifar10/train.zip   # the same images, from JPEGs
     python benchmarks/bench_loader.py --data-dir bench-data/c2/small --batches 10
 
-Both produce the same thing, ready for a model: float NCHW batches in [0, 1], augmented with reflect-pad 4,
-random 32x32 crop and horizontal flip, in shuffled order.
+All produce the same thing, ready for a model: float NCHW batches in [0, 1] on the CPU, augmented with
+reflect-pad 4, random 32x32 crop and horizontal flip, in shuffled order.
     torchvision  PIL image per sample (as torchvision.datasets.CIFAR10 does), RandomCrop(32, padding=4,
                  padding_mode="reflect"), RandomHorizontalFlip, ToTensor, default collate
     ours         kagglecifar.data.TrainLoader: uint8 array in memory, albumentations per batch in workers,
                  uint8 batches made float NCHW by to_model_input (on the GPU when training there)
-    ours-none    the same without augmentation: slices of one in-memory tensor (the ceiling)
+    batched      kagglecifar.device_loader.DeviceLoader: the same albumentations pipeline compiled by
+                 batch_augment into per-sample-random tensor ops on the whole batch (no workers; on a GPU
+                 this runs there)
+    ours-none    slices of one in-memory tensor without augmentation (the ceiling)
 at 0 and 2 worker processes. The clock starts when the first batch arrives (worker start-up excluded).
+A second pipeline, `heavy` (the standard one + CoarseDropout 8x8 p=0.5 + ColorJitter 0.2/0.2/0.2 hue 0
+p=0.5), is timed with albumentations workers and batched, side by side.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +36,32 @@ import common  # noqa: E402
 def train_cache(data_dir: Path | None) -> Path:
     """A data folder with a train cache: the one given, or the full-size replica's (built once)."""
     return data_dir or common.replica_data()
+
+
+def zip_images(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every JPEG of a zip (the shared train.zip), decoded to uint8 RGB; labels are not needed here."""
+    import zipfile
+
+    import cv2
+
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith(".jpg")]
+        images = np.stack([cv2.cvtColor(cv2.imdecode(np.frombuffer(archive.read(n), np.uint8), cv2.IMREAD_COLOR),
+                                        cv2.COLOR_BGR2RGB) for n in names])
+    return images, np.zeros(len(images), np.int64)
+
+
+def heavy_pipeline_file(folder: Path) -> Path:
+    """The `heavy` pipeline saved as a file, as a user would pass it to --augment."""
+    import albumentations as A
+
+    from kagglecifar.augment import build_pipeline
+
+    path = folder / "heavy.yaml"
+    A.save(A.Compose(list(build_pipeline("standard").transforms) + [
+        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(8, 8), hole_width_range=(8, 8), fill=0, p=0.5),
+        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0, p=0.5)]), str(path), data_format="yaml")
+    return path
 
 
 class TorchvisionLoader:
@@ -87,37 +120,63 @@ def measure(loader, batches: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, help="a data folder with a train cache (default: built from the replica)")
+    p.add_argument("--from-zip", type=Path, help="decode the images from a zip of JPEGs instead (the shared train.zip)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--batches", type=int, default=100, help="batches timed per measurement")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     args = p.parse_args()
 
-    from kagglecifar.cache import load_split
-    from kagglecifar.data import TrainLoader
+    import tempfile
 
-    data_dir = train_cache(args.data_dir)
-    train = load_split(data_dir, "train", mmap=False)
-    images, labels = train.images[~train.bad], train.labels[~train.bad]
+    from kagglecifar.data import TrainLoader
+    from kagglecifar.device_loader import choose_loader
+
+    if args.from_zip:
+        data, (images, labels) = str(args.from_zip), zip_images(args.from_zip)
+    else:
+        from kagglecifar.cache import load_split
+
+        data_dir = train_cache(args.data_dir)
+        train = load_split(data_dir, "train", mmap=False)
+        data, images, labels = str(data_dir), train.images[~train.bad], train.labels[~train.bad]
+    folder = tempfile.TemporaryDirectory()
+    pipelines = {"standard": "standard", "heavy": str(heavy_pipeline_file(Path(folder.name)))}
+
+    def batched(augment):
+        loader, line = choose_loader(images, labels, augment=augment, batch_size=args.batch_size, seed=0)
+        assert "batched" in line, line
+        return loader
+
     rows = []
-    for workers in args.workers:
-        loaders = {
-            "torchvision": lambda: TorchvisionLoader(images, labels, args.batch_size, workers),
-            "ours": lambda: TrainLoader(images, labels, augment="standard", batch_size=args.batch_size, seed=0,
-                                        workers=workers),
-        }
-        if workers == 0:
-            loaders["ours-none"] = lambda: TrainLoader(images, labels, augment="none", batch_size=args.batch_size,
-                                                       seed=0)
-        for name, make in loaders.items():
-            row = {"loader": name, "workers": workers, **measure(make(), args.batches)}
-            print(row, file=sys.stderr, flush=True)
-            rows.append(row)
-    rate = {(r["loader"], r["workers"]): r["images_per_s"] for r in rows}
-    speedup = {f"workers={w}": round(rate[("ours", w)] / rate[("torchvision", w)], 2) for w in args.workers}
+    for pipeline, augment in pipelines.items():
+        for workers in args.workers:
+            loaders = {"ours": lambda: TrainLoader(images, labels, augment=augment, batch_size=args.batch_size,
+                                                   seed=0, workers=workers)}
+            if pipeline == "standard":
+                loaders["torchvision"] = lambda: TorchvisionLoader(images, labels, args.batch_size, workers)
+            if workers == 0:
+                loaders["batched"] = lambda: batched(augment)
+                if pipeline == "standard":
+                    loaders["ours-none"] = lambda: TrainLoader(images, labels, augment="none",
+                                                               batch_size=args.batch_size, seed=0)
+            for name, make in loaders.items():
+                row = {"pipeline": pipeline, "loader": name, "workers": workers, **measure(make(), args.batches)}
+                print(row, file=sys.stderr, flush=True)
+                rows.append(row)
+    rate = {(r["pipeline"], r["loader"], r["workers"]): r["images_per_s"] for r in rows}
+    speedup = {f"workers={w}": round(rate[("standard", "ours", w)] / rate[("standard", "torchvision", w)], 2)
+               for w in args.workers}
+    batched_speedup = {f"{p} vs ours workers={w}": round(rate[(p, "batched", 0)] / rate[(p, "ours", w)], 2)
+                       for p in pipelines for w in args.workers}
+    batched_speedup.update({f"standard vs torchvision workers={w}": round(
+        rate[("standard", "batched", 0)] / rate[("standard", "torchvision", w)], 2) for w in args.workers})
     common.write_result("input_pipeline", {
-        "data": str(data_dir), "images": len(images), "augmentation": "reflect-pad 4, random crop 32, h-flip",
+        "data": data, "images": len(images),
+        "pipelines": {"standard": "reflect-pad 4, random crop 32, h-flip",
+                      "heavy": "standard + CoarseDropout 8x8 p=0.5 + ColorJitter(0.2, 0.2, 0.2, hue=0) p=0.5"},
         "output": "float NCHW in [0, 1] on the CPU", "rows": rows, "speedup_ours_vs_torchvision": speedup,
-        "peak_rss_mb": round(common.peak_rss_mb()),
+        "speedup_batched": batched_speedup, "peak_rss_mb": round(common.peak_rss_mb()),
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }, " ".join(["python", "benchmarks/bench_loader.py", *sys.argv[1:]]))
 
 

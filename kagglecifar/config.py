@@ -50,19 +50,28 @@ class Recipe:
     batch_size: int = option(512, "Images per step (all processes together).",
                              (lambda v: v >= 2, "must be at least 2"))
     lr: float = option(0.2, "Peak learning rate.", POSITIVE)
-    optimizer: str = option("sgd", "sgd (Nesterov momentum 0.9) or adamw (then lr 2e-3 and weight decay 0.05 "
+    optimizer: str = option("sgd", "sgd (Nesterov momentum) or adamw (then lr 2e-3 and weight decay 0.05 "
                             "unless given).", choices=("sgd", "adamw"))
-    schedule: str = option("onecycle", "onecycle (linear warm-up, linear decay to 0) or cosine (warm-up, "
-                           "cosine decay to 0).", choices=("onecycle", "cosine"))
+    momentum: float = option(0.9, "SGD's Nesterov momentum.", UNIT_INTERVAL)
+    schedule: str = option("onecycle", "onecycle (linear warm-up, linear decay to 0), cosine (warm-up, cosine "
+                           "decay to 0) or triangle (airbench: 0.2x rising to 1x at 23% of the steps, down to "
+                           "0.07x; no warm-up).", choices=("onecycle", "cosine", "triangle"))
     warmup_epochs: float = option(2.0, "Linear learning-rate warm-up, in epochs.", AT_LEAST_0)
     weight_decay: float = option(5e-4, "Weight decay on weights (not on norms and biases).", AT_LEAST_0)
     label_smoothing: float = option(0.1, "Cross-entropy label smoothing.", UNIT_INTERVAL)
     ema: bool = option(False, "Keep an exponential moving average of the weights; it is what gets evaluated "
                        "and saved.")
     ema_decay: float = option(0.999, "EMA decay per step.", (lambda v: 0 < v < 1, "must be in (0, 1)"))
+    lookahead: bool = option(False, "airbench's Lookahead: every 5 steps pull the weights towards a slow copy "
+                             "(decay 0.95^5 x progress^3); the run ends on the slow weights.")
     augment: str = option("standard", "none, standard (pad-crop + flip), strong (+ cutout, affine, colour "
                           "jitter), or an albumentations pipeline saved with A.save (.json/.yaml).",
                           metavar="PRESET|FILE")
+    batched_augment: bool = option(True, "Run the augmentation as per-sample-random tensor ops on the training "
+                                   "device, a batch at a time, when every transform has a batched equivalent; "
+                                   "otherwise albumentations in CPU workers (said in one line).")
+    alternate_flip: bool = option(False, "airbench's flips: each image gets one random flip, mirrored every "
+                                  "other epoch, instead of a fresh coin per epoch (batched only).")
     val_fraction: float = option(0.1, "Stratified validation share of the train images; 0 trains on all.",
                                  (lambda v: 0 <= v < 1, "must be in [0, 1) (0 = train on everything)"))
     seed: int = option(0, "Seeds the split, initialisation, data order and augmentation.")
@@ -161,19 +170,24 @@ def preset_values(name: str) -> dict:
     return read_recipe_file(path)
 
 
-def read_recipe_file(path: Path) -> dict:
-    """Flat key -> value from a YAML/JSON recipe file (sections `recipe:`/`session:` or flat keys)."""
+def read_yaml_or_json(path: Path, where: str, what: str):
+    """The data of a YAML file (JSON when it ends in .json), or one line naming `where` and the problem."""
     import yaml
 
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        text = Path(path).read_text(encoding="utf-8")
+        return json.loads(text) if Path(path).suffix.lower() == ".json" else yaml.safe_load(text)
     except FileNotFoundError:
-        raise KaggleCifarError(f"--config {path}: no such recipe file") from None
+        raise KaggleCifarError(f"{where}: no such {what} file") from None
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise KaggleCifarError(f"--config {path}: not a readable YAML/JSON recipe ({first})") from None
+        raise KaggleCifarError(f"{where}: not a readable YAML/JSON {what} ({first})") from None
+
+
+def read_recipe_file(path: Path) -> dict:
+    """Flat key -> value from a YAML/JSON recipe file (sections `recipe:`/`session:` or flat keys)."""
+    path = Path(path)
+    data = read_yaml_or_json(path, f"--config {path}", "recipe")
     if data is None:
         return {}
     if not isinstance(data, dict):

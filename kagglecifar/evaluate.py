@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import write_text_atomic
 from kagglecifar.formatting import table
 from kagglecifar.predict import predict_images
-from kagglecifar.rundir import write_figure
+from kagglecifar.rundir import is_run, write_figure
 from kagglecifar.runtime import resolve_device
 from kagglecifar.tta import TTA_VIEWS, check_tta_mode
 
@@ -69,6 +70,7 @@ class EvalReport:
     super_class_of: list[int] | None = None  # per class: its index in super_classes
     confusion_paths: dict[str, Path] = field(default_factory=dict)
     csv_path: Path | None = None
+    record_path: Path | None = None  # the run's evaluation.json
 
     # The validation split's numbers, as callers have read them all along.
     @property
@@ -221,7 +223,35 @@ def evaluate(run: Path, data_dir: Path, tta_modes=("flip", "shift"), *, test: bo
     report.csv_path = write_text_atomic(path.parent / PER_CLASS_CSV, report.csv_text())
     if report.super_class_of is not None:
         write_text_atomic(path.parent / PER_SUPERCLASS_CSV, report.csv_text(super_classes=True))
+    if path.name == "best.pt" and is_run(path.parent) and "validation" in report.splits:
+        report.record_path = _record(report, ckpt)
     return report
+
+
+EVALUATION = "evaluation.json"
+
+
+def read_evaluation(run_dir: Path) -> dict:
+    """A run's evaluation.json (what `compare` reads), {} when it has none."""
+    try:
+        return json.loads((Path(run_dir) / EVALUATION).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _record(report: EvalReport, ckpt: dict) -> Path:
+    """evaluation.json: validation accuracy overall and per class for each TTA mode (modes evaluated earlier on
+    the same checkpoint are kept) and the confusion counts of the mode with the most views."""
+    checkpoint = {"file": report.checkpoint.name, "epoch": ckpt.get("epoch"), "val_accuracy": ckpt.get("val_accuracy")}
+    previous = read_evaluation(report.checkpoint.parent)
+    kept = previous if previous.get("checkpoint") == checkpoint and previous.get("count") == report.count else {}
+    mode = report.largest_mode
+    record = {"checkpoint": checkpoint, "count": report.count, "classes": report.classes,
+              "accuracy": {**kept.get("accuracy", {}), **report.overall},
+              "per_class": {**kept.get("per_class", {}),
+                            **{m: [None if v != v else float(v) for v in a] for m, a in report.per_class.items()}},
+              "confusion": {"tta": mode, "counts": report.splits["validation"].counts[mode].tolist()}}
+    return write_text_atomic(report.checkpoint.parent / EVALUATION, json.dumps(record, indent=1) + "\n")
 
 
 def _to_checkpoint(path: Path, classes: list[str], split) -> np.ndarray:

@@ -13,15 +13,15 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from kagglecifar import checkpoint, rundir
+from kagglecifar import checkpoint, provenance, rundir
 from kagglecifar.cache.sources import COMPETITION, cache_format
 from kagglecifar.config import make_config, preset_names, preset_values
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.files import atomic_path, write_text_atomic
+from kagglecifar.files import atomic_path
 from kagglecifar.formatting import duration
 
 # What each preset gives. cpu: measured with `kagglecifar run --preset cpu` on the full replica, 2 CPU cores
@@ -263,7 +263,7 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
 
     stage("predict", predict_stage)
 
-    record = out.with_name(out.stem + ".submitted.json")
+    record = provenance.record_path(out)
 
     def submit_stage() -> tuple[str, bool]:
         if not submit and not out.is_file():
@@ -275,9 +275,7 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
             return f"{out.name} was already submitted: {previous.get('status')}, score {previous.get('public_score')}", False
         text = message or f"kagglecifar {name}, TTA {tta}"
         result = submission.submit(out, text, competition, data_dir=data_dir, wait=wait)
-        write_text_atomic(record, json.dumps({**asdict(result), "message": text, "competition": competition,
-                                              "run": str(run_dir), "date": time.strftime("%Y-%m-%d %H:%M:%S")},
-                                             indent=2) + "\n")
+        provenance.record_submission(out, result, text, competition, runs=[run_dir])
         score = f"public score {result.public_score}" if result.public_score is not None else result.status
         return f"{out.name}: {score}", True
 

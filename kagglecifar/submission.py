@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kagglecifar import competition
-from kagglecifar.cache import is_complete, read_manifest
+from kagglecifar.competition import submission_classes
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_output
 
@@ -236,26 +235,19 @@ def submit(csv_path: Path, message: str, competition: str, *, data_dir: Path = P
            timeout: float = 600.0):
     """Check csv_path against data_dir's sampleSubmission.csv and class names, then upload it and wait up to
     `timeout` seconds for its public score: an invalid file raises KaggleCifarError before anything is sent."""
-    from kagglecifar import kaggle_io
+    from kagglecifar import kaggle_io, provenance
     from kagglecifar.cache.sources import COMPETITION, cache_format
+    from kagglecifar.progress import note
 
     built_from = cache_format(data_dir, "test") or cache_format(data_dir, "train")
     if built_from not in (None, COMPETITION):
         raise KaggleCifarError(f"{Path(data_dir) / 'cache'}: holds {built_from} data, not the {competition} "
                                f"competition's files; `submit` uploads to a Kaggle competition only, so "
                                f"{csv_path} stays here")
-    check_submission(csv_path, Path(data_dir) / "sampleSubmission.csv", _classes(data_dir))
-    return kaggle_io.upload_submission(csv_path, message, competition, wait=wait, timeout=timeout)
-
-
-def _classes(data_dir: Path) -> list[str]:
-    """The class names (sorted): from the train cache when built, else from trainLabels.csv."""
-    if is_complete(data_dir, "train"):
-        return list(read_manifest(data_dir, "train")["classes"])
-    path = Path(data_dir) / competition.LABELS_FILE
-    try:
-        return sorted(set(competition.read_labels(path).values()))
-    except FileNotFoundError:
-        raise KaggleCifarError(f"{path}: not found; run `kagglecifar fetch` first") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KaggleCifarError(f"{path}: unreadable ({exc})") from None
+    check_submission(csv_path, Path(data_dir) / "sampleSubmission.csv", submission_classes(data_dir))
+    result = kaggle_io.upload_submission(csv_path, message, competition, wait=wait, timeout=timeout)
+    try:  # CSV.submitted.json: the submission and the runs it came from (`compare` shows their scores)
+        provenance.record_submission(csv_path, result, message, competition)
+    except KaggleCifarError as exc:
+        note(f"submitted, but the record of it could not be written: {exc}")
+    return result

@@ -28,9 +28,11 @@ from kagglecifar import models, rundir, runtime
 from kagglecifar.cache import labelled_classes
 from kagglecifar.checkpoint import load_checkpoint, make_payload, save_checkpoint
 from kagglecifar.config import TrainConfig, check_config, resume_config as config_for_resume
-from kagglecifar.data import TrainLoader, load_train_data
+from kagglecifar.data import load_train_data
+from kagglecifar.device_loader import choose_loader
 from kagglecifar.ema import EMA
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.lookahead import Lookahead
 from kagglecifar.files import write_text_atomic
 from kagglecifar.formatting import duration
 from kagglecifar.models import to_model_input
@@ -46,7 +48,7 @@ class TrainResult:
     best_epoch: int | None
     epochs_run: int  # completed epochs, earlier sessions included
     seconds: float  # this session
-    stopped_reason: str  # completed | time_budget | early_stopping | interrupted
+    stopped_reason: str  # completed | time_budget | early_stopping | interrupted | pruned
 
     def line(self) -> str:
         if self.best_val_accuracy is not None:
@@ -82,24 +84,30 @@ def resume_config(run: str | Path, runs_dir: str | Path = "runs", **options) -> 
     return config
 
 
-def train(config: TrainConfig, make_loader=None) -> TrainResult:
+def train(config: TrainConfig, make_loader=None, on_epoch=None) -> TrainResult:
     """Train as configured (continuing config.session.resume if set) and write the run folder.
 
     make_loader(train_images, train_labels, config) -> an object with len() batches per epoch and
     .epoch(epoch, start) yielding (images, labels) replaces the default loader (benchmarks use it to
     compare input pipelines; single process only). Images may be uint8 NHWC or float NCHW.
+
+    on_epoch(metrics_row) -> bool is called once each epoch's row, best.pt and last.pt are written
+    (single process only); True stops the run there, stopped_reason "pruned" (`tune` prunes through it).
     """
     check_config(config, resuming=bool(config.session.resume))
     device = runtime.resolve_device(config.session.device, int(os.environ.get("LOCAL_RANK", 0)))
     with runtime.distributed(device, config.recipe.batch_size) as (rank, world):
-        return Training(config, device, rank, world, make_loader).run()
+        return Training(config, device, rank, world, make_loader, on_epoch).run()
 
 
 class Training:
     """One session of a run: the state the loop needs, set up from the config (and last.pt when resuming)."""
 
-    def __init__(self, config: TrainConfig, device: torch.device, rank: int, world: int, make_loader):
-        self.started = time.monotonic()
+    def __init__(self, config: TrainConfig, device: torch.device, rank: int, world: int, make_loader,
+                 on_epoch=None):
+        if on_epoch is not None and world > 1:
+            raise ValueError("an on_epoch hook is single-process only")
+        self.started, self.on_epoch = time.monotonic(), on_epoch
         self.config, self.recipe, self.device, self.rank, self.world = config, config.recipe, device, rank, world
         self.main, self.cuda = rank == 0, device.type == "cuda"
         if self.cuda:
@@ -109,11 +117,14 @@ class Training:
         resumed = load_checkpoint(Path(session.resume) / "last.pt") if session.resume else None
         # The model first: an unknown model or a missing cache fails before the slow data load.
         self.classes = labelled_classes(Path(session.data_dir), "train")  # models get len(classes) outputs
-        self._build_model(resumed)
+        self.model = self._build_model()
         self.data = load_train_data(Path(session.data_dir), self.recipe.val_fraction, self.recipe.seed)
         if len(self.data.train_labels) < world * 2:
             raise KaggleCifarError(f"{session.data_dir}: only {len(self.data.train_labels)} usable training images")
         self._note_unvalidated_classes()
+        if hasattr(self.model, "init_from_data") and not resumed:  # e.g. airbench's whitening stem
+            self.model.init_from_data(torch.from_numpy(self.data.train_images))
+        self._training_state(resumed)
         self.loader = self._make_loader(make_loader)
         self.run_dir = self._run_dir(resumed is not None)
         if resumed:
@@ -128,14 +139,17 @@ class Training:
         bf16 = self.cuda and self.recipe.amp
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
-    def _build_model(self, resumed: dict | None) -> None:
+    def _build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.recipe.seed)
-        self.model = models.create_model(self.recipe.model, num_classes=len(self.classes),
-                                         **self.config.model_kwargs())
+        model = models.create_model(self.recipe.model, num_classes=len(self.classes), **self.config.model_kwargs())
         channels_last = self.cuda and self.recipe.channels_last
-        self.model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        return model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+
+    def _training_state(self, resumed: dict | None) -> None:
+        """EMA, lookahead, optimizer and progress: fresh, or as last.pt left them."""
         self.ema = EMA(self.model, self.recipe.ema_decay) if self.recipe.ema else None
         self.eval_model = self.ema.module if self.ema else self.model
+        self.lookahead = Lookahead(self.model) if self.recipe.lookahead else None
         self.optimizer = make_optimizer(self.model, self.recipe)
         self.progress = Progress()
         if not resumed:
@@ -147,6 +161,8 @@ class Training:
         self.model.load_state_dict(state.get("model_state", resumed["state_dict"]))
         if self.ema:
             self.ema.load_state_dict(resumed["state_dict"])
+        if self.lookahead:
+            self.lookahead.load_state_dict(state["lookahead"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
 
@@ -167,9 +183,13 @@ class Training:
         workers = self.config.session.workers
         if workers is None:
             workers = min(8, os.cpu_count() or 1) if self.cuda else 0
-        return TrainLoader(self.data.train_images, self.data.train_labels, augment=self.recipe.augment,
-                           batch_size=self.recipe.batch_size // self.world, seed=self.recipe.seed, workers=workers,
-                           device=self.device, rank=self.rank, world_size=self.world)
+        loader, line = choose_loader(self.data.train_images, self.data.train_labels, augment=self.recipe.augment,
+                                     batch_size=self.recipe.batch_size // self.world, seed=self.recipe.seed,
+                                     device=self.device, workers=workers, rank=self.rank, world_size=self.world,
+                                     alternate_flip=self.recipe.alternate_flip, batched=self.recipe.batched_augment)
+        if self.main:
+            note(line)
+        return loader
 
     def _run_dir(self, resuming: bool) -> Path:
         """The resumed run's folder, or a new one (rank 0 creates it and tells the others its name)."""
@@ -212,6 +232,8 @@ class Training:
         correct = torch.tensor(sums["correct"], device=self.device, dtype=torch.int64)
         count, steps, reason = sums["count"], len(self.loader), "completed"
         self.model.train()
+        if hasattr(self.model, "start_epoch"):  # e.g. airbench freezes its whitening bias after a few epochs
+            self.model.start_epoch(p.epoch)
         bar = progress_bar(steps, f"epoch {p.epoch + 1}/{recipe.epochs}", "batch", enabled=self.main,
                            initial=p.epoch_step)
         for images, labels in self.loader.epoch(p.epoch, p.epoch_step):
@@ -223,12 +245,16 @@ class Training:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            p.step, p.epoch_step = p.step + 1, p.epoch_step + 1
+            if self.lookahead:
+                self.lookahead.step(p.step, steps * recipe.epochs)
+                if p.step == steps * recipe.epochs:
+                    self.lookahead.finish()  # the run ends on the slow weights
             if self.ema:
-                self.ema.update(p.step)
+                self.ema.update(p.step - 1)
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             count += len(y)
-            p.step, p.epoch_step = p.step + 1, p.epoch_step + 1
             bar.update(1)
             reason = stop.check(self.world, p.step)
             if reason != "completed" and p.epoch_step < steps:
@@ -242,7 +268,8 @@ class Training:
         return reason
 
     def end_epoch(self, reason: str) -> str:
-        """Validation, a metrics row, best.pt when better, last.pt; returns the stop reason (early stopping)."""
+        """Validation, a metrics row, best.pt when better, last.pt; returns the stop reason (early stopping,
+        or pruned when the on_epoch hook says stop)."""
         p = self.progress
         loss, correct, count = runtime.all_reduce([p.partial["loss"], p.partial["correct"], p.partial["count"]],
                                                   self.world)
@@ -270,6 +297,8 @@ class Training:
         if self.main:
             rundir.write_metrics(self.run_dir, p.metrics)
         self.save_last()
+        if self.on_epoch is not None and self.on_epoch(dict(row)) and reason == "completed":
+            reason = "pruned"
         return reason
 
     def validate(self) -> tuple[float | None, float | None]:
@@ -303,6 +332,8 @@ class Training:
                  "progress": asdict(self.progress), "world_size": self.world}
         if self.ema:
             state["model_state"] = self.model.state_dict()
+        if self.lookahead:
+            state["lookahead"] = self.lookahead.state_dict()
         metrics = self.progress.metrics
         save_checkpoint(self.payload(metrics[-1]["val_acc"] if metrics else None, state), self.run_dir / "last.pt")
 

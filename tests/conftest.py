@@ -21,3 +21,14 @@ def run_cli(capsys):
         return code, out, err
 
     return invoke
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two threads on a busy two-core machine are ten times slower than one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,10 +1,14 @@
 """build_cache on tiny competition-style archives made here: pixels, ids, labels, odd PNGs, failures, reruns."""
+import _thread
 import errno
 import io
 import lzma
 import os
+import re
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,8 +17,9 @@ import pytest
 from PIL import Image
 
 from kagglecifar import cache
-from kagglecifar.cache import archive, build, decode, is_complete, load_split, read_manifest
+from kagglecifar.cache import archive, decode, is_complete, load_split, read_manifest, store
 from kagglecifar.cache.build import build_cache
+from kagglecifar.competition import CIFAR10_CLASSES
 from kagglecifar.errors import KaggleCifarError
 
 CLASSES = ["cat", "dog", "frog"]
@@ -114,15 +119,15 @@ def test_builds_both_splits_with_exact_pixels_ids_labels_and_bad_rows(download):
     summary = build_cache(download["src"], download["data"], workers=1)  # one decoding thread
 
     train = load_split(download["data"], "train")
-    assert train.classes == CLASSES
+    assert train.classes == CIFAR10_CLASSES  # the competition's, whichever the labels use
     assert train.ids.tolist() == list(range(1, N_TRAIN + 1))
     assert np.array_equal(train.images, download["train"])  # RGB, row i = id i + 1
-    assert [CLASSES[i] for i in train.labels] == download["labels"]
+    assert [CIFAR10_CLASSES[i] for i in train.labels] == download["labels"]
     assert not train.bad.any()
 
     test = load_split(download["data"], "test")
     assert test.ids.tolist() == sorted(download["test_members"])
-    assert test.classes == CLASSES  # taken from trainLabels.csv
+    assert test.classes == CIFAR10_CLASSES
     row = {int(i): r for r, i in enumerate(test.ids)}
     for image_id, pixels in download["test"].items():
         assert np.array_equal(test.images[row[image_id]], pixels), f"test id {image_id}"
@@ -160,10 +165,15 @@ def test_up_to_date_split_is_skipped_and_rebuilt_when_forced_or_changed(download
 
     labels = download["src"] / "trainLabels.csv"
     labels.write_text(labels.read_text().replace(",frog", ",toad"))  # same ids, new label names
-    rebuilt = build_cache(download["src"], download["data"])
+    rebuilt = build_cache(download["src"], download["data"], classes=["toad", "dog", "cat"])
     assert not rebuilt.splits["train"].skipped and not rebuilt.splits["test"].skipped
-    assert load_split(download["data"], "train").classes == ["cat", "dog", "toad"]
-    assert read_manifest(download["data"], "test")["classes"] == ["cat", "dog", "toad"]
+    train = load_split(download["data"], "train")
+    assert train.classes == ["toad", "dog", "cat"]  # as given: the order fixes the label indices
+    assert [train.classes[i] for i in train.labels] == [lab.replace("frog", "toad") for lab in download["labels"]]
+    assert read_manifest(download["data"], "test")["classes"] == ["toad", "dog", "cat"]
+
+    other_order = build_cache(download["src"], download["data"], classes=["cat", "dog", "toad"])
+    assert not other_order.splits["train"].skipped
 
 
 def test_labels_that_do_not_match_the_images_are_refused(download):
@@ -261,14 +271,14 @@ def test_run_killed_while_decoding_leaves_nothing_complete_and_next_run_cleans_u
 
 
 def test_images_file_lost_while_building_leaves_nothing_complete(download, monkeypatch):
-    reserve = build._reserve_disk_space
+    reserve = store.reserve_disk_space
 
-    def reserve_then_lose_file(path):
-        reserve(path)
-        path.unlink()
+    def reserve_then_lose_file(fd):
+        reserve(fd)
+        next((download["data"] / "cache").glob(".test.partial-*/images.npy")).unlink()
 
-    monkeypatch.setattr(build, "_reserve_disk_space", reserve_then_lose_file)
-    with pytest.raises(FileNotFoundError, match="images.npy"):
+    monkeypatch.setattr(store, "reserve_disk_space", reserve_then_lose_file)
+    with pytest.raises(KaggleCifarError, match=r"images.npy: removed before it was complete while building the test"):
         build_cache(download["src"], download["data"], splits=("test",), workers=1)
     assert not is_complete(download["data"], "test")
     assert not list((download["data"] / "cache").glob(".test.*"))
@@ -325,3 +335,118 @@ def test_members_cut_across_decompressed_chunks_come_out_whole(download, monkeyp
     assert np.array_equal(again.images, expected.images) and np.array_equal(again.bad, expected.bad)
     for image_id, data in download["test_members"].items():
         assert (download["data"] / "test" / f"{image_id}.png").read_bytes() == data
+
+
+# ---- what a careful new user tried (issue 10): real causes, one line, nothing left behind
+
+
+@pytest.mark.parametrize("label", ["unicorn", "Cat"])
+def test_a_label_outside_the_classes_is_an_error_unless_the_classes_are_given(download, label):
+    labels = download["src"] / "trainLabels.csv"
+    rows = labels.read_text().splitlines()
+    rows[3] = f"3,{label}"
+    labels.write_text("\n".join(rows) + "\n")
+    with pytest.raises(KaggleCifarError, match=rf"trainLabels.csv: line 4: '{label}' is not a CIFAR-10 class"):
+        build_cache(download["src"], download["data"])
+    assert not is_complete(download["data"], "train") and not is_complete(download["data"], "test")
+
+    classes = ["cat", "dog", "frog", label]
+    build_cache(download["src"], download["data"], classes=classes)
+    train = load_split(download["data"], "train")
+    assert train.classes == classes and classes[train.labels[2]] == label
+    assert read_manifest(download["data"], "test")["classes"] == classes
+
+
+@pytest.mark.parametrize("download", ["lzma2", "bcj+lzma2"], indirect=True)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_full_disk_while_writing_pngs_is_reported_as_a_full_disk(download, monkeypatch, workers):
+    write_bytes = Path.write_bytes
+
+    def full(path, data):
+        if path.parent.name.startswith(".test.png-partial-") and path.name == "9.png":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return write_bytes(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(KaggleCifarError) as err:
+        build_cache(download["src"], download["data"], keep_png=True, workers=workers)
+    message = str(err.value)
+    assert "9.png: no space left on device while building the test cache; free some space" in message
+    assert "damaged" not in message and "fetch" not in message
+    assert not is_complete(download["data"], "test") and not (download["data"] / "test").exists()
+    assert not list(download["data"].glob(".test.*")) and not list((download["data"] / "cache").glob(".test.*"))
+
+
+@pytest.mark.parametrize("downloaded", [True, False])
+def test_damaged_archive_advice_depends_on_where_the_archive_came_from(download, downloaded):
+    archive_path = download["src"] / "test.7z"
+    data = bytearray(archive_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive_path.write_bytes(bytes(data))
+    with pytest.raises(KaggleCifarError) as err:
+        build_cache(download["src"], download["data"], splits=("test",), downloaded=downloaded)
+    message = str(err.value)
+    assert "test.7z: damaged or truncated 7z archive" in message
+    if downloaded:
+        assert message.endswith("download it again with `kagglecifar fetch --force`")
+    else:  # the user's own folder (--from-dir): --force would download over it
+        assert "fetch" not in message and message.endswith("replace it with a complete copy of the competition's file")
+
+
+def test_read_only_data_folder_is_one_line_naming_it(download, monkeypatch):
+    data, mkdir = download["data"], Path.mkdir
+
+    def read_only(path, *args, **kwargs):  # as root, chmod would not stop us: make the file system say no
+        if path == data or data in path.parents:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(KaggleCifarError, match=rf"^{re.escape(str(data))}\S*: cannot write there \(Read-only file "
+                                               r"system\) while building the \w+ cache; make the data folder writable"):
+        build_cache(download["src"], data)
+
+
+def test_ctrl_c_stops_every_thread_and_removes_what_was_begun(download, monkeypatch):
+    real = decode.decode_batch
+
+    def interrupted(output, *batch):  # Ctrl-C arrives while a batch is being decoded
+        _thread.interrupt_main()
+        output.stopped.wait()  # set by the main thread once it has the KeyboardInterrupt
+        return real(output, *batch)
+
+    monkeypatch.setattr(decode, "decode_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(download["src"], download["data"], keep_png=True, workers=2)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("kagglecifar")]
+    assert not is_complete(download["data"], "test") and not is_complete(download["data"], "train")
+    assert sorted(p.name for p in download["data"].rglob("*")) == ["cache"]  # an empty folder of ours
+
+
+KILLED_FETCH = """
+import sys, threading
+from kagglecifar.cache import decode
+from kagglecifar.cache.build import build_cache
+
+def stuck(*batch):
+    print("decoding", flush=True)
+    threading.Event().wait()
+
+decode.decode_batch = stuck
+build_cache(sys.argv[1], sys.argv[2], workers=1)
+"""
+
+
+def test_nothing_outlives_a_fetch_killed_with_sigkill(download):
+    psutil = pytest.importorskip("psutil")
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_FETCH, str(download["src"]), str(download["data"])],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert proc.stdout.readline() == "decoding\n"  # busy: archives open, threads decoding
+        started = psutil.Process(proc.pid).children(recursive=True)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+    assert not is_complete(download["data"], "test")

@@ -89,7 +89,7 @@ def test_no_credentials_says_where_to_put_them(run_cli, fake, tmp_path, monkeypa
     monkeypatch.delenv("KAGGLE_KEY")
     code, out, err = fetch(run_cli, fake, tmp_path / "data")
     assert code == 1
-    assert f"no Kaggle credentials: save your API token file" in err
+    assert "no Kaggle credentials: save your API token file" in err
     assert f"as {tmp_path / 'home' / '.kaggle' / 'kaggle.json'} and chmod 600 it" in err
     assert "KAGGLE_USERNAME and KAGGLE_KEY" in err and fake.requests == []
 

@@ -30,6 +30,7 @@ def test_run_goes_through_every_stage_then_skips_them_all(run_cli, tmp_path, mon
         record = json.loads(csv.with_name("simplecnn-cpu-flip.submitted.json").read_text())
         expected = sum(label == solution[i] for i, label in zip(rows["id"], rows["label"])) / 40
         assert record["public_score"] == pytest.approx(expected, abs=1e-5)
+        assert record["runs"] == [str((tmp_path / "runs" / "simplecnn-cpu").resolve())]  # what `compare` reads
         assert (tmp_path / "runs" / "simplecnn-cpu" / "best.pt").is_file()
 
         code, out, err = run_cli("run", "--preset", "cpu")

@@ -218,3 +218,29 @@ def test_evaluate_needs_a_validation_split(tmp_path, run_cli):
     write_split(tmp_path / "data", "train", images(4), [1, 2, 3, 4], CLASSES, labels=[0, 1, 2, 3])
     code, _, err = run_cli("evaluate", run, "--data-dir", tmp_path / "data")
     assert code == 1 and "no validation split" in err and "best.pt" in err
+
+
+def test_translate_views_are_airbench_s_weighted_one_pixel_shifts():
+    from kagglecifar.tta import MODES
+
+    x = torch.rand(2, 3, 32, 32)
+    views = list(tta_views(x, "translate"))
+    assert len(views) == 6 and torch.equal(views[1], x.flip(3))
+    assert torch.equal(views[2][:, :, 1:, 1:], x[:, :, :31, :31])  # content moves 1 px down-right
+    assert torch.equal(views[4][:, :, :31, :31], x[:, :, 1:, 1:])  # and 1 px up-left
+    assert torch.equal(views[3], views[2].flip(3)) and torch.equal(views[5], views[4].flip(3))
+    for mode, weights in MODES.items():
+        assert sum(weights.values()) == pytest.approx(1.0), mode
+    assert list(MODES["translate"].values()) == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+
+
+def test_modes_asked_together_give_what_each_gives_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4)).eval()
+    images = np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    modes = ["none", "flip", "shift", "translate"]
+    together = predict_images([(model, 1.0)], images, modes, 4, batch_size=3, progress=False)
+    for mode in modes:
+        alone = predict_images([(model, 1.0)], images, [mode], 4, batch_size=3, progress=False)[mode]
+        np.testing.assert_allclose(together[mode], alone, rtol=1e-6)
+        np.testing.assert_allclose(alone.sum(axis=1), 1.0, rtol=1e-5)

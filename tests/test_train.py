@@ -14,6 +14,7 @@ from kagglecifar import cache, models
 from kagglecifar.checkpoint import build_model, load_checkpoint
 from kagglecifar.config import make_config
 from kagglecifar.data import TrainLoader, load_train_data
+from kagglecifar.device_loader import choose_loader
 from kagglecifar.models import to_model_input
 from kagglecifar.train import resume_config, train
 
@@ -39,13 +40,7 @@ def data_dir(tmp_path_factory):
     return make_cache(tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two threads on a busy two-core machine are ten times slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_config(data_dir, runs_dir, **options):
@@ -174,7 +169,7 @@ def assert_same_run(run, expected):
     got, want = load_checkpoint(run / "last.pt"), load_checkpoint(expected / "last.pt")
     for key in want["state_dict"]:
         assert torch.equal(got["state_dict"][key], want["state_dict"][key]), key
-    for key in want["train_state"]["model_state"]:
+    for key in want["train_state"].get("model_state", {}):  # the raw weights when the saved ones are the EMA
         assert torch.equal(got["train_state"]["model_state"][key], want["train_state"]["model_state"][key]), key
     timing = ("images_per_s", "seconds")
     strip = lambda rows: [{k: v for k, v in row.items() if k not in timing} for row in rows]  # noqa: E731
@@ -182,16 +177,20 @@ def assert_same_run(run, expected):
     assert got["train_state"]["progress"]["step"] == want["train_state"]["progress"]["step"]
 
 
-class StoppingLoader(TrainLoader):
-    """The real loader, plus a stop at a chosen (epoch, batch): an exception (a kill) or a Ctrl-C."""
+class StoppingLoader:
+    """The loader train would choose, plus a stop at a chosen (epoch, batch): an exception (a kill) or a Ctrl-C."""
 
     def __init__(self, images, labels, config, at, action):
         recipe = config.recipe
-        super().__init__(images, labels, augment=recipe.augment, batch_size=recipe.batch_size, seed=recipe.seed)
+        self.loader, _ = choose_loader(images, labels, augment=recipe.augment, batch_size=recipe.batch_size,
+                                       seed=recipe.seed, alternate_flip=recipe.alternate_flip)
         self.at, self.action = at, action
 
+    def __len__(self):
+        return len(self.loader)
+
     def epoch(self, epoch, start=0):
-        for number, batch in enumerate(super().epoch(epoch, start), start=start):
+        for number, batch in enumerate(self.loader.epoch(epoch, start), start=start):
             if (epoch, number) == self.at:
                 self.action()
             yield batch
@@ -393,4 +392,23 @@ def test_an_unwritable_runs_folder_is_one_clear_line(data_dir, tmp_path, run_cli
         expected = str(runs)
     code, _, err = run_cli("train", "mlp", "--preset", "cpu", "--device", "cpu", "--epochs", "1",
                            "--data-dir", data_dir, "--runs-dir", runs)
-    assert code == 1 and len(err.strip().splitlines()) == 1 and expected in err, err
+    errors = [line for line in err.splitlines() if line.startswith("kagglecifar: error:")]
+    assert code == 1 and len(errors) == 1 and expected in errors[0] and err.strip().endswith(errors[0]), err
+
+
+# ---- the airbench recipe's parts in the trainer -----------------------------------------------------
+
+AIRBENCH = dict(model="airbench94", width=0.125, epochs=2, batch_size=32, lr=0.2, momentum=0.85, schedule="triangle",
+                lookahead=True, alternate_flip=True, label_smoothing=0.2, weight_decay=5e-4, augment="standard")
+
+
+def test_the_airbench_recipe_trains_and_resumes_to_identical_weights(data_dir, tmp_path):
+    straight = train(small_config(data_dir, tmp_path, name="straight", **AIRBENCH))
+    assert straight.stopped_reason == "completed" and straight.best_val_accuracy is not None
+    weights = load_checkpoint(straight.run_dir / "last.pt")
+    assert bool(weights["state_dict"]["whitened"])  # the stem was set from the training images
+    assert "lookahead" in weights["train_state"]
+    stopped = train(small_config(data_dir, tmp_path, name="stopped", time_budget=1e-6, **AIRBENCH))
+    assert stopped.stopped_reason == "time_budget"
+    train(resume_config("stopped", runs_dir=tmp_path))
+    assert_same_run(tmp_path / "stopped", straight.run_dir)

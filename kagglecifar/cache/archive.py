@@ -11,6 +11,7 @@ still to be checked (None: already checked).
 """
 from __future__ import annotations
 
+import array
 import io
 import lzma
 import re
@@ -54,8 +55,9 @@ def open_archive(source: ArchiveFile) -> py7zr.SevenZipFile:
 
 def read_members(z: py7zr.SevenZipFile, archive: Path, split: str) -> Members:
     """Check every member name and list the split's images; nothing is decompressed."""
-    pattern = re.compile(rf"{re.escape(split)}/(\d+)\.png")
-    ids, member_ids, sizes, crcs, empty_ids = [], [], [], [], []
+    pattern = re.compile(rf"{re.escape(split)}/(\d{{1,18}})\.png")  # an id that fits in int64
+    # 8 bytes per number, not a Python int each: this runs while py7zr's header objects fill memory
+    ids, member_ids, sizes, crcs, empty_ids = (array.array("q") for _ in range(5))
     for m in z.files:  # z.list() would build a datetime per member: 5x slower
         name = m.filename
         parts = re.split(r"[/\\]", name)
@@ -77,14 +79,14 @@ def read_members(z: py7zr.SevenZipFile, archive: Path, split: str) -> Members:
         crcs.append(-1 if m.crc32 is None else m.crc32)
     if not ids:
         raise KaggleCifarError(f"{archive}: no {split}/<id>.png images in it")
-    ids = np.array(sorted(ids), np.int64)
+    ids = np.sort(np.frombuffer(ids, np.int64))
     duplicates = ids[1:][ids[1:] == ids[:-1]]
     if len(duplicates):
         raise KaggleCifarError(f"{archive}: {len(duplicates)} image ids appear twice (first: {duplicates[0]})")
-    member_ids = np.array(member_ids, np.int64)
+    member_ids = np.frombuffer(member_ids, np.int64)
     rows = np.where(member_ids >= 0, np.searchsorted(ids, member_ids), -1)
-    return Members(ids, rows, np.array(sizes, np.int64), np.array(crcs, np.int64),
-                   np.searchsorted(ids, empty_ids).tolist())
+    return Members(ids, rows, np.frombuffer(sizes, np.int64), np.frombuffer(crcs, np.int64),
+                   np.searchsorted(ids, np.frombuffer(empty_ids, np.int64)).tolist())
 
 
 @dataclass

@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from kagglecifar import competition
@@ -68,16 +67,23 @@ class _Plan:
     labels: dict[int, str] | None
     classes: list[str]
     stamps: dict
+    downloaded: bool  # by `kagglecifar fetch`: a damaged archive can be downloaded again
 
 
 def build_cache(source_dir: Path, data_dir: Path, *, force: bool = False, keep_png: bool = False,
-                workers: int | None = None, splits=SPLITS) -> CacheSummary:
+                workers: int | None = None, splits=SPLITS, classes: list[str] | None = None,
+                downloaded: bool = False) -> CacheSummary:
     """Turn the competition download in source_dir (train.7z, test.7z, trainLabels.csv) into the image cache.
 
-    A split whose cache matches its source files (size and mtime) is skipped unless force is set.
+    A split whose cache matches its source files (size and mtime) and classes is skipped unless force is set.
     keep_png also writes the PNG files to data_dir/train/ and data_dir/test/.
     workers: PNG-decoding threads beside the decompressing ones (0: the decompressing thread decodes too;
     None: one per core).
+    classes: the class names, in label-index order (default: CIFAR-10's); every label in trainLabels.csv must
+    be one of them. Both splits' manifests record them.
+    downloaded: source_dir holds what `kagglecifar fetch` downloaded, so a damaged archive can be fetched again
+    with --force; otherwise (the user's own folder, --from-dir) the advice is to replace the file.
+    Ctrl-C (KeyboardInterrupt) stops every thread and removes what was begun.
     """
     source_dir, data_dir = Path(source_dir), Path(data_dir)
     unknown = [s for s in splits if s not in SPLITS]
@@ -85,34 +91,36 @@ def build_cache(source_dir: Path, data_dir: Path, *, force: bool = False, keep_p
         raise KaggleCifarError(f"unknown split {unknown[0]!r}: choose from {', '.join(SPLITS)}")
     if workers is not None and workers < 0:
         raise KaggleCifarError(f"workers={workers}: give the number of decoding threads, 0 or more")
+    classes = competition.check_classes(classes) if classes is not None else list(competition.CIFAR10_CLASSES)
     results, plans = {}, []
     for split in splits:
         with _os_errors(split, data_dir):
-            plan = _plan_split(source_dir, data_dir, split, force, keep_png)
+            plan = _plan_split(source_dir, data_dir, split, force, keep_png, classes, downloaded)
         if isinstance(plan, SplitSummary):
             results[split] = plan
         else:
             plans.append(plan)
     if plans:
-        results.update(_build_splits(plans, data_dir, keep_png, os.cpu_count() or 1 if workers is None else workers))
+        workers = os.cpu_count() or 1 if workers is None else workers
+        results.update(_build_splits(plans, data_dir, keep_png, workers))
     return CacheSummary(data_dir / "cache", {split: results[split] for split in splits})
 
 
-def _plan_split(source_dir: Path, data_dir: Path, split: str, force: bool, keep_png: bool) -> _Plan | SplitSummary:
+def _plan_split(source_dir: Path, data_dir: Path, split: str, force: bool, keep_png: bool, classes: list[str],
+                downloaded: bool) -> _Plan | SplitSummary:
     """What building the split needs, or its summary when its cache is up to date."""
     archive = _source_file(source_dir / competition.archive_name(split))
     labels_path = _source_file(source_dir / competition.LABELS_FILE) if split == "train" else None
     _remove_stale(split_dir(data_dir, split).parent, [f".{split}.partial-", f".{split}.old-"])
     _remove_stale(data_dir, [f".{split}.png-partial-", f".{split}.old-"])
-    labels = competition.read_labels(labels_path) if labels_path else None
-    classes = sorted(set(labels.values())) if labels else _test_classes(source_dir)
+    labels = competition.read_labels(labels_path, classes) if labels_path else None
     stamps = {"source": _file_stamp(archive)}
     if labels_path:
         stamps["labels_file"] = _file_stamp(labels_path)
     if not force and _up_to_date(data_dir, split, stamps, classes, keep_png):
         manifest = read_manifest(data_dir, split)
         return SplitSummary(split, manifest["count"], manifest["bad"], True, 0.0, manifest.get("conversions", {}))
-    return _Plan(split, archive, labels_path, labels, classes, stamps)
+    return _Plan(split, archive, labels_path, labels, classes, stamps, downloaded)
 
 
 def _build_splits(plans: list[_Plan], data_dir: Path, keep_png: bool, workers: int) -> dict[str, SplitSummary]:
@@ -183,17 +191,19 @@ class _SplitBuild:
         plan = self.plan
         self.hashes = {key: _sha256_in_background(path, self.stopped)
                        for key, path in (("source", plan.archive), ("labels_file", plan.labels_path)) if path}
-        self.source = ArchiveFile(plan.archive)
+        try:
+            self.source = ArchiveFile(plan.archive)
+        except OSError as exc:
+            raise _unreadable(plan.archive, exc) from None
         try:
             z = open_archive(self.source)  # parsing a 300k-member header takes seconds: once
         except DamagedArchive as exc:
             raise _explain(exc, plan, data_dir) from None
         members = read_members(z, plan.archive, plan.split)
         if plan.labels is not None:
-            _check_labels_match(plan.labels_path, plan.labels, members.ids, plan.archive)
+            competition.check_labels_match(plan.labels_path, plan.labels, members.ids.tolist(), plan.archive)
         self.writer = SplitWriter(data_dir, plan.split, len(members.ids), with_labels=plan.labels is not None,
                                   mmap=False)
-        _reserve_disk_space(self.writer.images_path)
         self.writer.ids[:] = members.ids
         if plan.labels is not None:
             index = {name: i for i, name in enumerate(plan.classes)}
@@ -249,7 +259,7 @@ class _SplitBuild:
         manifest = {"split": plan.split, "classes": plan.classes, "bad_ids": bad_ids, "conversions": conversions,
                     "seconds": round(time.perf_counter() - self.started, 2)}
         for key, stamp in plan.stamps.items():
-            manifest[key] = {**stamp, "sha256": self.hashes[key].result()}
+            manifest[key] = {**stamp, "sha256": self.hashes[key][0].result()}
         writer.finish(manifest)
         return SplitSummary(plan.split, len(writer.ids), len(bad_ids), False, time.perf_counter() - self.started,
                             conversions)
@@ -267,16 +277,25 @@ class _SplitBuild:
             shutil.rmtree(self.png_partial, ignore_errors=True)
         if self.source is not None and threads_ended:
             self.source.close()
+        for _, thread in self.hashes.values():
+            thread.join()  # stopped: at most one more block
 
 
 def _explain(exc: BaseException, plan: _Plan, data_dir: Path) -> BaseException:
     """The user's error for a split's failure; errors that are not the user's go on unchanged."""
     if isinstance(exc, (DamagedArchive, CorruptMember)):
-        return KaggleCifarError(f"{plan.archive}: damaged or truncated 7z archive ({exc}); "
-                                "download it again with `kagglecifar fetch --force`")
+        advice = ("download it again with `kagglecifar fetch --force`" if plan.downloaded else
+                  "replace it with a complete copy of the competition's file")
+        return KaggleCifarError(f"{plan.archive}: damaged or truncated 7z archive ({exc}); {advice}")
     if isinstance(exc, OSError):
-        return _os_error(exc, plan.split, data_dir) or exc
+        if exc.filename and Path(exc.filename) == plan.archive:
+            return _unreadable(plan.archive, exc)
+        return _os_error(exc, plan.split, data_dir)
     return exc
+
+
+def _unreadable(path: Path, exc: OSError) -> KaggleCifarError:
+    return KaggleCifarError(f"{path}: cannot be read ({exc.strerror or exc}); check the file and its permissions")
 
 
 @contextlib.contextmanager
@@ -284,17 +303,20 @@ def _os_errors(split: str, data_dir: Path):
     try:
         yield
     except OSError as exc:
-        error = _os_error(exc, split, data_dir)
-        if error is None:
-            raise
-        raise error from None
+        raise _os_error(exc, split, data_dir) from None
 
 
-def _os_error(exc: OSError, split: str, data_dir: Path) -> KaggleCifarError | None:
-    if exc.errno == errno.ENOSPC:
-        return KaggleCifarError(f"{exc.filename or data_dir}: no space left on device while building the "
-                                f"{split} cache; free some space and run again")
-    return None
+def _os_error(exc: OSError, split: str, data_dir: Path) -> KaggleCifarError:
+    """One line naming the file and what to do. The sources are read elsewhere (with their own errors), so an
+    OSError here comes from writing into data_dir, or from reading an archive that was readable when opened."""
+    where = exc.filename or data_dir
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return KaggleCifarError(f"{where}: no space left on device while building the {split} cache; "
+                                "free some space and run again")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return KaggleCifarError(f"{where}: cannot write there ({exc.strerror}) while building the {split} cache; "
+                                "make the data folder writable or choose another with --data-dir")
+    return KaggleCifarError(f"{where}: {exc.strerror or exc} while building the {split} cache")
 
 
 def _source_file(path: Path) -> Path:
@@ -344,7 +366,7 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _sha256_in_background(path: Path, stopped: threading.Event) -> concurrent.futures.Future:
+def _sha256_in_background(path: Path, stopped: threading.Event) -> tuple[concurrent.futures.Future, threading.Thread]:
     """hashlib releases the GIL on large updates, so this overlaps with decompression; it ends when stopped."""
     future = concurrent.futures.Future()
 
@@ -356,38 +378,11 @@ def _sha256_in_background(path: Path, stopped: threading.Event) -> concurrent.fu
                 while (block := f.read(1 << 20)) and not stopped.is_set():
                     digest.update(block)
             future.set_result(digest.hexdigest())
+        except OSError as exc:
+            future.set_exception(_unreadable(path, exc))
         except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
             future.set_exception(exc)
 
-    threading.Thread(target=run, name="kagglecifar-sha256", daemon=True).start()
-    return future
-
-
-def _reserve_disk_space(path: Path) -> None:
-    """Allocate the file's blocks now: a full disk then fails here, before any work is done."""
-    fd = os.open(path, os.O_RDWR)
-    try:
-        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-            raise
-    finally:
-        os.close(fd)
-
-# -- labels
-
-def _check_labels_match(path: Path, labels: dict[int, str], ids: np.ndarray, archive: Path) -> None:
-    image_ids = set(ids.tolist())
-    unlabelled = sorted(image_ids - labels.keys())
-    no_image = sorted(labels.keys() - image_ids)
-    if unlabelled or no_image:
-        problems = [f"{len(found)} {what} (first: {', '.join(map(str, found[:5]))})"
-                    for found, what in ((unlabelled, "images have no label"), (no_image, "labels have no image"))
-                    if found]
-        raise KaggleCifarError(f"{path}: does not match the images in {archive.name}: " + "; ".join(problems))
-
-
-def _test_classes(source_dir: Path) -> list[str]:
-    """The class names predictions will use: from trainLabels.csv when it is there."""
-    path = source_dir / competition.LABELS_FILE
-    return sorted(set(competition.read_labels(path).values())) if path.is_file() else list(competition.CIFAR10_CLASSES)
+    thread = threading.Thread(target=run, name="kagglecifar-sha256", daemon=True)
+    thread.start()
+    return future, thread

@@ -113,15 +113,21 @@ class SplitWriter:
         shutil.rmtree(self.partial, ignore_errors=True)
         self.partial.mkdir()
         self.images_path = self.partial / "images.npy"
-        images = np.lib.format.open_memmap(self.images_path, "w+", np.uint8, (count, *IMAGE_SHAPE))
-        self.images, self.images_fd, self.images_offset = images, None, images.offset
-        if not mmap:
-            del images, self.images
-            self.images_fd = os.open(self.images_path, os.O_RDWR)
+        self.images_fd = None
+        self.done = False
+        try:
+            images = np.lib.format.open_memmap(self.images_path, "w+", np.uint8, (count, *IMAGE_SHAPE))
+            self.images, self.images_offset = images, images.offset
+            if not mmap:
+                del images, self.images
+                self.images_fd = os.open(self.images_path, os.O_RDWR)
+                reserve_disk_space(self.images_fd)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         self.ids = np.zeros(count, np.int64)
         self.bad = np.zeros(count, bool)
         self.labels = np.zeros(count, np.int64) if with_labels else None
-        self.done = False
 
     def __enter__(self) -> SplitWriter:
         return self
@@ -150,7 +156,7 @@ class SplitWriter:
                 if sync:
                     os.fsync(fd)
                     if os.fstat(fd).st_nlink == 0:  # someone removed it while we wrote: publish nothing
-                        raise FileNotFoundError(errno.ENOENT, "removed while being written", str(self.images_path))
+                        raise FileNotFoundError(errno.ENOENT, "removed before it was complete", str(self.images_path))
             finally:
                 os.close(fd)
 
@@ -185,6 +191,15 @@ def publish(partial: Path, final: Path) -> None:
     else:
         partial.rename(final)
     fsync_dir(final.parent)
+
+
+def reserve_disk_space(fd: int) -> None:
+    """Allocate the file's blocks now: a full disk then fails here, before any work is done."""
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
 
 
 def fsync_dir(path: Path) -> None:

@@ -12,4 +12,4 @@ from kagglecifar.models._registry import (  # noqa: F401
 from kagglecifar.models.layers import CIFAR_MEAN, CIFAR_STD, Normalize, check_common, scaled, to_model_input  # noqa: F401
 
 # Importing a family module registers its models.
-from kagglecifar.models import baselines, resnet, resnet_imagenet  # noqa: E402,F401
+from kagglecifar.models import airbench, baselines, resnet, resnet_imagenet  # noqa: E402,F401

@@ -1,0 +1,380 @@
+"""`kagglecifar tune MODEL`: hyper-parameter search with Optuna, every trial an ordinary training run.
+
+    RUNS_DIR/tune-NAME/
+      study.db                the Optuna study (SQLite); --storage URL keeps it in any database Optuna supports
+      trial-0000/, ...        one run folder per trial: config.yaml, metrics.csv, best.pt, last.pt, ...
+      results.csv             trial, state, parameters, best validation accuracy, epochs, seconds
+      best.yaml               the best trial's recipe: `kagglecifar train --config` takes it
+      history.png, importance.png, slices.png, trial_curves.png
+
+Each trial reports its validation accuracy per epoch; the pruner (median or Hyperband) stops unpromising
+ones (stopped_reason "pruned"). A search continues when the same command runs again: a trial stopped by
+--timeout or Ctrl-C saves last.pt and is queued again with its parameters, and so is one whose process died
+(tune_storage.py); the retry resumes the run folder. Several processes (or machines, with a shared
+--storage) running the same command work one study together.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kagglecifar import rundir, space as search_space
+from kagglecifar.config import MODEL_OPTIONS, make_config
+from kagglecifar.errors import KaggleCifarError
+from kagglecifar.files import write_text_atomic
+from kagglecifar.formatting import duration, table
+from kagglecifar.tune_storage import HOST, open_storage, recover_dead_trials, requeue, shown_url
+
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "hyperband", "none")
+FINISHED = ("completed", "early_stopping", "pruned")  # a trial's run folder that needs no more training
+
+
+class SearchStopped(Exception):
+    """A trial stopped by the time limit or Ctrl-C: last.pt is saved and the trial is queued again."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class TuneResult:
+    tune_dir: Path
+    storage: str  # password hidden
+    counts: dict  # state -> trials
+    best_number: int | None = None
+    best_value: float | None = None
+    best_params: dict = field(default_factory=dict)
+    outputs: list[Path] = field(default_factory=list)
+    stopped: str = ""  # "", "time_budget" or "interrupted"
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        counts = ", ".join(f"{n} {state}" for state, n in self.counts.items() if n) or "no trials"
+        best = (f"best trial {self.best_number}: val accuracy {self.best_value:.2%}" if self.best_number is not None
+                else "no completed trial yet")
+        stop = {"time_budget": "; --timeout reached: the running trial continues when the same command runs "
+                               "again",
+                "interrupted": "; interrupted: run the same command to continue"}.get(self.stopped, "")
+        return f"{counts}; {best}; {duration(self.seconds)}{stop}: {self.tune_dir}"
+
+
+# ---- samplers and pruners -----------------------------------------------------------------------
+
+def make_sampler(name: str, dimensions: list):
+    import optuna
+
+    if name == "tpe":
+        # constant_liar: workers sharing a study don't all propose the point a running trial is testing
+        return optuna.samplers.TPESampler(n_startup_trials=5, constant_liar=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler()
+    if name == "grid":
+        return optuna.samplers.GridSampler(search_space.grid_space(dimensions))
+    raise KaggleCifarError(f"--sampler {name}: choose {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name):
+    """median: below the median of earlier trials at the same epoch, from epoch 2 on, once 2 trials are done;
+    hyperband: successive halving over epochs; none. A pruner object is taken as it is."""
+    import optuna
+
+    if not isinstance(name, str):
+        return name
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise KaggleCifarError(f"--pruner {name}: choose {', '.join(PRUNERS)}")
+
+
+# ---- one trial -------------------------------------------------------------------------------------
+
+@dataclass
+class Objective:
+    """Optuna's objective: suggest a recipe, train (or resume) the trial's run folder, return its best
+    validation accuracy."""
+
+    model: str
+    preset: str
+    sets: list
+    dimensions: list
+    tune_dir: Path
+    session: dict  # data_dir, device
+    deadline: float | None  # time.monotonic() when --timeout ends
+    study: object = None
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        params = {d.key: d.suggest(trial) for d in self.dimensions}
+        run_dir = self._run_folder(trial)
+        trial.set_user_attr("worker", {"host": HOST, "pid": os.getpid()})
+        trial.set_user_attr("run", str(run_dir))
+
+        def report(row: dict) -> bool:
+            trial.report(row["val_acc"], int(row["epoch"]))
+            return trial.should_prune()
+
+        try:
+            reason, best = self._train(run_dir, params, report)
+        except KeyboardInterrupt:  # a second Ctrl-C: last.pt of the last whole epoch is there to resume
+            requeue(self.study, trial.number, params, trial.user_attrs)
+            raise
+        rows = rundir.read_metrics(run_dir)
+        trial.set_user_attr("epochs", len(rows))
+        trial.set_user_attr("seconds", sum(row["seconds"] or 0 for row in rows))
+        trial.set_user_attr("best_val_acc", best)
+        if reason in ("time_budget", "interrupted"):
+            trial.set_user_attr("stopped", reason)
+            requeue(self.study, trial.number, params, trial.user_attrs)
+            raise SearchStopped(reason)
+        if reason == "pruned":
+            raise optuna.TrialPruned()
+        if best is None:
+            raise KaggleCifarError(f"{run_dir}: the trial finished without a validation accuracy")
+        return best
+
+    def _run_folder(self, trial) -> Path:
+        """A retry's earlier folder when it can be continued (or holds nothing yet), else the trial's own.
+        (A retry on another machine finds no earlier folder there, and starts the trial afresh.)"""
+        if "run" in trial.user_attrs:
+            earlier = self.tune_dir / Path(trial.user_attrs["run"]).name
+            if _resumable(earlier) or not earlier.exists() or rundir.remove_unstarted(earlier):
+                return earlier
+        # A folder killed between its first best.pt and last.pt has nothing to resume: start afresh beside it.
+        return self.tune_dir / f"trial-{trial.number:04d}"
+
+    def _train(self, run_dir: Path, params: dict, report) -> tuple[str, float | None]:
+        """(stopped_reason, best val accuracy) of the trial's run folder, training what is left."""
+        from kagglecifar import train
+
+        budget = {"time_budget": max(self.deadline - time.monotonic(), 1.0)} if self.deadline else {}
+        if _resumable(run_dir):
+            # A retry: the epochs done so far go to the pruner first, as if they had just been trained.
+            prune = False
+            for row in rundir.read_metrics(run_dir):
+                prune = report(row)
+            previous = rundir.read_result(run_dir).get("stopped_reason")
+            if previous in FINISHED:
+                return previous, _best(run_dir)
+            if prune:
+                return "pruned", _best(run_dir)
+            config = train.resume_config(run_dir, self.tune_dir, **self.session, **budget)
+        else:
+            config = make_config(self.model, self.preset, sets=self.sets, name=run_dir.name, resume="",
+                                 runs_dir=str(self.tune_dir), **self.session, **budget, **params)
+        result = train.train(config, on_epoch=report)
+        return result.stopped_reason, result.best_val_accuracy
+
+
+def _resumable(run_dir: Path) -> bool:
+    """A trial's run folder that a retry continues: finished for good, or with a last.pt."""
+    return rundir.is_run(run_dir) and (rundir.read_result(run_dir).get("stopped_reason") in FINISHED
+                                       or (run_dir / "last.pt").is_file())
+
+
+def _best(run_dir: Path) -> float | None:
+    accuracies = [row["val_acc"] for row in rundir.read_metrics(run_dir) if row["val_acc"] is not None]
+    return max(accuracies) if accuracies else None
+
+
+# ---- the search ------------------------------------------------------------------------------------
+
+def tune(model: str | None = None, *, preset: str | None = None, sets: list[str] = (), space_file: Path | None = None,
+         sampler: str = "tpe", pruner="median", trials: int | None = None, timeout: float | None = None,
+         storage: str | None = None, name: str | None = None, runs_dir: Path = Path("runs"),
+         data_dir: Path = Path("data"), device: str = "auto", preset_first: bool = True, echo=print) -> TuneResult:
+    """Run (or continue) the study RUNS_DIR/tune-NAME until `trials` trials have finished (complete or
+    pruned, all workers together) or `timeout` seconds have passed; then write results, best.yaml, plots."""
+    import optuna
+
+    started = time.monotonic()
+    if not trials and not timeout:
+        raise KaggleCifarError("tune: give --trials N or --timeout SECONDS (or both), or the search never ends")
+    session = {"data_dir": str(data_dir), "device": device}
+    base = make_config(model, preset, sets=list(sets), runs_dir=str(runs_dir), **session)
+    if not base.recipe.val_fraction:
+        raise KaggleCifarError("tune: trials are scored on the validation split; --set val_fraction=0 leaves none")
+    model, preset = base.recipe.model, base.preset
+    name = rundir.check_run_name(name or model)
+    dimensions = search_space.read_space(space_file or search_space.default_space_path(model))
+    _check_space(dimensions, model, preset, list(sets), session)
+    tune_dir = Path(runs_dir) / f"tune-{name}"
+    if tune_dir.exists() and rundir.is_run(tune_dir):
+        raise KaggleCifarError(f"{tune_dir}: is a training run, not a search; choose another --name")
+    if not storage:
+        tune_dir.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(tune_dir / 'study.db').resolve()}"
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    study_options = dict(study_name=name, storage=open_storage(url), sampler=make_sampler(sampler, dimensions),
+                         pruner=make_pruner(pruner))
+    tune_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        study, created = optuna.create_study(direction="maximize", **study_options), True
+    except optuna.exceptions.DuplicatedStudyError:
+        study, created = optuna.load_study(**study_options), False
+    _check_same_search(study, base, dimensions, name)
+    if created and preset_first and sampler != "grid":
+        values = {d.key: value for d in dimensions if d.contains(value := _recipe_value(base, d.key))}
+        study.enqueue_trial(values, user_attrs={"preset_values": True})
+    recover_dead_trials(study, echo)
+
+    counts = _state_counts(study)
+    remaining = None if not trials else trials - counts["complete"] - counts["pruned"]
+    objective = Objective(model, preset, list(sets), dimensions, tune_dir, session,
+                          started + timeout if timeout else None, study)
+    stopped = ""
+    if remaining is None or remaining > 0:
+        callbacks = [lambda s, t: echo(_trial_line(s, t))]
+        if trials:
+            callbacks.append(optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,
+                                                                            optuna.trial.TrialState.PRUNED)))
+        try:
+            import torch
+
+            study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=callbacks,
+                           catch=(torch.OutOfMemoryError,))
+        except SearchStopped as stop:
+            stopped = stop.reason
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+    result = TuneResult(tune_dir, shown_url(url), _state_counts(study), stopped=stopped)
+    result.outputs = write_outputs(study, dimensions, tune_dir, model, preset, list(sets),
+                                   {**session, "runs_dir": str(runs_dir)}, echo)
+    best = _best_trial(study)
+    if best is not None:
+        result.best_number, result.best_value, result.best_params = best.number, best.value, best.params
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _recipe_value(config, key: str):
+    """A recipe option's value; for width and dropout left to the model, the model's own default."""
+    from kagglecifar import models
+
+    value = getattr(config.recipe, key)
+    if value is None and key in MODEL_OPTIONS:
+        value = models.model_options(config.recipe.model).get(key)
+    return value
+
+
+def _check_space(dimensions: list, model: str, preset: str, sets: list, session: dict) -> None:
+    """Every value the space can give builds a valid recipe (a bad augment file fails here, not in trial 7)."""
+    for dimension in dimensions:
+        for value in dimension.grid():
+            make_config(model, preset, sets=sets, **session, **{dimension.key: value})
+
+
+def _check_same_search(study, base, dimensions: list, name: str) -> None:
+    """Workers and reruns of one study must search the same base recipe over the same space."""
+    from dataclasses import asdict
+
+    mine = {"recipe": asdict(base.recipe), "space": {d.key: d.to_dict() for d in dimensions}}
+    for key, value in mine.items():
+        stored = study.user_attrs.get(key)
+        if stored is None:
+            study.set_user_attr(key, value)
+        elif stored != value:
+            differ = sorted(k for k in set(stored) | set(value) if stored.get(k) != value.get(k))
+            raise KaggleCifarError(f"--name {name}: this study searches another {key} (differs in "
+                                   f"{', '.join(differ)}); run the command that started it, or choose another --name")
+
+
+def _state_counts(study) -> dict:
+    counts = {"complete": 0, "pruned": 0, "fail": 0, "running": 0, "waiting": 0}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name.lower()] += 1
+    return counts
+
+
+def _best_trial(study):
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return max(complete, key=lambda t: t.value) if complete else None
+
+
+def _trial_line(study, trial) -> str:
+    best = _best_trial(study)
+    value = trial.user_attrs.get("best_val_acc")
+    shown = f"{value:.2%}" if value is not None else "-"
+    params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+    tail = f"; best so far: trial {best.number}, {best.value:.2%}" if best is not None else ""
+    return f"trial {trial.number} {trial.state.name.lower()}: val accuracy {shown} after " \
+           f"{trial.user_attrs.get('epochs', 0)} epochs ({params}){tail}"
+
+
+def _fmt(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+# ---- results -------------------------------------------------------------------------------------
+
+def _note(trial) -> str:
+    attrs = trial.user_attrs
+    notes = []
+    if attrs.get("preset_values"):
+        notes.append("preset's values")
+    if "retry_of" in attrs:
+        notes.append(f"resumes trial {attrs['retry_of']}")
+    if attrs.get("stopped"):
+        notes.append(f"stopped ({attrs['stopped']}), queued again")
+    return "; ".join(notes)
+
+
+def results_rows(study, dimensions: list) -> list[dict]:
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        rows.append({"trial": trial.number, "state": trial.state.name.lower(), "note": _note(trial),
+                     **{d.key: trial.params.get(d.key, "") for d in dimensions},
+                     "best_val_acc": _blank(attrs.get("best_val_acc")), "epochs": _blank(attrs.get("epochs")),
+                     "seconds": _blank(attrs.get("seconds") and round(attrs["seconds"], 1)),
+                     "run": attrs.get("run", ""), "host": (attrs.get("worker") or {}).get("host", "")})
+    return rows
+
+
+def _blank(value):
+    return "" if value is None else value
+
+
+def write_outputs(study, dimensions: list, tune_dir: Path, model: str, preset: str, sets: list, session: dict,
+                  echo) -> list[Path]:
+    """results.csv, the printed table, best.yaml and the plots; returns the files written."""
+    from kagglecifar import tune_plots
+
+    rows = results_rows(study, dimensions)
+    written = []
+    if rows:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        written.append(write_text_atomic(tune_dir / "results.csv", out.getvalue()))
+        keys = [d.key for d in dimensions]
+        header = ("trial", "state", *keys, "best val acc", "epochs", "time", "note")
+        shown = [(r["trial"], r["state"], *(_fmt(r[k]) for k in keys),
+                  f"{r['best_val_acc']:.2%}" if r["best_val_acc"] != "" else "", r["epochs"],
+                  duration(r["seconds"]) if r["seconds"] != "" else "", r["note"]) for r in rows]
+        for line in table(header, shown, right=(0, *range(2, len(keys) + 5))):
+            echo(line)
+    best = _best_trial(study)
+    if best is not None:
+        config = make_config(model, preset, sets=sets, **session, **best.params)
+        origin = (f"# best of study {study.study_name}: trial {best.number}, val accuracy {best.value:.2%} "
+                  f"({best.user_attrs.get('run', '')})")
+        text = config.to_yaml().replace("\n", f"\n{origin}\n", 1)
+        written.append(write_text_atomic(tune_dir / "best.yaml", text))
+    written += tune_plots.write_plots(study, dimensions, tune_dir)
+    return written
