@@ -145,6 +145,11 @@ def predict(checkpoints: list[Path], data_dir: Path, *, tta: str = "none", weigh
             class_lists[path] = list(payload["classes"])
             models.append((model, weight))
     classes = _agreeing_classes(class_lists)
+    if sorted(classes) != sorted(test.classes):  # e.g. a CIFAR-10 run on a CIFAR-100 cache
+        shown = ", ".join(test.classes[:5]) + (", ..." if len(test.classes) > 5 else "")
+        raise KaggleCifarError(f"{next(iter(class_lists))}: trained on {len(classes)} classes ({', '.join(classes[:5])}"
+                               f"{', ...' if len(classes) > 5 else ''}), the test cache in {data_dir} has "
+                               f"{len(test.classes)} ({shown}); predict with a run trained on this data")
 
     started = time.perf_counter()
     probs = np.zeros((len(test), len(classes)), np.float32)
@@ -256,10 +261,10 @@ def predict_to_submission(sources: list[Path], data_dir: Path, out: Path, *, tta
     refuse_existing(out, force)  # before the long part
     if save_probs_path is not None:
         refuse_existing(save_probs_path, force, SAVE_PROBS_ELSEWHERE)
-    built_from = cache_format(data_dir, "test")
-    if built_from is None and cache_format(data_dir, "train") not in (None, COMPETITION):
-        raise KaggleCifarError(f"{Path(data_dir) / 'cache'}: no test split (the {cache_format(data_dir, 'train')} "
-                               "source has no test images); nothing to predict")
+    built_from, train_from = cache_format(data_dir, "test"), cache_format(data_dir, "train")
+    if built_from is None and train_from not in (None, COMPETITION):
+        raise KaggleCifarError(f"{Path(data_dir) / 'cache'}: no test split (the {train_from} source has no test "
+                               "images); nothing to predict")
     competition = built_from in (None, COMPETITION)
     sample_ids = read_sample_ids(sample) if competition else None
     predictions = predict(sources, data_dir, tta=tta, weights=weights, batch_size=batch_size, device=device)

@@ -348,3 +348,17 @@ def test_resnet50_imagenet_gets_one_output_per_class_and_trains_without_its_weig
         optimizer.step()
         losses.append(loss.item())
     assert model.head[-1].out_features == 100 and losses[-1] < losses[0]
+
+
+def test_a_run_trained_on_other_classes_is_refused_by_predict(run_cli, tmp_path):
+    cifar10, _ = make_cifar_python(tmp_path / "c10", "cifar-10", n_train=40, n_test=5)
+    cifar100, _ = make_cifar_python(tmp_path / "c100", "cifar-100", n_train=40, n_test=5)
+    data = tmp_path / "data"
+    assert run_cli("fetch", "--from-dir", cifar10, "--data-dir", data)[0] == 0
+    code, out, err = run_cli("train", "mlp", *TINY, "--data-dir", data, "--runs-dir", tmp_path / "runs", "--name", "r")
+    assert code == 0, err
+    assert run_cli("fetch", "--from-dir", cifar100, "--data-dir", data)[0] == 0
+    code, out, err = run_cli("predict", tmp_path / "runs" / "r", "--data-dir", data, "--out", tmp_path / "p.csv")
+    one_line_error(code, err, "trained on 10 classes (airplane, automobile, bird, cat, deer, ...), the test cache",
+                   "has 100 (fine00, fine01, fine02, fine03, fine04, ...)")
+    assert not (tmp_path / "p.csv").exists()
