@@ -79,7 +79,7 @@ class Recipe:
     patience: int = option(0, "Stop after this many epochs without a better validation accuracy (0: never).",
                            (lambda v: v >= 0, "must be 0 (off) or more epochs"))
     amp: bool = option(True, "bf16 autocast (CUDA only).")
-    channels_last: bool = option(True, "channels_last memory format (CUDA only).")
+    channels_last: bool = option(True, "channels_last memory format: faster convolutions on CUDA and on CPU.")
 
 
 @dataclass

@@ -138,16 +138,19 @@ def choose_preset(model: str | None, preset: str | None, confirm: Callable[[str]
         return preset
     if torch.cuda.is_available():
         return "gpu"
-    gpu, cpu = _estimate(model, "gpu"), _estimate(model, "cpu")
-    echo(f"No CUDA GPU here. The gpu preset ({gpu.what}; {PRESET_EXPECTATIONS['gpu']}) would take {gpu.time} "
-         "on this CPU.")
-    expected = f"; {PRESET_EXPECTATIONS['cpu']}" if cpu.model == preset_values("cpu")["model"] else ""
-    echo(f"The cpu preset ({cpu.what}{expected}) would take {cpu.time}.")
+    gpu, cpu = (_estimate(model, name) for name in ("gpu", "cpu"))
+    echo(f"No CUDA GPU here. The gpu preset ({gpu.what}{_expected(gpu, 'gpu')}) would take {gpu.time} on this CPU.")
+    echo(f"The cpu preset ({cpu.what}{_expected(cpu, 'cpu')}) would take {cpu.time}.")
     if confirm is not None and not confirm("Run the cpu preset?"):
         raise KaggleCifarError("stopped: run `kagglecifar run --preset gpu` on a GPU machine "
                                "(or here, if you can wait), or `kagglecifar run --preset cpu`")
     echo("Using --preset cpu (pass --preset gpu to insist on the full recipe).")
     return "cpu"
+
+
+def _expected(estimate: Estimate, preset: str) -> str:
+    """What the preset is known to reach, when it trains the preset's own model."""
+    return f"; {PRESET_EXPECTATIONS[preset]}" if estimate.model == preset_values(preset)["model"] else ""
 
 
 @dataclass

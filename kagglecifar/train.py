@@ -136,14 +136,14 @@ class Training:
                                                                         device_ids=[device] if self.cuda else None)
         if session.compile:
             self.step_model = torch.compile(self.step_model)
-        self.channels_last = self.cuda and self.recipe.channels_last
+        self.channels_last = self.recipe.channels_last
         bf16 = self.cuda and self.recipe.amp
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
     def _build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.recipe.seed)
         model = models.create_model(self.recipe.model, num_classes=len(self.classes), **self.config.model_kwargs())
-        channels_last = self.cuda and self.recipe.channels_last
+        channels_last = self.recipe.channels_last
         return model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
 
     def _training_state(self, resumed: dict | None) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from fake_kaggle import make_competition, serving
 from kagglecifar import pipeline
+from kagglecifar.config import preset_values
 from kagglecifar.errors import KaggleCifarError
 
 CLASSES = ("cat", "dog", "frog")
@@ -21,17 +22,18 @@ def test_run_goes_through_every_stage_then_skips_them_all(run_cli, tmp_path, mon
         assert fake.key not in out + err
         for stage in ("fetch", "train", "predict", "submit"):
             assert any(line.startswith(f"{stage} ") and " done " in line for line in out.splitlines()), out
-        csv = tmp_path / "submissions" / "simplecnn-cpu-flip.csv"
+        model = preset_values("cpu")["model"]
+        csv = tmp_path / "submissions" / f"{model}-cpu-flip.csv"
         rows = pd.read_csv(csv)
         assert list(rows.columns) == ["id", "label"] and rows["id"].tolist() == list(range(1, 41))
         assert set(rows["label"]) <= set(CLASSES)
         (upload,) = fake.called("upload")
         assert upload.body == csv.read_bytes()
-        record = json.loads(csv.with_name("simplecnn-cpu-flip.submitted.json").read_text())
+        record = json.loads(csv.with_name(f"{model}-cpu-flip.submitted.json").read_text())
         expected = sum(label == solution[i] for i, label in zip(rows["id"], rows["label"])) / 40
         assert record["public_score"] == pytest.approx(expected, abs=1e-5)
-        assert record["runs"] == [str((tmp_path / "runs" / "simplecnn-cpu").resolve())]  # what `compare` reads
-        assert (tmp_path / "runs" / "simplecnn-cpu" / "best.pt").is_file()
+        assert record["runs"] == [str((tmp_path / "runs" / f"{model}-cpu").resolve())]  # what `compare` reads
+        assert (tmp_path / "runs" / f"{model}-cpu" / "best.pt").is_file()
 
         code, out, err = run_cli("run", "--preset", "cpu")
         assert code == 0, err
@@ -50,7 +52,8 @@ def test_without_a_gpu_run_says_what_to_expect_and_offers_the_cpu_preset(monkeyp
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     said = []
     assert pipeline.choose_preset("simplecnn", None, confirm=None, echo=said.append) == "cpu"
-    assert "No CUDA GPU" in said[0] and "images/s measured" in said[0] and "6 epochs" in said[1]
+    assert "No CUDA GPU" in said[0] and "images/s measured" in said[0] and "about 95%" not in said[0]
+    assert f"simplecnn, {preset_values('cpu')['epochs']} epochs)" in said[1]  # the preset's recipe, this model
     with pytest.raises(KaggleCifarError, match="--preset cpu"):
         pipeline.choose_preset("simplecnn", None, confirm=lambda question: False, echo=said.append)
     assert pipeline.choose_preset("simplecnn", "gpu", confirm=None, echo=said.append) == "gpu"

@@ -44,8 +44,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_config(data_dir, runs_dir, **options):
-    values = dict(model="mlp", epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.5, label_smoothing=0.1,
-                  augment="standard", workers=0, device="cpu", data_dir=data_dir, runs_dir=runs_dir)
+    values = dict(model="mlp", epochs=2, batch_size=32, lr=0.05, momentum=0.9, schedule="onecycle", warmup_epochs=0.5,
+                  label_smoothing=0.1, lookahead=False, alternate_flip=False, augment="standard", workers=0,
+                  device="cpu", data_dir=data_dir, runs_dir=runs_dir)
     return make_config(preset="cpu", **{**values, **options})
 
 
@@ -301,11 +302,14 @@ def test_checkpoints_rebuild_pretrained_models_without_downloading_weights(tmp_p
 # ---- configuration: presets, recipe files, --set, --help ------------------------------------------
 
 def test_layers_apply_in_order_and_the_saved_config_trains_the_same_run_again(data_dir, tmp_path, run_cli):
+    from kagglecifar.config import preset_values
+
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("recipe:\n  model: mlp\n  epochs: 1\n  lr: 0.5\n  batch_size: 32\nsession:\n  workers: 0\n")
     config = make_config(preset="cpu", config_file=recipe, sets=["lr=0.25", "session.device=cpu"], seed=3)
     assert (config.recipe.model, config.recipe.epochs, config.recipe.lr, config.recipe.seed) == ("mlp", 1, 0.25, 3)
-    assert config.recipe.warmup_epochs == 0.5 and config.session.device == "cpu"  # from the cpu preset / --set
+    assert config.recipe.schedule == preset_values("cpu")["schedule"]  # from the preset: the file does not set it
+    assert config.session.device == "cpu"  # from --set
     code, _, err = run_cli("train", "--preset", "cpu", "--config", recipe, "--set", "seed=3", "--name", "first",
                            "--device", "cpu", "--data-dir", data_dir, "--runs-dir", tmp_path / "runs")
     assert code == 0, err
