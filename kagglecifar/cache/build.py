@@ -1,6 +1,6 @@
 """Building the cache from the competition download: which splits need work, then archives -> rows -> publish.
 
-Threads do the work: one per archive decompresses it (the largest starts first: it is the longest job) and
+Threads do the work: one per archive decompresses it (the largest is the longest chain of work) and
 DecodeThreads turn its PNGs into rows. The main thread opens the archives, waits and shows progress; on an
 error or Ctrl-C (KeyboardInterrupt) it stops every thread and removes what the build had begun. A split
 whose own archive turns out damaged fails alone: the others are still published.
@@ -124,17 +124,19 @@ def _plan_split(source_dir: Path, data_dir: Path, split: str, force: bool, keep_
 
 
 def _build_splits(plans: list[_Plan], data_dir: Path, keep_png: bool, workers: int) -> dict[str, SplitSummary]:
-    plans = sorted(plans, key=lambda plan: plan.archive.stat().st_size, reverse=True)
+    # The largest archive is the longest chain of work (header, then decompression): the others start first,
+    # so their decompression overlaps its header's parsing, and their threads then yield the CPU to its reader.
+    plans = sorted(plans, key=lambda plan: plan.archive.stat().st_size)
     builds: list[_SplitBuild] = []
     threads_ended = False
     with quiet_opencv():
         try:
             decoders = DecodeThreads(workers)
             try:
-                for plan in plans:  # the largest archive first: reading it is the longest chain of work
+                for plan in plans:
                     builds.append(_SplitBuild(plan))
                     with _os_errors(plan.split, data_dir):
-                        builds[-1].start(data_dir, keep_png, decoders, critical=len(builds) == 1)
+                        builds[-1].start(data_dir, keep_png, decoders, critical=plan is plans[-1])
                 _wait(builds, decoders)
             except BaseException:
                 for build in builds:

@@ -20,7 +20,7 @@ import numpy as np
 
 from kagglecifar.cache.store import IMAGE_SHAPE, ROW_BYTES, SplitWriter
 
-BACKGROUND_NICE = 10  # of the decoding, hashing and smaller archive's threads
+BACKGROUND_NICE = 10  # added to the nice value of the decoding, hashing and smaller archive's threads
 MAX_QUEUED = 8  # batches waiting for a decoding thread; a batch is one decompressed chunk (~4 MB)
 
 
@@ -86,7 +86,8 @@ def lower_thread_priority() -> None:
     Linux only, where a nice value applies to a single thread."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+            thread = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + BACKGROUND_NICE)
 
 
 class SplitOutput:
