@@ -1,80 +1,87 @@
-"""Accuracy in a fixed wall-clock budget: the `cpu` training preset with kagglecifar's loader against the
-same model and recipe fed by a plain torchvision (PIL) DataLoader.
+"""The `cpu` preset against the one it replaced, side by side in one run, each in a fresh process:
 
-    python benchmarks/bench_budget.py                       # train cache of the full-size replica, 240 s each
-    python benchmarks/bench_budget.py --data-dir bench-data/c2/small --budget 20 --epochs 2
+    today    simplecnn, 6 epochs, batch 128, one-cycle SGD lr 0.05, standard augmentation by albumentations
+             on CPU workers, NCHW (the cpu preset before issue 11)
+    ours     the cpu preset: airbench94 at width 0.25, 8 epochs, batch 512, triangle schedule, lookahead,
+             batched augmentation on the training device, channels_last
 
-Each side runs `kagglecifar.train.train` in a fresh process with --time-budget BUDGET; the only difference
-is the loader (train(make_loader=...)). Reported: best validation accuracy reached (validation runs at the
-end of every completed epoch; an epoch cut by the budget does not count), completed epochs, images/s
-(images trained over training + validation time), wall time and peak memory.
+    python benchmarks/bench_budget.py                        # the full replica's train cache, 300 s each
+    python benchmarks/bench_budget.py --data-dir DATA --budget 300 --seeds 3
+
+Each run gets --time-budget BUDGET (a run that finishes earlier just finishes). Reported per run: validation
+accuracy without TTA and with flip and translate TTA (kagglecifar.evaluate on best.pt), epochs done,
+training seconds (validation excluded), images/s, wall time, peak memory, and the machine's load average.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from bench_loader import TorchvisionLoader, train_cache  # noqa: E402
+from bench_loader import train_cache  # noqa: E402
+
+TODAY = dict(model="simplecnn", epochs=6, batch_size=128, lr=0.05, momentum=0.9, schedule="onecycle",
+             warmup_epochs=0.5, weight_decay=5e-4, label_smoothing=0.1, lookahead=False, augment="standard",
+             alternate_flip=False, batched_augment=False, channels_last=False)
 
 
-def child(loader: str, data_dir: Path, budget: float, options: dict) -> None:
-    """One training run; prints its result as the last line of JSON."""
-    from kagglecifar.checkpoint import load_checkpoint
+def child(side: str, data_dir: Path, budget: float, seed: int) -> None:
+    """One training run and its evaluation; prints the result as the last line of JSON."""
     from kagglecifar.config import make_config
+    from kagglecifar.evaluate import evaluate
+    from kagglecifar.rundir import read_metrics
     from kagglecifar.train import train
 
+    options = TODAY if side == "today" else {}
     with tempfile.TemporaryDirectory() as runs:
         config = make_config(preset="cpu", data_dir=data_dir, runs_dir=runs, time_budget=budget, device="cpu",
-                             **options)
-        make_loader = None
-        if loader == "torchvision":
-            def make_loader(images, labels, c):
-                return TorchvisionLoader(images, labels, c.batch_size, c.workers, c.seed)
-        result = train(config, make_loader=make_loader)
-        progress = load_checkpoint(result.run_dir / "last.pt")["train_state"]["progress"]
-        images_per_s = progress["step"] * config.recipe.batch_size / progress["elapsed"]  # validation time included
+                             seed=seed, workers=0, **options)
+        result = train(config)
+        metrics = read_metrics(result.run_dir)
+        report = evaluate(result.run_dir, data_dir, ("flip", "translate"), device="cpu", progress=False)
+        train_seconds = sum(row["seconds"] for row in metrics)
         print(json.dumps({
-            "loader": loader, "best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
+            "side": side, "seed": seed, "model": config.recipe.model, "width": config.recipe.width,
             "epochs_completed": result.epochs_run, "epochs_planned": config.recipe.epochs,
-            "stopped": result.stopped_reason, "train_images_per_s": round(images_per_s),
-            "config": {k: getattr(config, k) for k in ("model", "width", "epochs", "batch_size", "lr", "augment",
-                                                       "workers", "time_budget")},
-            "peak_rss_mb": round(common.peak_rss_mb()), "wall_s": round(result.seconds, 1),
+            "stopped": result.stopped_reason, "train_seconds": round(train_seconds, 1),
+            "train_images_per_s": round(statistics.mean(row["images_per_s"] for row in metrics)) if metrics else 0,
+            "val_accuracy": {mode: round(acc, 4) for mode, acc in report.overall.items()},
+            "wall_s": round(result.seconds, 1), "load_average": os.getloadavg(),
         }))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, help="a data folder with a train cache (default: built from the replica)")
-    p.add_argument("--budget", type=float, default=240.0, help="wall-clock seconds per training run")
-    p.add_argument("--epochs", type=int, help="override the cpu preset's epochs")
-    p.add_argument("--workers", type=int, help="override the cpu preset's loader workers (both sides)")
-    p.add_argument("--child", choices=["ours", "torchvision"], help=argparse.SUPPRESS)
+    p.add_argument("--budget", type=float, default=300.0, help="wall-clock seconds of training per run")
+    p.add_argument("--seeds", type=int, default=1, help="runs per side")
+    p.add_argument("--sides", default="today,ours")
+    p.add_argument("--child", choices=["today", "ours"], help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
-    options = {k: v for k, v in {"epochs": args.epochs, "workers": args.workers}.items() if v is not None}
     data_dir = train_cache(args.data_dir).resolve()
     if args.child:
-        child(args.child, data_dir, args.budget, options)
+        child(args.child, data_dir, args.budget, args.seed)
         return
 
-    runs = {}
-    for loader in ("torchvision", "ours"):
-        argv = [sys.executable, __file__, "--child", loader, "--data-dir", str(data_dir), "--budget", str(args.budget)]
-        for key, value in options.items():
-            argv += [f"--{key}", str(value)]
-        runs[loader] = common.run_measured(argv)
-        print(runs[loader], file=sys.stderr, flush=True)
-    ours, baseline = runs["ours"], runs["torchvision"]
+    runs = {side: [] for side in args.sides.split(",")}
+    for seed in range(args.seeds):
+        for side in runs:
+            argv = [sys.executable, __file__, "--child", side, "--seed", str(seed), "--data-dir", str(data_dir),
+                    "--budget", str(args.budget)]
+            runs[side].append(common.run_measured(argv))
+            print(json.dumps(runs[side][-1]), file=sys.stderr, flush=True)
+    summary = {side: {mode: statistics.mean(r["val_accuracy"][mode] for r in rows)
+                      for mode in ("none", "flip", "translate")} for side, rows in runs.items()}
     common.write_result("accuracy_in_budget", {
-        "data": str(data_dir), "budget_s": args.budget, "preset": "cpu", "runs": runs,
-        "accuracy_gain_points": None if None in (ours["best_val_accuracy"], baseline["best_val_accuracy"]) else
-        round(100 * (ours["best_val_accuracy"] - baseline["best_val_accuracy"]), 2),
-        "throughput_ratio": round(ours["train_images_per_s"] / baseline["train_images_per_s"], 2),
+        "data": str(data_dir), "budget_s": args.budget, "seeds": args.seeds, "today": TODAY, "runs": runs,
+        "mean_val_accuracy": summary,
     }, " ".join(["python", "benchmarks/bench_budget.py", *sys.argv[1:]]))
 
 
