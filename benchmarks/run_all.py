@@ -1,6 +1,6 @@
-"""`make bench`: every benchmark in turn (each writes results/NAME.json), then the README table and plot.
+"""`make bench`: every benchmark in turn; each writes results/NAME.json with its command and machine.
 
-    python benchmarks/run_all.py            # all, ~25 minutes on 2 CPU cores
+    python benchmarks/run_all.py            # all, about half an hour on 2 quiet CPU cores
     python benchmarks/run_all.py cache loader   # just these
 """
 from __future__ import annotations
@@ -27,7 +27,6 @@ def main(names: list[str]) -> None:
         print(f"== {name}: {script} {' '.join(args)}", flush=True)
         subprocess.run([sys.executable, str(HERE / script), *args], check=True)
         print(f"== {name}: {time.monotonic() - started:.0f} s", flush=True)
-    subprocess.run([sys.executable, str(HERE / "report.py")], check=True)
 
 
 if __name__ == "__main__":
