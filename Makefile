@@ -21,7 +21,7 @@ run: install            ## fetch, train, predict --tta, submit
 test: install           ## the whole test suite (CPU, a few minutes)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-bench: install          ## benchmarks/ -> benchmarks/results/*.json and the README table/plot
+bench: install          ## benchmarks/ -> benchmarks/results/*.json
 	$(BIN)/python benchmarks/run_all.py $(ARGS)
 
 gpu-check: install     ## on a CUDA machine: CUDA paths, GPU presets, predict timings -> benchmarks/results/gpu_check.json
