@@ -124,7 +124,12 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--batches", type=int, default=100, help="batches timed per measurement")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads of this process (1: on a busy "
+                   "shared CPU, two OpenMP threads stall each other and every tensor op suffers)")
     args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     import tempfile
 
@@ -176,7 +181,7 @@ def main() -> None:
                       "heavy": "standard + CoarseDropout 8x8 p=0.5 + ColorJitter(0.2, 0.2, 0.2, hue=0) p=0.5"},
         "output": "float NCHW in [0, 1] on the CPU", "rows": rows, "speedup_ours_vs_torchvision": speedup,
         "speedup_batched": batched_speedup, "peak_rss_mb": round(common.peak_rss_mb()),
-        "load_average_1min": round(os.getloadavg()[0], 2),
+        "threads": args.threads, "load_average_1min": round(os.getloadavg()[0], 2),
     }, " ".join(["python", "benchmarks/bench_loader.py", *sys.argv[1:]]))
 
 

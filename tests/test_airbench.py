@@ -75,9 +75,11 @@ def test_frozen_parts_get_no_gradient_and_groups_cover_the_rest():
     in_groups = [p for g in groups for p in g["params"]]
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert len(in_groups) == len(trainable) == len({id(p) for p in in_groups})
-    shifts, others = groups
+    shifts, whiten, others = groups
+    assert [g["name"] for g in groups] == ["norm_biases", "whitening_bias", "weights"]
     assert shifts["lr"] == 32 and shifts["lr_scale"] == 64 and shifts["weight_decay"] == pytest.approx(1e-3 / 64)
     assert all(p.ndim == 1 for p in shifts["params"]) and others["lr_scale"] == 1
+    assert whiten["params"] == [model.whiten.bias] and all(p.ndim > 1 for p in others["params"])
     assert not model.whiten.weight.requires_grad
     assert all(not m.weight.requires_grad for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
 

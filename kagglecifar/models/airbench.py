@@ -145,12 +145,24 @@ def airbench96(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0) 
 # --- the recipe's parts the trainer needs ---------------------------------------------------------
 
 def param_groups(model: AirbenchNet, lr: float, weight_decay: float, bias_lr_scale: float = 64.0) -> list[dict]:
-    """SGD parameter groups in airbench's form: BatchNorm shifts learn bias_lr_scale times faster with the
-    same decay per step (their weight_decay divided by the scale). Each group carries "lr_scale": the
-    trainer sets group["lr"] = lr * group["lr_scale"] at every step."""
+    """SGD parameter groups in airbench's form, each with a "name" and an "lr_scale" (the trainer sets
+    group["lr"] = lr * group["lr_scale"] at every step):
+
+        norm_biases     BatchNorm shifts: bias_lr_scale times the lr, the same decay per step
+        whitening_bias  the stem's bias: set its lr_scale to 0 to freeze it after a few epochs when
+                        model.train_whitening_bias = False cannot be used (under DDP every parameter
+                        must keep getting a gradient)
+        weights         everything else (conv filters, head)
+    """
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     shifts = [p for n, p in trainable if ".norm" in n]
-    others = [p for n, p in trainable if ".norm" not in n]
-    return [{"params": shifts, "lr": lr * bias_lr_scale, "lr_scale": bias_lr_scale,
-             "weight_decay": weight_decay / bias_lr_scale},
-            {"params": others, "lr": lr, "lr_scale": 1.0, "weight_decay": weight_decay}]
+    whiten = [p for n, p in trainable if n == "whiten.bias"]
+    others = [p for n, p in trainable if ".norm" not in n and n != "whiten.bias"]
+
+    def group(name, params, scale):
+        return {"name": name, "params": params, "lr": lr * scale, "lr_scale": scale,
+                "weight_decay": weight_decay / scale}
+
+    return [group("norm_biases", shifts, bias_lr_scale), group("whitening_bias", whiten, 1.0),
+            group("weights", others, 1.0)]
+
