@@ -3,7 +3,7 @@
 On a CUDA machine it
   1. checks the CUDA-only paths against the CPU: bf16 autocast and channels_last (outputs close to fp32),
      torch.compile (same outputs), pinned-memory copies, and the batched augmentation on the GPU (pixel-equal
-     to the same engine on the CPU for the same seed);
+     to the CPU engine for the same drawn parameters) with its images/s;
   2. trains each GPU preset (fast, fast96, gpu) for --seeds seeds through `kagglecifar train`, recording
      validation accuracy (none / flip / translate TTA via `kagglecifar evaluate`) and training seconds
      (compile warm-up excluded: the first epoch's first steps are timed apart, see train.py);
@@ -58,10 +58,18 @@ def check_cuda_paths() -> dict:
         if isinstance(engine, str):
             checks[f"batched_{preset}"] = {"ok": False, "fallback": engine}
             continue
-        on_gpu = engine(images.cuda(), (0, 1, 2)).cpu()
-        on_cpu = engine(images, (0, 1, 2))
+        # The generator lives on the images' device, so draw the parameters once (CPU) and apply them on both.
+        params = engine.sample(len(images), (0, 1, 2), "cpu")
+        on_cuda = [{k: v.cuda() if torch.is_tensor(v) else v for k, v in p.items()} for p in params]
+        on_gpu = engine.apply(images.cuda(), on_cuda).cpu()
+        on_cpu = engine.apply(images, params)
         same = torch.equal(on_gpu, on_cpu)
         checks[f"batched_{preset}"] = {"ok": same, "mismatched_pixels": int((on_gpu != on_cpu).sum())}
+        started = time.perf_counter()
+        for step in range(20):
+            engine(images.cuda(), (0, 1, step))
+        torch.cuda.synchronize()
+        checks[f"batched_{preset}"]["images_per_s"] = round(20 * len(images) / (time.perf_counter() - started))
     return checks
 
 

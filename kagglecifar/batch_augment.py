@@ -1,4 +1,5 @@
 """Albumentations pipelines run as batched tensor ops on the training device, every sample drawn apart.
+(Over 400 lines: each transform's sampler, batched op and albumentations translation stay side by side.)
 
     engine = compile_pipeline(build_pipeline("standard"))   # a BatchAugment, or a str: why not
     out = engine(images, seed=(run seed, epoch, step))      # uint8 (B, H, W, C) in, uint8 NHWC out

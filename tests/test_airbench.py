@@ -12,12 +12,7 @@ from kagglecifar.muon import Muon, orthogonalize
 from kagglecifar.tta_translate import TRANSLATE_WEIGHTS, predict_translate, translate_views
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def smooth_images(n=200, seed=0):

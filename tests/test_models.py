@@ -15,13 +15,7 @@ SMALL = {"resnet50-imagenet": SMALL_IMAGENET, "resnet34": {"width": 0.5}, "resne
 CIFAR_NETS = [name for name in model_names() if name != "resnet50-imagenet"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two OpenMP threads on two shared, busy cores are ten times slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def conv_channels(model):
