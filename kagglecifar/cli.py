@@ -214,9 +214,10 @@ def predict(
                                               "(.npz for ensembling later, or .csv)."),
     batch_size: Optional[int] = BATCH_SIZE,
     device: str = DEVICE,
-    ood_threshold: float = typer.Option(0.5, "--ood-threshold", min=0.0, max=1.0,
+    ood_threshold: Optional[float] = typer.Option(None, "--ood-threshold", min=0.0, max=1.0,
                                         help="Confidence (top probability) below which an image counts as "
-                                        "out-of-distribution in the summary."),
+                                        "out-of-distribution in the summary (default: 0.5 with 10 classes, "
+                                        "5/classes with more: 0.05 for CIFAR-100)."),
 ) -> None:
     """Predict every test image (undecodable ones get a fallback label) and write a submission CSV (for other
     data than the competition's: id,label for every test id, and the file of each for an image folder)."""

@@ -36,7 +36,13 @@ from kagglecifar.runtime import resolve_device
 from kagglecifar.submission import read_sample_ids, write_predictions_csv, write_submission
 from kagglecifar.tta import MODES, TTA_VIEWS, check_tta_mode, make_view, views_of
 
-OOD_THRESHOLD = 0.5
+OOD_THRESHOLD = 0.5  # with 10 classes: no class gets half the probability
+
+
+def default_ood_threshold(num_classes: int) -> float:
+    """0.5 for CIFAR-10; five times the uniform probability with more classes (0.05 for 100), where a
+    top probability below one half is normal for a real image."""
+    return min(OOD_THRESHOLD, 5 / num_classes)
 BATCH_SIZE = {"cuda": 1024, "cpu": 256}  # measured on 2 CPU cores: 256 ran 2.2x faster than 1024
 SAVED_PROBS_SUFFIX = ".npz"
 SAVE_PROBS_ELSEWHERE = "another --save-probs path"
@@ -64,7 +70,8 @@ class Predictions:
         prior = self.probs[good].mean(axis=0) if good.any() else np.ones(len(self.classes))
         return self.classes[int(prior.argmax())]
 
-    def ood_count(self, threshold: float = OOD_THRESHOLD) -> int:
+    def ood_count(self, threshold: float | None = None) -> int:
+        threshold = default_ood_threshold(len(self.classes)) if threshold is None else threshold
         return int(((self.confidence < threshold) & ~self.bad).sum())
 
 
@@ -234,23 +241,24 @@ class PredictResult:
     csv_path: Path
     bad_ids_path: Path
     probs_path: Path | None
-    ood_threshold: float
+    ood_threshold: float | None  # None: default_ood_threshold(classes)
     rows: int
 
     def line(self) -> str:
         p = self.predictions
         probs = f", probabilities {self.probs_path}" if self.probs_path else ""
         views = TTA_VIEWS[p.tta]
+        threshold = default_ood_threshold(len(p.classes)) if self.ood_threshold is None else self.ood_threshold
         return (f"{self.rows} rows, TTA {p.tta} ({views} view{'s' if views > 1 else ''}), "
                 f"{int(p.bad.sum())} undecodable ids -> {p.fallback!r} (listed in {self.bad_ids_path}), "
-                f"{p.ood_count(self.ood_threshold)} look out-of-distribution (confidence < {self.ood_threshold:g}), "
+                f"{p.ood_count(threshold)} look out-of-distribution (confidence < {threshold:g}), "
                 f"{p.images_per_second:,.0f} images/s{probs} -> {self.csv_path}")
 
 
 def predict_to_submission(sources: list[Path], data_dir: Path, out: Path, *, tta: str = "flip",
                           weights: list[float] | None = None, batch_size: int | None = None, device: str = "auto",
                           force: bool = False, save_probs_path: Path | None = None,
-                          ood_threshold: float = OOD_THRESHOLD) -> PredictResult:
+                          ood_threshold: float | None = None) -> PredictResult:
     """`kagglecifar predict`: predictions -> submission CSV (+ bad-ids report, + probabilities).
 
     A test cache built from other data than the competition's has no sampleSubmission.csv: the CSV then

@@ -244,3 +244,14 @@ def test_modes_asked_together_give_what_each_gives_alone():
         alone = predict_images([(model, 1.0)], images, [mode], 4, batch_size=3, progress=False)[mode]
         np.testing.assert_allclose(together[mode], alone, rtol=1e-6)
         np.testing.assert_allclose(alone.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_the_out_of_distribution_threshold_follows_the_class_count():
+    from kagglecifar.predict import Predictions, default_ood_threshold
+
+    assert default_ood_threshold(10) == 0.5 and default_ood_threshold(100) == pytest.approx(0.05)
+    confidence = np.array([0.04, 0.3, 0.6], np.float32)
+    for classes, expected in ((10, 2), (100, 1)):
+        p = Predictions(np.arange(3), np.zeros((3, classes), np.float32), confidence, np.zeros(3, bool),
+                        [f"c{i}" for i in range(classes)])
+        assert p.ood_count() == expected and p.ood_count(0.7) == 3
