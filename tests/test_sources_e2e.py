@@ -2,8 +2,10 @@
 fine and coarse labels, CIFAR-10 python data, an image folder with a broken image, a Kaggle dataset (loopback
 fake); and the ways they fail: a truncated archive, a malicious pickle, an ambiguous folder, submitting."""
 import csv
+import subprocess
 import pickle
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -362,3 +364,18 @@ def test_a_run_trained_on_other_classes_is_refused_by_predict(run_cli, tmp_path)
     one_line_error(code, err, "trained on 10 classes (airplane, automobile, bird, cat, deer, ...), the test cache",
                    "has 100 (fine00, fine01, fine02, fine03, fine04, ...)")
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_killed_build_s_partial_folder_is_cleaned_by_the_next_fetch(tmp_path, run_cli):
+    source = tmp_path / "folder"
+    for label in ("cat", "dog"):
+        (source / "train" / label).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(source / "train" / label / f"{i}.png"), np.full((32, 32, 3), 40 * i, np.uint8))
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs: the build that left this folder behind died
+    stale = tmp_path / "data" / "cache" / f".train.partial-{dead.pid}"
+    stale.mkdir(parents=True)
+    code, _, err = run_cli("fetch", "--from-dir", source, "--data-dir", tmp_path / "data")
+    assert code == 0, err
+    assert not stale.exists() and (tmp_path / "data" / "cache" / "train" / "manifest.json").is_file()

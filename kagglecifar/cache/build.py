@@ -27,7 +27,9 @@ from kagglecifar.cache.archive import (ArchiveFile, DamagedArchive, lzma_stream,
                                        stream_lzma, stream_py7zr)
 from kagglecifar.cache.decode import (CorruptMember, DecodeThreads, SplitOutput, Stopped, lower_thread_priority,
                                       quiet_opencv)
-from kagglecifar.cache.store import CACHE_VERSION, SPLITS, SplitWriter, is_complete, publish, read_manifest, split_dir
+from kagglecifar.cache.store import (
+    CACHE_VERSION, SPLITS, SplitWriter, is_complete, publish, read_manifest, remove_stale, split_dir,
+)
 from kagglecifar.errors import KaggleCifarError
 
 
@@ -111,8 +113,8 @@ def _plan_split(source_dir: Path, data_dir: Path, split: str, force: bool, keep_
     """What building the split needs, or its summary when its cache is up to date."""
     archive = _source_file(source_dir / competition.archive_name(split))
     labels_path = _source_file(source_dir / competition.LABELS_FILE) if split == "train" else None
-    _remove_stale(split_dir(data_dir, split).parent, [f".{split}.partial-", f".{split}.old-"])
-    _remove_stale(data_dir, [f".{split}.png-partial-", f".{split}.old-"])
+    remove_stale(split_dir(data_dir, split).parent, [f".{split}.partial-", f".{split}.old-"])
+    remove_stale(data_dir, [f".{split}.png-partial-", f".{split}.old-"])
     labels = competition.read_labels(labels_path, classes) if labels_path else None
     stamps = {"source": _file_stamp(archive)}
     if labels_path:
@@ -342,30 +344,6 @@ def _up_to_date(data_dir: Path, split: str, stamps: dict, classes: list[str], ke
     same_sources = all(
         {k: (manifest.get(key) or {}).get(k) for k in stamp} == stamp for key, stamp in stamps.items())
     return manifest.get("version") == CACHE_VERSION and same_sources and manifest.get("classes") == classes
-
-
-def _remove_stale(folder: Path, prefixes: list[str]) -> None:
-    """Drop half-built folders left by runs that died; those of another run still going are left alone."""
-    if not folder.is_dir():
-        return
-    for path in folder.iterdir():
-        prefix = next((p for p in prefixes if path.name.startswith(p)), None)
-        if prefix is None:
-            continue
-        pid = path.name[len(prefix):]
-        if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        pass
-    return True
 
 
 def _sha256_in_background(path: Path, stopped: threading.Event) -> tuple[concurrent.futures.Future, threading.Thread]:

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kagglecifar.cache.store import CACHE_VERSION, SPLITS, is_complete, read_manifest, split_dir, write_split
+from kagglecifar.cache.store import (
+    CACHE_VERSION, SPLITS, is_complete, read_manifest, remove_stale, split_dir, write_split,
+)
 from kagglecifar.errors import KaggleCifarError
 
 COMPETITION = "competition"
@@ -71,6 +73,7 @@ def build_from_source(found, data_dir: Path, *, labels: str = "fine", force: boo
             _drop_split(data_dir, split)
             continue
         source = splits[split]
+        remove_stale(split_dir(data_dir, split).parent, [f".{split}.partial-", f".{split}.old-"])  # killed builds
         order = np.argsort(source.ids, kind="stable")  # write_split stores rows in ascending id order
         extra = {"kind": found.kind} if found.kind else {}
         if split == "test" and found.format == "image-folder" and source.names:

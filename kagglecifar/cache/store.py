@@ -208,3 +208,27 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_stale(folder: Path, prefixes: list[str]) -> None:
+    """Drop half-built folders left by runs that died; those of another run still going are left alone."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        prefix = next((p for p in prefixes if path.name.startswith(p)), None)
+        if prefix is None:
+            continue
+        pid = path.name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        pass
+    return True
