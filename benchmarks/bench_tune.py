@@ -4,6 +4,7 @@ trial being the preset's own recipe, so the best trial is compared with the defa
     python benchmarks/bench_tune.py --data-dir DATA --runs-dir RUNS [--timeout 1200]
 
 Writes results/tune_cpu.json: the command, the machine and its load (the CPU may be shared), every trial.
+Running it again continues the same study (`--result NAME` keeps the earlier JSON).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, required=True)
     parser.add_argument("--timeout", type=float, default=1200)
     parser.add_argument("--name", default="cpu-bench")
+    parser.add_argument("--result", default="tune_cpu", help="results/RESULT.json (e.g. for a continued search)")
     args = parser.parse_args()
     command = [sys.executable, "-m", "kagglecifar", "tune", "--preset", "cpu", "--space", str(SPACE),
                "--timeout", f"{args.timeout:g}", "--name", args.name, "--data-dir", str(args.data_dir),
@@ -47,7 +49,7 @@ def main() -> None:
     finished = [t for t in trials if t["best_val_acc"] and t["state"] == "complete"]
     preset = next((t for t in trials if "preset's values" in t["note"] and t["state"] == "complete"), None)
     best = max(finished, key=lambda t: float(t["best_val_acc"]), default=None)
-    write_result("tune_cpu", {
+    write_result(args.result, {
         "timeout_s": args.timeout, "wall_s": round(seconds, 1), "load_average_1_5_15": {"start": load_before,
                                                                                       "end": load_after},
         "space": SPACE.read_text(), "summary": done.stdout.strip().splitlines()[-1],
@@ -55,7 +57,8 @@ def main() -> None:
         "gain_points": (round(100 * (float(best["best_val_acc"]) - float(preset["best_val_acc"])), 2)
                         if best and preset else None),
         "trials": trials}, " ".join(["python", "benchmarks/bench_tune.py", "--data-dir", str(args.data_dir),
-                                    "--runs-dir", str(args.runs_dir), "--timeout", f"{args.timeout:g}"]))
+                                    "--runs-dir", str(args.runs_dir), "--timeout", f"{args.timeout:g}",
+                                    "--result", args.result]))
 
 
 if __name__ == "__main__":

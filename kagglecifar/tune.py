@@ -215,7 +215,7 @@ def tune(model: str | None = None, *, preset: str | None = None, sets: list[str]
         tune_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(tune_dir / 'study.db').resolve()}"
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial says how each ended
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study_options = dict(study_name=name, storage=open_storage(url), sampler=make_sampler(sampler, dimensions),
                          pruner=make_pruner(pruner))
