@@ -8,7 +8,7 @@
       history.png, importance.png, slices.png, trial_curves.png
 
 Each trial reports its validation accuracy per epoch; the pruner (median or Hyperband) stops unpromising
-ones (stopped_reason "pruned"). A search continues when the same command runs again: a trial stopped by
+ones (stopped_reason "pruned"), and a trial whose training loss is no longer finite is pruned at once. A search continues when the same command runs again: a trial stopped by
 --timeout or Ctrl-C saves last.pt and is queued again with its parameters, and so is one whose process died
 (tune_storage.py); the retry resumes the run folder. Several processes (or machines, with a shared
 --storage) running the same command work one study together.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import time
 import warnings
@@ -122,6 +123,9 @@ class Objective:
 
         def report(row: dict) -> bool:
             trial.report(row["val_acc"], int(row["epoch"]))
+            if not math.isfinite(row["train_loss"]):  # diverged: no later epoch can recover, whatever the pruner
+                trial.set_user_attr("diverged", True)
+                return True
             return trial.should_prune()
 
         try:
@@ -330,6 +334,8 @@ def _note(trial) -> str:
         notes.append(f"resumes trial {attrs['retry_of']}")
     if attrs.get("stopped"):
         notes.append(f"stopped ({attrs['stopped']}), queued again")
+    if attrs.get("diverged"):
+        notes.append("diverged (loss not finite)")
     return "; ".join(notes)
 
 
