@@ -170,7 +170,8 @@ class Objective:
             previous = rundir.read_result(run_dir).get("stopped_reason")
             if previous in FINISHED:
                 return previous, _best(run_dir)
-            if prune:
+            if prune:  # the run folder says so too, for `compare`
+                rundir.write_result(run_dir, {**rundir.read_result(run_dir), "stopped_reason": "pruned"})
                 return "pruned", _best(run_dir)
             config = train.resume_config(run_dir, self.tune_dir, **self.session, **budget)
         else:
