@@ -8,7 +8,7 @@
       history.png, importance.png, slices.png, trial_curves.png
 
 Each trial reports its validation accuracy per epoch; the pruner (median or Hyperband) stops unpromising
-ones (stopped_reason "pruned"). A search continues when the same command runs again: a trial stopped by
+ones (stopped_reason "pruned"), and a trial whose training loss is no longer finite is pruned at once. A search continues when the same command runs again: a trial stopped by
 --timeout or Ctrl-C saves last.pt and is queued again with its parameters, and so is one whose process died
 (tune_storage.py); the retry resumes the run folder. Several processes (or machines, with a shared
 --storage) running the same command work one study together.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import time
 import warnings
@@ -122,6 +123,9 @@ class Objective:
 
         def report(row: dict) -> bool:
             trial.report(row["val_acc"], int(row["epoch"]))
+            if not math.isfinite(row["train_loss"]):  # diverged: no later epoch can recover, whatever the pruner
+                trial.set_user_attr("diverged", True)
+                return True
             return trial.should_prune()
 
         try:
@@ -166,7 +170,8 @@ class Objective:
             previous = rundir.read_result(run_dir).get("stopped_reason")
             if previous in FINISHED:
                 return previous, _best(run_dir)
-            if prune:
+            if prune:  # the run folder says so too, for `compare`
+                rundir.write_result(run_dir, {**rundir.read_result(run_dir), "stopped_reason": "pruned"})
                 return "pruned", _best(run_dir)
             config = train.resume_config(run_dir, self.tune_dir, **self.session, **budget)
         else:
@@ -215,7 +220,7 @@ def tune(model: str | None = None, *, preset: str | None = None, sets: list[str]
         tune_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(tune_dir / 'study.db').resolve()}"
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial says how each ended
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study_options = dict(study_name=name, storage=open_storage(url), sampler=make_sampler(sampler, dimensions),
                          pruner=make_pruner(pruner))
@@ -330,6 +335,8 @@ def _note(trial) -> str:
         notes.append(f"resumes trial {attrs['retry_of']}")
     if attrs.get("stopped"):
         notes.append(f"stopped ({attrs['stopped']}), queued again")
+    if attrs.get("diverged"):
+        notes.append("diverged (loss not finite)")
     return "; ".join(notes)
 
 

@@ -252,6 +252,15 @@ def test_a_study_refuses_another_base_recipe(searched, data_dir):
                   trials=4, name="p", runs_dir=runs, data_dir=data_dir, device="cpu")
 
 
+def test_a_diverged_trial_is_pruned_at_once_even_among_the_startup_trials(data_dir, tmp_path):
+    space_file = write_space(tmp_path / "s.yaml", "lr: {choices: [1.0e+6]}\n")  # the loss overflows at once
+    result = tune.tune("mlp", preset="cpu", sets=SETS, space_file=space_file, trials=1, pruner="none",
+                       runs_dir=tmp_path, data_dir=data_dir, device="cpu", echo=lambda line: None)
+    (trial,) = load(tmp_path / "tune-mlp", "mlp").trials
+    assert result.counts["pruned"] == 1 and trial.user_attrs["diverged"] and trial.user_attrs["epochs"] == 1
+    assert "diverged" in (tmp_path / "tune-mlp" / "results.csv").read_text()
+
+
 def test_the_on_epoch_hook_stops_a_run_as_pruned(data_dir, tmp_path):
     seen = []
     result = train(small_config(data_dir, tmp_path, epochs=3), on_epoch=lambda row: seen.append(row) or True)
