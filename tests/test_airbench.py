@@ -9,7 +9,6 @@ from kagglecifar.models import create_model
 from kagglecifar.models.airbench import param_groups
 from kagglecifar.optim import triangle
 from kagglecifar.muon import Muon, orthogonalize
-from kagglecifar.tta_translate import TRANSLATE_WEIGHTS, predict_translate, translate_views
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -126,19 +125,6 @@ def test_muon_steps_conv_filters_with_orthogonalised_updates():
     opt.step()
     assert conv.weight.shape == before.shape and not torch.equal(conv.weight, before)
     assert torch.linalg.norm(conv.weight.detach().flatten(1), dim=None) == pytest.approx(16**0.5, rel=0.2)
-
-
-def test_translate_views_and_weights():
-    x = torch.rand(2, 3, 8, 8)
-    views = list(translate_views(x))
-    assert len(views) == 6 and sum(w for _, w in views) == pytest.approx(1.0)
-    assert [w for _, w in views] == list(TRANSLATE_WEIGHTS)
-    assert torch.equal(views[1][0], x.flip(3))
-    assert torch.equal(views[2][0][..., 1:, 1:], x[..., :-1, :-1])  # content moved 1 px down-right
-    assert torch.equal(views[4][0][..., :-1, :-1], x[..., 1:, 1:])  # and 1 px up-left
-    assert all(v.shape == x.shape for v, _ in views)
-    probs = predict_translate(lambda v: v.mean(dim=(2, 3)), x)
-    assert probs.shape == (2, 3) and torch.allclose(probs.sum(1), torch.ones(2))
 
 
 def test_triangle_schedule():
