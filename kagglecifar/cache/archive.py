@@ -14,20 +14,26 @@ from __future__ import annotations
 import array
 import io
 import lzma
+import os
 import re
+import stat
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import py7zr
+import py7zr.archiveinfo
 import py7zr.io
+from py7zr.member import FILE_ATTRIBUTE_UNIX_EXTENSION
+from py7zr.properties import Property as PROPERTY
 
 from kagglecifar.errors import KaggleCifarError
 
 LZMA2, LZMA1 = b"\x21", b"\x03\x01\x01"  # 7z method ids
 READ_BYTES = 1 << 20  # compressed input per read
-CHUNK_BYTES = 4 << 20  # decompressed output per step; one chunk's members make one batch
+CHUNK_BYTES = 1 << 20  # decompressed output per step; one chunk's members make one batch
 PY7ZR_BATCH = 256  # members per batch on the py7zr path
 
 
@@ -54,39 +60,134 @@ def open_archive(source: ArchiveFile) -> py7zr.SevenZipFile:
 
 
 def read_members(z: py7zr.SevenZipFile, archive: Path, split: str) -> Members:
-    """Check every member name and list the split's images; nothing is decompressed."""
-    pattern = re.compile(rf"{re.escape(split)}/(\d{{1,18}})\.png")  # an id that fits in int64
-    # 8 bytes per number, not a Python int each: this runs while py7zr's header objects fill memory
-    ids, member_ids, sizes, crcs, empty_ids = (array.array("q") for _ in range(5))
-    for m in z.files:  # z.list() would build a datetime per member: 5x slower
-        name = m.filename
-        parts = re.split(r"[/\\]", name)
-        if m.is_symlink or name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or ".." in parts:
+    """Check every member of an archive py7zr opened and list the split's images."""
+    files = list(z.files)  # z.list() would build a datetime per member: 5x slower
+    data = [m for m in files if not m.emptystream]
+    return check_members(archive, split, [m.filename for m in files], [m.is_directory for m in files],
+                         [m.is_symlink for m in files], [m.emptystream for m in files],
+                         [m.uncompressed for m in data], [-1 if m.crc32 is None else m.crc32 for m in data])
+
+
+def check_members(archive: Path, split: str, names, is_dir, is_symlink, empty, sizes, crcs) -> Members:
+    """Refuse members that point outside the archive's folder or PNGs not named SPLIT/ID.png; list the images.
+    Per member in header order: names, is_dir, is_symlink, empty (stored without data); per member with data:
+    sizes, crcs (-1: none recorded)."""
+    image = re.compile(rf"{re.escape(split)}/(\d{{1,18}})\.png").fullmatch  # an id that fits in int64
+    escapes = re.compile(r"^[/\\]|^[A-Za-z]:|(^|[/\\])\.\.([/\\]|$)").search
+    ids, member_ids, empty_ids = array.array("q"), array.array("q"), array.array("q")
+    for name, directory, symlink, no_data in zip(names, is_dir, is_symlink, empty):
+        match = image(name)  # SPLIT/ID.png: inside the folder by its form
+        if symlink or (match is None and escapes(name)):
             raise KaggleCifarError(f"{archive}: member {name!r} points outside the archive's folder; refusing it")
         image_id = -1
-        if not m.is_directory and name.lower().endswith(".png"):
-            match = pattern.fullmatch(name)
+        if not directory and (match or name.lower().endswith(".png")):
             if not match:
                 raise KaggleCifarError(f"{archive}: member {name!r} is not named {split}/<id>.png")
             image_id = int(match.group(1))
             ids.append(image_id)
-        if m.emptystream:
-            if image_id >= 0:
-                empty_ids.append(image_id)
-            continue
-        member_ids.append(image_id)
-        sizes.append(m.uncompressed)
-        crcs.append(-1 if m.crc32 is None else m.crc32)
+        (empty_ids if no_data else member_ids).append(image_id)
     if not ids:
         raise KaggleCifarError(f"{archive}: no {split}/<id>.png images in it")
     ids = np.sort(np.frombuffer(ids, np.int64))
     duplicates = ids[1:][ids[1:] == ids[:-1]]
     if len(duplicates):
         raise KaggleCifarError(f"{archive}: {len(duplicates)} image ids appear twice (first: {duplicates[0]})")
-    member_ids = np.frombuffer(member_ids, np.int64)
+    member_ids, empty_ids = np.frombuffer(member_ids, np.int64), np.frombuffer(empty_ids, np.int64)
     rows = np.where(member_ids >= 0, np.searchsorted(ids, member_ids), -1)
-    return Members(ids, rows, np.frombuffer(sizes, np.int64), np.frombuffer(crcs, np.int64),
-                   np.searchsorted(ids, np.frombuffer(empty_ids, np.int64)).tolist())
+    return Members(ids, rows, np.asarray(sizes, np.int64), np.asarray(crcs, np.int64),
+                   np.searchsorted(ids, empty_ids[empty_ids >= 0]).tolist())
+
+
+# ---- the fast path: the header read compactly, the data decompressed by the standard library
+
+class _Header(py7zr.archiveinfo.Header):
+    """py7zr's header reader (signature, encoded header, streams: coders, sizes, CRCs), except the file list:
+    kept as names and flags instead of a dict per member, which for 300k members takes ~190 MB and seconds.
+    file_list is None when the list holds something only py7zr's own reader handles."""
+
+    def _extract_header_info(self, fp) -> None:
+        pid = fp.read(1)
+        if pid == PROPERTY.MAIN_STREAMS_INFO:
+            self.main_streams = py7zr.archiveinfo.StreamsInfo.retrieve(fp)
+            pid = fp.read(1)
+        self.file_list = None
+        if pid == PROPERTY.FILES_INFO:
+            self.file_list = _read_file_list(fp)
+        elif pid != PROPERTY.END:
+            raise py7zr.Bad7zFile(f"end id expected but {pid!r} found")
+
+
+@dataclass
+class _FileList:
+    names: list[str]
+    empty: np.ndarray  # bool per member: stored without data
+    attributes: np.ndarray  # uint32 per member, 0 where none recorded
+
+
+def _read_file_list(fp) -> _FileList | None:
+    count = py7zr.archiveinfo.read_uint64(fp)
+    names, empty, attributes = None, np.zeros(count, bool), np.zeros(count, np.uint32)
+    while (prop := fp.read(1)) != PROPERTY.END:
+        if not prop:
+            raise py7zr.Bad7zFile("the file list ends early")
+        data = fp.read(py7zr.archiveinfo.read_uint64(fp))
+        if prop == PROPERTY.EMPTY_STREAM:
+            empty = np.unpackbits(np.frombuffer(data, np.uint8))[:count].astype(bool)
+        elif prop == PROPERTY.NAME:
+            if data[:1] != b"\x00":
+                return None  # names stored elsewhere
+            names = data[1:].decode("utf-16-le").split("\x00")[:-1]
+            names = [name.replace("\\", "/") for name in names]
+        elif prop == PROPERTY.ATTRIBUTES:
+            defined = np.ones(count, bool) if data[:1] != b"\x00" else \
+                np.unpackbits(np.frombuffer(data[1:], np.uint8))[:count].astype(bool)
+            start = 1 if data[:1] != b"\x00" else 1 + (count + 7) // 8
+            if data[start:start + 1] != b"\x00":
+                return None  # attributes stored elsewhere
+            attributes[defined] = np.frombuffer(data, "<u4", int(defined.sum()), start + 1)
+        elif prop not in (PROPERTY.EMPTY_FILE, PROPERTY.CREATION_TIME, PROPERTY.LAST_ACCESS_TIME,
+                          PROPERTY.LAST_WRITE_TIME, PROPERTY.START_POS, PROPERTY.DUMMY):
+            return None  # anti-items, comments, ...
+    if names is None or len(names) != count or len(empty) != count:
+        return None
+    return _FileList(names, empty, attributes)
+
+
+def read_fast(archive: Path, split: str) -> tuple[Members, LzmaStream] | None:
+    """The members, and how to decompress them with the standard library, when the archive is a single plain
+    LZMA/LZMA2 folder (Kaggle's are); None when py7zr must do it."""
+    try:
+        with open(archive, "rb") as fp:
+            signature = py7zr.archiveinfo.SignatureHeader.retrieve(fp)
+            after_header = fp.tell()
+            fp.seek(signature.nextheaderofs, os.SEEK_CUR)
+            header_bytes = fp.read(signature.nextheadersize)
+            if len(header_bytes) != signature.nextheadersize or \
+                    zlib.crc32(header_bytes) != signature.nextheadercrc:
+                return None  # py7zr will say what is wrong
+            header = _Header.retrieve(fp, io.BytesIO(header_bytes), after_header)
+    except Exception:  # noqa: BLE001 - not an archive this reader understands: py7zr will say what is wrong
+        return None
+    files, streams = getattr(header, "file_list", None), header.main_streams
+    stream = lzma_stream(streams, after_header)
+    if files is None:
+        return None
+    data_count = int((~files.empty).sum())
+    sub = streams.substreamsinfo
+    if stream is None or sub is None or sub.num_unpackstreams_folders != [data_count] or \
+            sub.unpacksizes is None or len(sub.unpacksizes) != data_count:
+        return None
+    crcs = [crc if defined else -1 for crc, defined in zip(sub.digests, sub.digestsdefined)]
+    attributes = files.attributes
+    unix = (attributes & FILE_ATTRIBUTE_UNIX_EXTENSION) != 0
+    is_symlink = np.where(unix, (attributes >> 16) & 0o170000 == stat.S_IFLNK,
+                          (attributes & stat.FILE_ATTRIBUTE_REPARSE_POINT) != 0)
+    is_dir = (attributes & stat.FILE_ATTRIBUTE_DIRECTORY) != 0
+    members = check_members(archive, split, files.names, is_dir.tolist(), is_symlink.tolist(), files.empty.tolist(),
+                            sub.unpacksizes, crcs)
+    if int(members.sizes.sum()) != streams.unpackinfo.folders[0].get_unpack_size():
+        return None
+    return members, stream
 
 
 @dataclass
@@ -98,9 +199,8 @@ class LzmaStream:
     filters: list[dict]
 
 
-def lzma_stream(z: py7zr.SevenZipFile, members: Members) -> LzmaStream | None:
-    """How to decompress the archive's data with the standard library, or None when py7zr must do it."""
-    streams = z.header.main_streams
+def lzma_stream(streams, after_header: int) -> LzmaStream | None:
+    """From py7zr's main StreamsInfo: how to decompress a single plain LZMA/LZMA2 folder, else None."""
     if streams is None or streams.unpackinfo is None or len(streams.unpackinfo.folders) != 1:
         return None
     folder = streams.unpackinfo.folders[0]
@@ -120,10 +220,7 @@ def lzma_stream(z: py7zr.SevenZipFile, members: Members) -> LzmaStream | None:
         filters = [{"id": lzma.FILTER_LZMA1, "lc": lc, "lp": lp, "pb": pb, "dict_size": dict_size}]
     else:
         return None
-    if len(members.sizes) != sum(streams.substreamsinfo.num_unpackstreams_folders) or \
-            int(members.sizes.sum()) != folder.get_unpack_size():
-        return None  # let py7zr make sense of it, or say what is wrong
-    return LzmaStream(z.afterheader + streams.packinfo.packpos, streams.packinfo.packsizes[0], filters)
+    return LzmaStream(after_header + streams.packinfo.packpos, streams.packinfo.packsizes[0], filters)
 
 
 def stream_lzma(archive: Path, stream: LzmaStream, members: Members, emit: Callable,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import errno
-import gc
 import hashlib
 import os
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from kagglecifar import competition
-from kagglecifar.cache.archive import (ArchiveFile, DamagedArchive, lzma_stream, open_archive, read_members,
+from kagglecifar.cache.archive import (ArchiveFile, DamagedArchive, open_archive, read_fast, read_members,
                                        stream_lzma, stream_py7zr)
 from kagglecifar.cache.decode import (CorruptMember, DecodeThreads, SplitOutput, Stopped, lower_thread_priority,
                                       quiet_opencv)
@@ -195,15 +194,19 @@ class _SplitBuild:
         plan = self.plan
         self.hashes = {key: _sha256_in_background(path, self.stopped)
                        for key, path in (("source", plan.archive), ("labels_file", plan.labels_path)) if path}
-        try:
-            self.source = ArchiveFile(plan.archive)
-        except OSError as exc:
-            raise _unreadable(plan.archive, exc) from None
-        try:
-            z = open_archive(self.source)  # parsing a 300k-member header takes seconds: once
-        except DamagedArchive as exc:
-            raise _explain(exc, plan, data_dir) from None
-        members = read_members(z, plan.archive, plan.split)
+        z, fast = None, read_fast(plan.archive, plan.split)
+        if fast is not None:
+            members, stream = fast
+        else:  # anything else a 7z may hold: py7zr reads it all
+            try:
+                self.source = ArchiveFile(plan.archive)
+            except OSError as exc:
+                raise _unreadable(plan.archive, exc) from None
+            try:
+                z = open_archive(self.source)
+            except DamagedArchive as exc:
+                raise _explain(exc, plan, data_dir) from None
+            members, stream = read_members(z, plan.archive, plan.split), None
         if plan.labels is not None:
             competition.check_labels_match(plan.labels_path, plan.labels, members.ids.tolist(), plan.archive)
         self.writer = SplitWriter(data_dir, plan.split, len(members.ids), with_labels=plan.labels is not None,
@@ -216,12 +219,6 @@ class _SplitBuild:
             self.png_partial = data_dir / f".{plan.split}.png-partial-{os.getpid()}"
             self.png_partial.mkdir(parents=True)
         self.output = SplitOutput(self.writer, self.png_partial, self.stopped)
-        stream = lzma_stream(z, members)
-        if stream is not None:  # py7zr is done: its header objects (~190 MB for 300k members) go now
-            self.source.close()
-            del z
-            gc.collect()  # they form reference cycles
-            z = None
         self.thread = threading.Thread(target=self._read, args=(z, members, stream, decoders, critical),
                                        name=f"kagglecifar-{plan.split}.7z", daemon=True)
         self.thread.start()

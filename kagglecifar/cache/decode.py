@@ -21,7 +21,7 @@ import numpy as np
 from kagglecifar.cache.store import IMAGE_SHAPE, ROW_BYTES, SplitWriter
 
 BACKGROUND_NICE = 10  # added to the nice value of the decoding, hashing and smaller archive's threads
-MAX_QUEUED = 8  # batches waiting for a decoding thread; a batch is one decompressed chunk (~4 MB)
+MAX_QUEUED = 8  # batches waiting for a decoding thread; a batch is one decompressed chunk (~1 MB)
 
 
 class Stopped(Exception):
