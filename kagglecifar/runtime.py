@@ -5,6 +5,7 @@ Shared by train, predict and evaluate, so each of them reads `--device` the same
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import random
 import signal
@@ -66,6 +67,10 @@ def distributed(device: torch.device, batch_size: int):
         torch.distributed.init_process_group("gloo" if device.type == "cpu" else "nccl")
     try:
         yield torch.distributed.get_rank(), world
+        # What the body built (a DDP wrapper's reducer and its gloo/NCCL work sit in reference cycles) must go
+        # while the group is alive: left to the interpreter's exit, its teardown aborts the process
+        # ("terminate called without an active exception").
+        gc.collect()
         torch.distributed.barrier()  # nobody tears down while another rank still talks
     finally:
         if started_here:

@@ -91,6 +91,7 @@ class Submission:
 class FakeKaggle:
     files_dir: Path | None = None
     solution: dict = field(default_factory=dict)  # test id -> true label, for scoring
+    test_ids: set | None = None  # every id a submission must have, when only some are scored (default: solution's)
     competition: str = "cifar-10"
     username: str = "alice"
     key: str = "fake-secret-key-0123456789"
@@ -322,13 +323,15 @@ class FakeKaggle:
                            "ref": submission.ref})
 
     def score(self, data: bytes) -> float:
-        """Accuracy against `solution`; ValueError for a file Kaggle would not score."""
+        """Accuracy on `solution`'s ids (like Kaggle, which scores the real images among the junk); ValueError for
+        a file Kaggle would not score."""
         rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
         if not rows or rows[0] != ["id", "label"]:
             raise ValueError("Submission must have the header id,label")
         predicted = {int(row[0]): row[1] for row in rows[1:] if row}
-        if set(predicted) != set(self.solution):
-            raise ValueError(f"Submission must have {len(self.solution)} rows, one per test id")
+        expected = set(self.solution) if self.test_ids is None else self.test_ids
+        if set(predicted) != expected:
+            raise ValueError(f"Submission must have {len(expected)} rows, one per test id")
         return sum(predicted[i] == label for i, label in self.solution.items()) / len(self.solution)
 
     def _rpc_ListSubmissions(self, req, request):

@@ -247,6 +247,7 @@ def test_ddp_two_cpu_processes_train_in_sync(data_dir, tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     # Each rank checks at the end that its weights equal every other rank's, and fails otherwise.
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "terminate called" not in done.stderr and "has NOT been destroyed" not in done.stderr
     assert done.stdout.count("train: best val accuracy") == 1  # rank 0 alone reports
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # rank 0 alone writes
     assert json.loads((tmp_path / "ddp" / "run.json").read_text())["environment"]["world_size"] == 2
@@ -255,6 +256,35 @@ def test_ddp_two_cpu_processes_train_in_sync(data_dir, tmp_path):
     assert len(last["train_state"]["progress"]["metrics"]) == 2
     # 178 training images, 16 per rank per step, 89 per rank: 5 steps an epoch.
     assert last["train_state"]["progress"]["step"] == 10
+
+
+def test_process_group_outlives_everything_the_training_built(monkeypatch):
+    """DDP state left in reference cycles past destroy_process_group made the two-process run abort at exit
+    now and then; the teardown must find it already freed, even when no garbage collection happened to run."""
+    import gc
+    import weakref
+
+    from kagglecifar import runtime
+
+    class Built:  # stands in for Training and its DDP wrapper: kept alive only by a reference cycle
+        def __init__(self):
+            self.cycle = self
+
+    events, built = [], []
+    monkeypatch.setattr(runtime, "world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: events.append("init"))
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    monkeypatch.setattr(torch.distributed, "barrier", lambda: events.append("barrier"))
+    monkeypatch.setattr(torch.distributed, "destroy_process_group",
+                        lambda: events.append(f"destroy, body's objects alive: {built[0]() is not None}"))
+    gc.disable()
+    try:
+        with runtime.distributed(torch.device("cpu"), batch_size=8):
+            built.append(weakref.ref(Built()))
+    finally:
+        gc.enable()
+    assert events == ["init", "barrier", "destroy, body's objects alive: False"]
 
 
 # ---- errors -------------------------------------------------------------------------------------
