@@ -2,7 +2,7 @@
 
     today    simplecnn, 6 epochs, batch 128, one-cycle SGD lr 0.05, standard augmentation by albumentations
              on CPU workers, NCHW (the cpu preset before issue 11)
-    ours     the cpu preset: airbench94 at width 0.25, 8 epochs, batch 512, triangle schedule, lookahead,
+    ours     the cpu preset: airbench94 at width 0.25, 12 epochs, batch 512, triangle schedule, lookahead,
              batched augmentation on the training device, channels_last
 
     python benchmarks/bench_budget.py                        # the full replica's train cache, 300 s each
