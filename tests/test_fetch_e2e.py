@@ -31,6 +31,7 @@ def test_fetch_downloads_and_builds_the_cache_then_skips_everything_on_a_second_
     code, out, err = fetch(run_cli, fake, data)
     assert code == 0, err
     assert "4 files downloaded" in out and f"train {N_TRAIN}, test {N_TEST} images" in out
+    assert "\r" not in out + err  # off a terminal: no progress-bar frames (downloads, cache) in a log file
     assert len(cache.load_split(data, "train")) == N_TRAIN and len(cache.load_split(data, "test")) == N_TEST
     for name in kaggle_io.REQUIRED_FILES:
         assert (data / name).read_bytes() == (files / name).read_bytes()

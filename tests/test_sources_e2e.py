@@ -156,6 +156,7 @@ def test_image_folder_with_a_broken_image_end_to_end(run_cli, tmp_path):
     code, out, err = run_cli("fetch", "--from-dir", tmp_path, "--data-dir", data)
     assert code == 0, err
     assert "(image-folder); train 25, test 4 images" in out and "2 undecodable" in out
+    assert "\r" not in out + err  # off a terminal: no progress-bar frames in a log file
     assert cache.load_split(data, "train").bad.sum() == 1
 
     code, out, err = run_cli("train", "mlp", *TINY, "--val-fraction", "0.25", "--data-dir", data, "--runs-dir", runs,

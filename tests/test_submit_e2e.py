@@ -40,6 +40,7 @@ def test_good_file_is_uploaded_scored_and_the_score_printed(run_cli, fake, compe
     code, out, err = submit(run_cli, fake, competition, tmp_path / "pred.csv", "-m", "quarter right")
     assert code == 0, err
     assert f"scored {expected:.5f} (public) on cifar-10" in out
+    assert "\r" not in out + err  # off a terminal: no upload-bar frames in a log file
     (upload,) = fake.called("upload")
     assert upload.body == (tmp_path / "pred.csv").read_bytes()
     assert fake.submissions[0].description == "quarter right"

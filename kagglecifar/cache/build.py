@@ -13,13 +13,11 @@ import errno
 import hashlib
 import os
 import shutil
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
 
 from kagglecifar import competition
 from kagglecifar.cache.archive import (ArchiveFile, DamagedArchive, open_archive, read_fast, read_members,
@@ -30,6 +28,7 @@ from kagglecifar.cache.store import (
     CACHE_VERSION, SPLITS, SplitWriter, is_complete, publish, read_manifest, remove_stale, split_dir,
 )
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.progress import progress_bar
 
 
 @dataclass
@@ -166,7 +165,7 @@ def _wait(builds: list[_SplitBuild], decoders: DecodeThreads) -> None:
     """Wait for the archives to be read and their images decoded, showing progress."""
     total = sum(len(build.output.writer.ids) for build in builds)
     names = "+".join(build.plan.split for build in builds)
-    with tqdm(total=total, desc=names, unit="img", file=sys.stderr, mininterval=0.5) as progress:
+    with progress_bar(total, names, "img", mininterval=0.5) as progress:
         while alive := [build.thread for build in builds if build.thread.is_alive()]:
             alive[0].join(0.25)
             progress.update(sum(build.output.decoded for build in builds) - progress.n)

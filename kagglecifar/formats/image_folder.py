@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import collections
 import os
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from kagglecifar.cache.decode import png_to_rgb32, quiet_opencv
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.progress import progress_bar
 from kagglecifar.formats.source_split import SourceSplit
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -122,7 +121,7 @@ def _decode(root: Path, split: str, files_by_class: dict, classes: list[str]) ->
     log_level = cv2.utils.logging.getLogLevel()
     quiet_opencv()  # no warning per broken image
     try:
-        for row, path in enumerate(tqdm(paths, desc=split, unit="img", file=sys.stderr, mininterval=0.5)):
+        for row, path in enumerate(progress_bar(len(paths), split, "img", mininterval=0.5, iterable=paths)):
             try:
                 data = path.read_bytes()
             except OSError as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.progress import interactive
 from kagglecifar.kaggle_io.client import Connection, Transient, client_output, connect, note, reason, retrying
 
 REQUIRED_FILES = ("train.7z", "test.7z", "trainLabels.csv", "sampleSubmission.csv")
@@ -263,7 +264,7 @@ def _fetch(conn: Connection, name: str, final: Path, size: int | None, open_down
             zipped = urlsplit(response.url).path.endswith(".zip") and not name.endswith(".zip")
             target = final.with_name(final.name + ".zip.part") if zipped else part
             try:
-                conn.api.download_file(response, str(target), kaggle.http_client(), quiet=False, resume=True,
+                conn.api.download_file(response, str(target), kaggle.http_client(), quiet=not interactive(), resume=True,
                                        chunk_size=CHUNK_BYTES, max_retries=0)
             except ValueError as exc:  # the client's size check failed: these bytes are not the file, start over
                 _discard(target)

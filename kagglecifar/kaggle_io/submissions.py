@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.progress import interactive
 from kagglecifar.kaggle_io.client import Connection, Transient, client_output, connect, note, retrying
 
 POLL_SECONDS = 5.0  # between checks of a new submission's status
@@ -65,7 +66,7 @@ def upload_submission(csv_path: Path, message: str, competition: str, wait: bool
 
     def upload():
         with client_output() as printed:
-            created = conn.api.competition_submit(str(csv_path), message, competition, quiet=False)
+            created = conn.api.competition_submit(str(csv_path), message, competition, quiet=not interactive())
         if created.message == conn.api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:
             last = [line for line in printed.getvalue().splitlines() if line.strip()][-1:]
             raise Transient(f"the upload failed ({last[0][:200] if last else 'no reason given'})")
