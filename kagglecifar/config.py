@@ -50,8 +50,11 @@ class Recipe:
     batch_size: int = option(512, "Images per step (all processes together).",
                              (lambda v: v >= 2, "must be at least 2"))
     lr: float = option(0.2, "Peak learning rate.", POSITIVE)
-    optimizer: str = option("sgd", "sgd (Nesterov momentum) or adamw (then lr 2e-3 and weight decay 0.05 "
-                            "unless given).", choices=("sgd", "adamw"))
+    optimizer: str = option("sgd", "sgd (Nesterov momentum), adamw (then lr 2e-3 and weight decay 0.05 "
+                            "unless given) or muon (Muon on conv filters at --muon-lr, Nesterov SGD at --lr "
+                            "on the rest).", choices=("sgd", "adamw", "muon"))
+    muon_lr: float = option(0.24, "Peak rate of Muon's conv-filter updates (--optimizer muon); scheduled like "
+                            "--lr.", POSITIVE)
     momentum: float = option(0.9, "SGD's Nesterov momentum.", UNIT_INTERVAL)
     schedule: str = option("onecycle", "onecycle (linear warm-up, linear decay to 0), cosine (warm-up, cosine "
                            "decay to 0) or triangle (airbench: 0.2x rising to 1x at 23% of the steps, down to "

@@ -2,11 +2,12 @@
 
 torch.optim.Muon (torch 2.9+) takes 2-D parameters only; airbench94_muon applies Muon to 4-D conv filters
 viewed as (out, in * kh * kw) matrices, after normalising each filter bank to norm sqrt(out), with
-Nesterov momentum 0.6 and lr 0.24 at batch 2000 (its other parameters - BatchNorm shifts, whitening bias,
-head - stay on Nesterov SGD). This is that optimizer; use it for the filters only:
+Nesterov momentum 0.6 and lr 0.24 (its other parameters - BatchNorm shifts, whitening bias, head - stay on
+Nesterov SGD). This optimizer does both, so the trainer keeps one optimizer, one schedule and one state:
+a group with "orthogonalize": True gets Muon's update, any other group plain Nesterov SGD with weight decay.
 
     filters = [p for p in model.parameters() if p.ndim == 4 and p.requires_grad]
-    muon = Muon(filters, lr=0.24, momentum=0.6)
+    muon = Muon([{"params": filters}, {"params": others, "orthogonalize": False, "momentum": 0.85}], lr=0.24)
 """
 from __future__ import annotations
 
@@ -31,11 +32,13 @@ def orthogonalize(g: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.T
 
 class Muon(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 0.24, momentum: float = 0.6, nesterov: bool = True,
-                 ns_steps: int = 3, normalize_weights: bool = True):
+                 ns_steps: int = 3, normalize_weights: bool = True, orthogonalize: bool = True,
+                 weight_decay: float = 0.0):
         if lr < 0 or not 0 <= momentum < 1:
             raise ValueError(f"Muon: need lr >= 0 and momentum in [0, 1), got {lr}, {momentum}")
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
-                                      normalize_weights=normalize_weights))
+                                      normalize_weights=normalize_weights, orthogonalize=orthogonalize,
+                                      weight_decay=weight_decay))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -50,8 +53,14 @@ class Muon(torch.optim.Optimizer):
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p.grad)
-                buf = state["momentum_buffer"].mul_(group["momentum"]).add_(p.grad)
-                g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+                grad = p.grad
+                if group["weight_decay"] and not group["orthogonalize"]:
+                    grad = grad.add(p, alpha=group["weight_decay"])
+                buf = state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
+                g = grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+                if not group["orthogonalize"]:  # torch.optim.SGD's step (dampening 0)
+                    p.add_(g, alpha=-group["lr"])
+                    continue
                 if group["normalize_weights"]:
                     p.mul_(len(p) ** 0.5 / p.norm())
                 update = orthogonalize(g.reshape(len(g), -1), group["ns_steps"]).view_as(p)

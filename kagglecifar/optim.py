@@ -6,6 +6,9 @@ import math
 import torch
 
 from kagglecifar.config import Recipe
+from kagglecifar.muon import Muon
+
+MUON_MOMENTUM = 0.6  # airbench94_muon's, for the filters; the SGD groups keep --momentum
 
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -19,7 +22,21 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimi
                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=recipe.lr)
+    if recipe.optimizer == "muon":
+        return Muon(muon_groups(groups, recipe), lr=recipe.lr, momentum=recipe.momentum)
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
+
+
+def muon_groups(groups: list[dict], recipe: Recipe) -> list[dict]:
+    """The conv filters (4-D) of every group move to one Muon group at recipe.muon_lr, scheduled like the
+    rest (its lr_scale is muon_lr / lr) and without weight decay (Muon keeps each filter bank's norm
+    fixed); the other parameters stay in their groups on Nesterov SGD."""
+    filters = [p for g in groups for p in g["params"] if p.ndim == 4]
+    rest = [{**g, "params": [p for p in g["params"] if p.ndim != 4], "orthogonalize": False} for g in groups]
+    scale = recipe.muon_lr / recipe.lr
+    muon = {"name": "filters", "params": filters, "lr": recipe.muon_lr, "lr_scale": scale,
+            "momentum": MUON_MOMENTUM, "weight_decay": 0.0, "orthogonalize": True}
+    return [g for g in rest if g["params"]] + ([muon] if filters else [])
 
 
 def learning_rate(recipe: Recipe, step: int, steps_per_epoch: int) -> float:

@@ -1,5 +1,7 @@
 """The airbench family and the parts of its recipe: whitening stem, checkpoint round trip, parameter groups,
 Lookahead, Muon for conv filters, the translate TTA views."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -125,6 +127,42 @@ def test_muon_steps_conv_filters_with_orthogonalised_updates():
     opt.step()
     assert conv.weight.shape == before.shape and not torch.equal(conv.weight, before)
     assert torch.linalg.norm(conv.weight.detach().flatten(1), dim=None) == pytest.approx(16**0.5, rel=0.2)
+
+
+def test_muon_optimizer_puts_filters_on_muon_and_steps_the_rest_exactly_like_sgd():
+    from kagglecifar.config import Recipe
+    from kagglecifar.optim import make_optimizer, set_learning_rate
+
+    def steps(model, optimizer, x, n):
+        for _ in range(n):
+            set_learning_rate(optimizer, 0.1)
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+
+    settings = dict(lr=0.3, momentum=0.85, weight_decay=5e-4)
+    torch.manual_seed(0)
+    model = create_model("airbench94", width=0.125)
+    twin = copy.deepcopy(model)
+    muon = make_optimizer(model, Recipe(model="airbench94", optimizer="muon", muon_lr=0.24, **settings))
+    (filters,) = [g for g in muon.param_groups if g["orthogonalize"]]
+    assert {p.ndim for p in filters["params"]} == {4} and len(filters["params"]) == 6  # 3 groups x 2 convs
+    assert filters["lr_scale"] == pytest.approx(0.24 / 0.3) and filters["weight_decay"] == 0
+    x = torch.rand(8, 3, 32, 32)
+    steps(model, muon, x, 1)
+    steps(twin, make_optimizer(twin, Recipe(model="airbench94", optimizer="sgd", **settings)), x, 1)
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        if p.ndim == 4 and p.requires_grad:
+            assert not torch.allclose(p, q), name  # Muon's step
+        else:  # shifts, whitening bias, head: torch.optim.SGD's step
+            assert torch.allclose(p, q, atol=1e-7), name
+
+    # Without conv filters every group is SGD: momentum, Nesterov and weight decay match torch's over steps.
+    mlp = create_model("mlp")
+    mlp_twin = copy.deepcopy(mlp)
+    steps(mlp, make_optimizer(mlp, Recipe(model="mlp", optimizer="muon", **settings)), x, 3)
+    steps(mlp_twin, make_optimizer(mlp_twin, Recipe(model="mlp", optimizer="sgd", **settings)), x, 3)
+    assert all(torch.allclose(p, q, atol=1e-7) for p, q in zip(mlp.parameters(), mlp_twin.parameters()))
 
 
 def test_triangle_schedule():

@@ -294,7 +294,7 @@ def test_process_group_outlives_everything_the_training_built(monkeypatch):
     (["mlp", "--epochs", "-1"], "--epochs -1: must be at least 1"),
     (["mlp", "--val-fraction", "1"], "--val-fraction 1.0: must be in [0, 1)"),
     (["mlp", "--augment", "strng"], "--augment strng: not a preset"),
-    (["mlp", "--optimizer", "lion"], "--optimizer lion: choose sgd or adamw"),
+    (["mlp", "--optimizer", "lion"], "--optimizer lion: choose sgd or adamw or muon"),
     (["mlp", "--preset", "tpu"], "--preset tpu: unknown preset"),
     (["mlp", "--resume", "nope"], "--resume nope: no such run"),
     (["mlp", "--name", "straight"], "already exists; continue it with --resume straight"),
@@ -440,13 +440,18 @@ AIRBENCH = dict(model="airbench94", width=0.125, epochs=2, batch_size=32, lr=0.2
                 lookahead=True, alternate_flip=True, label_smoothing=0.2, weight_decay=5e-4, augment="standard")
 
 
-def test_the_airbench_recipe_trains_and_resumes_to_identical_weights(data_dir, tmp_path):
-    straight = train(small_config(data_dir, tmp_path, name="straight", **AIRBENCH))
+@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
+def test_the_airbench_recipe_trains_and_resumes_to_identical_weights(data_dir, tmp_path, optimizer):
+    recipe = {**AIRBENCH, "optimizer": optimizer}
+    straight = train(small_config(data_dir, tmp_path, name="straight", **recipe))
     assert straight.stopped_reason == "completed" and straight.best_val_accuracy is not None
     weights = load_checkpoint(straight.run_dir / "last.pt")
     assert bool(weights["state_dict"]["whitened"])  # the stem was set from the training images
     assert "lookahead" in weights["train_state"]
-    stopped = train(small_config(data_dir, tmp_path, name="stopped", time_budget=1e-6, **AIRBENCH))
+    if optimizer == "muon":  # Muon keeps every conv filter bank at norm sqrt(out channels)
+        convs = [w for name, w in weights["state_dict"].items() if ".conv" in name]
+        assert convs and all(w.flatten().norm() == pytest.approx(len(w) ** 0.5, rel=0.25) for w in convs)
+    stopped = train(small_config(data_dir, tmp_path, name="stopped", time_budget=1e-6, **recipe))
     assert stopped.stopped_reason == "time_budget"
     train(resume_config("stopped", runs_dir=tmp_path))
     assert_same_run(tmp_path / "stopped", straight.run_dir)
