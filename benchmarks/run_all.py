@@ -2,6 +2,9 @@
 
     python benchmarks/run_all.py            # all, about half an hour on 2 quiet CPU cores
     python benchmarks/run_all.py cache loader   # just these
+
+Not here, because each builds or needs more: bench_e2e.py (`make run` from a fresh clone, with a held-out
+replica built once), gpu_check.py (a CUDA machine), bench_tune.py, bench_formats.py.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ BENCHMARKS = {  # name -> script and its arguments for the standard run
     "cache": ["bench_cache.py"],
     "loader": ["bench_loader.py"],
     "train_step": ["bench_train_step.py"],
+    "cpu_step": ["bench_cpu_step.py"],
     "budget": ["bench_budget.py"],
     "predict": ["bench_predict.py"],
 }
