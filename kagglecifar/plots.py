@@ -107,7 +107,10 @@ def plot_curves(epochs: list[dict], path: Path, title: str = "") -> Path:
         axis.set_xlabel("epoch")
         axis.set_ylabel("accuracy" if key == "acc" else "loss")
         axis.grid(alpha=0.3)
-        axis.legend()
+        if axis.lines:
+            axis.legend()
+        else:  # every value NaN: the run diverged
+            axis.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=axis.transAxes)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

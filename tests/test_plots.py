@@ -38,3 +38,11 @@ def test_confusion_figure_numbers_cells_only_for_few_classes(tmp_path):
     assert len(many.axes) == 2  # the colour bar explains the colours the numbers would have
     path = plots.plot_confusion_matrix(rng.integers(0, 9, (100, 100)), many_classes, tmp_path / "cm.png")
     assert path.stat().st_size > 10_000
+
+
+def test_curves_of_a_diverged_run_say_so_instead_of_an_empty_legend(tmp_path, recwarn):
+    nan = float("nan")
+    rows = [{"epoch": e, "train_loss": nan, "train_acc": 0.1, "val_loss": nan, "val_acc": 0.1} for e in (1, 2)]
+    path = plots.plot_curves(rows, tmp_path / "curves.png")
+    assert path.stat().st_size > 5_000
+    assert not [w for w in recwarn if "No artists with labels" in str(w.message)]
