@@ -309,7 +309,7 @@ def check_config(config: TrainConfig, resuming: bool = False) -> None:
             if value is not None and check and not check[0](value):
                 raise KaggleCifarError(f"{flag} {value}: {check[1]}")
             if choices and value not in choices:
-                raise KaggleCifarError(f"{flag} {value}: choose {' or '.join(choices)}")
+                raise KaggleCifarError(f"{flag} {value}: choose {', '.join(choices[:-1])} or {choices[-1]}")
     recipe, session = config.recipe, config.session
     if recipe.patience and not recipe.val_fraction:
         raise KaggleCifarError(f"--patience {recipe.patience}: needs a validation split (--val-fraction > 0)")

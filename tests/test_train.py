@@ -294,7 +294,7 @@ def test_process_group_outlives_everything_the_training_built(monkeypatch):
     (["mlp", "--epochs", "-1"], "--epochs -1: must be at least 1"),
     (["mlp", "--val-fraction", "1"], "--val-fraction 1.0: must be in [0, 1)"),
     (["mlp", "--augment", "strng"], "--augment strng: not a preset"),
-    (["mlp", "--optimizer", "lion"], "--optimizer lion: choose sgd or adamw or muon"),
+    (["mlp", "--optimizer", "lion"], "--optimizer lion: choose sgd, adamw or muon"),
     (["mlp", "--preset", "tpu"], "--preset tpu: unknown preset"),
     (["mlp", "--resume", "nope"], "--resume nope: no such run"),
     (["mlp", "--name", "straight"], "already exists; continue it with --resume straight"),
