@@ -206,5 +206,13 @@ class DecodeThreads:
         for _ in self.threads:
             self.queue.put(None)
         for thread in self.threads:
-            thread.join()
+            join(thread)
         self.threads = []
+
+
+def join(thread: threading.Thread) -> None:
+    """Thread.join in short waits, so a Ctrl-C reaches the main thread while it waits here. A blocking join
+    wakes only for a signal delivered to this very thread, not for one that lands on another thread or for
+    _thread.interrupt_main(), and a decoding thread that waits for the stop would then never be released."""
+    while thread.is_alive():
+        thread.join(0.1)
