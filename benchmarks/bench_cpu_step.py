@@ -8,56 +8,32 @@
     python benchmarks/bench_cpu_step.py                          # airbench94 x0.25 and airbench-cpu, batch 512
     python benchmarks/bench_cpu_step.py --models airbench94:0.25 --steps 4
 
-Forward + backward + Nesterov SGD step on random images at the preset's batch size, all torch threads;
-each variant gets two untimed warm-up steps. Ratios are to channels_last, the preset's choice.
+bench_train_step.measure: forward + backward + Nesterov SGD step on random images at the preset's batch
+size, all torch threads; each variant gets two untimed warm-up steps. Ratios are to channels_last, the
+preset's choice.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+import bench_train_step  # noqa: E402
 import common  # noqa: E402
-
-from kagglecifar import models  # noqa: E402
 
 VARIANTS = ("nchw", "channels_last", "bf16", "compiled")
 
 
 def measure(name: str, width: float, variant: str, batch: int, steps: int) -> dict:
-    torch.manual_seed(0)
-    channels_last = variant != "nchw"
-    model = models.create_model(name, width=width).train()
-    model = model.to(memory_format=torch.channels_last) if channels_last else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.85, nesterov=True)
-    x = torch.rand(batch, 3, 32, 32)
-    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    y = torch.randint(0, 10, (batch,))
-    forward = torch.compile(model) if variant == "compiled" else model
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
-            loss = F.cross_entropy(forward(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    started = time.perf_counter()
-    step()
-    step()
-    warmup = time.perf_counter() - started
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    seconds = time.perf_counter() - started
-    return {"model": name, "width": width, "variant": variant, "warmup_s": round(warmup, 2),
-            "images_per_s": round(batch * steps / seconds)}
+    row = bench_train_step.measure(name, torch.device("cpu"), batch, steps, width=width,
+                                   channels_last=variant != "nchw", bf16=variant == "bf16",
+                                   compiled=variant == "compiled", warmup_steps=2)
+    return {"model": name, "width": width, "variant": variant, "warmup_s": row["warmup_s"],
+            "images_per_s": round(row["images_per_s"])}
 
 
 def main() -> None:
