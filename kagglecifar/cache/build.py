@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from kagglecifar import competition
 from kagglecifar.cache.archive import (ArchiveFile, DamagedArchive, open_archive, read_fast, read_members,
                                        stream_lzma, stream_py7zr)

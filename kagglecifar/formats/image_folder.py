@@ -19,8 +19,8 @@ import numpy as np
 
 from kagglecifar.cache.decode import png_to_rgb32, quiet_opencv
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.progress import progress_bar
 from kagglecifar.formats.source_split import SourceSplit
+from kagglecifar.progress import progress_bar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.progress import interactive
 from kagglecifar.kaggle_io.client import Connection, Transient, client_output, connect, note, reason, retrying
+from kagglecifar.progress import interactive
 
 REQUIRED_FILES = ("train.7z", "test.7z", "trainLabels.csv", "sampleSubmission.csv")
 CHUNK_BYTES = 1 << 20  # download read size; a broken connection loses at most this much of the partial file
@@ -264,8 +264,8 @@ def _fetch(conn: Connection, name: str, final: Path, size: int | None, open_down
             zipped = urlsplit(response.url).path.endswith(".zip") and not name.endswith(".zip")
             target = final.with_name(final.name + ".zip.part") if zipped else part
             try:
-                conn.api.download_file(response, str(target), kaggle.http_client(), quiet=not interactive(), resume=True,
-                                       chunk_size=CHUNK_BYTES, max_retries=0)
+                conn.api.download_file(response, str(target), kaggle.http_client(), quiet=not interactive(),
+                                       resume=True, chunk_size=CHUNK_BYTES, max_retries=0)
             except ValueError as exc:  # the client's size check failed: these bytes are not the file, start over
                 _discard(target)
                 raise Transient(str(exc)) from None
