@@ -34,7 +34,8 @@ COMPETITION = typer.Option("cifar-10", "--competition", help="Kaggle competition
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")
 BATCH_SIZE = typer.Option(None, "--batch-size", min=1,
                           help="Images per forward pass (default: 1024 on CUDA, 256 on CPU).")
-TTA_HELP = "Test-time augmentation: none (1 view), flip (2 views) or shift (flips + 2 px shifts, 10 views)."
+TTA_HELP = ("Test-time augmentation: none (1 view), flip (2 views), translate (airbench's: flips + 1 px "
+            "shifts, 6 views) or shift (flips + 2 px shifts, 10 views).")  # tta.py's modes; a test keeps them in step
 
 
 def summary(line: str) -> None:

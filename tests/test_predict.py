@@ -234,6 +234,19 @@ def test_translate_views_are_airbench_s_weighted_one_pixel_shifts():
     assert list(MODES["translate"].values()) == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
 
 
+def test_the_tta_help_names_every_mode_with_its_view_count(run_cli):
+    import re
+
+    from kagglecifar.tta import TTA_VIEWS
+
+    for command in ("predict", "evaluate", "run"):
+        code, out, _ = run_cli(command, "--help")
+        shown = " ".join(out.split())
+        assert code == 0
+        for mode, views in TTA_VIEWS.items():
+            assert re.search(rf"\b{mode} \([^)]*\b{views} views?\)", shown), (command, mode)
+
+
 def test_modes_asked_together_give_what_each_gives_alone():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4)).eval()
