@@ -231,8 +231,15 @@ def tune(model: str | None = None, *, preset: str | None = None, sets: list[str]
         study, created = optuna.load_study(**study_options), False
     _check_same_search(study, base, dimensions, name)
     if created and preset_first and sampler != "grid":
-        values = {d.key: value for d in dimensions if d.contains(value := _recipe_value(base, d.key))}
-        study.enqueue_trial(values, user_attrs={"preset_values": True})
+        dimensions_by_key = {d.key: d for d in dimensions}
+        values = {d.key: _recipe_value(base, d.key) for d in dimensions}
+        outside = [f"{key} {value}" for key, value in values.items() if not dimensions_by_key[key].contains(value)]
+        if outside:
+            one = len(outside) == 1
+            echo(f"tune: the base recipe's {', '.join(outside)} {'lies' if one else 'lie'} outside the space; its "
+                 f"first trial samples {'it' if one else 'them'} instead")
+        study.enqueue_trial({key: value for key, value in values.items() if dimensions_by_key[key].contains(value)},
+                            user_attrs={"preset_values": True})
     recover_dead_trials(study, echo)
 
     counts = _state_counts(study)

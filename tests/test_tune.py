@@ -10,7 +10,7 @@ import optuna
 import pytest
 import yaml
 
-from kagglecifar import rundir, space, tune, tune_storage
+from kagglecifar import config as train_config, rundir, space, tune, tune_storage
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.train import train
 from test_train import make_cache, small_config
@@ -209,6 +209,25 @@ def test_default_space_per_family_and_grid_points():
     assert dimensions["epochs"].kind is int and dimensions["epochs"].grid() == [4, 6, 8]
     assert dimensions["lr"].log and dimensions["lr"].grid()[1] == pytest.approx((0.01 * 0.3) ** 0.5)
     assert dimensions["augment"].grid() == ["none", "standard", "strong"]
+
+
+@pytest.mark.parametrize("preset", train_config.preset_names())
+def test_every_preset_s_own_recipe_lies_inside_its_model_s_default_space(preset):
+    """Otherwise `tune --preset P` searches elsewhere and its first trial is not the preset's recipe."""
+    base = train_config.make_config(preset=preset)
+    for dimension in space.read_space(space.default_space_path(base.recipe.model)):
+        value = tune._recipe_value(base, dimension.key)
+        assert dimension.contains(value), (preset, dimension.key, value)
+
+
+def test_a_base_recipe_outside_the_space_is_said_and_its_first_trial_sampled(data_dir, tmp_path):
+    said = []
+    space_file = write_space(tmp_path / "s.yaml", "lr: {low: 0.01, high: 0.02}\nlabel_smoothing: {low: 0.0, high: 0.1}\n")
+    tune.tune("mlp", preset="cpu", sets=[*SETS, "epochs=1"], space_file=space_file, trials=1, runs_dir=tmp_path,
+              data_dir=data_dir, device="cpu", echo=said.append)
+    assert "tune: the base recipe's lr 0.05 lies outside the space; its first trial samples it instead" in said
+    (first,) = load(tmp_path / "tune-mlp", "mlp").trials
+    assert 0.01 <= first.params["lr"] <= 0.02 and first.params["label_smoothing"] == 0.0  # SETS' value, inside
 
 
 def test_grid_sampler_runs_each_point_once(data_dir, tmp_path):
