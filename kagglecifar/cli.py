@@ -34,6 +34,10 @@ COMPETITION = typer.Option("cifar-10", "--competition", help="Kaggle competition
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")
 BATCH_SIZE = typer.Option(None, "--batch-size", min=1,
                           help="Images per forward pass (default: 1024 on CUDA, 256 on CPU).")
+CONFIG_FILE = typer.Option(None, "--config", metavar="FILE", help="A recipe file (YAML/JSON), e.g. a run's "
+                           "config.yaml or tune's best.yaml; overrides the preset.")
+SETS = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override any config field, e.g. --set lr=0.1 "
+                    "(repeatable).")
 TTA_HELP = ("Test-time augmentation: none (1 view), flip (2 views), translate (airbench's: flips + 1 px "
             "shifts, 6 views) or shift (flips + 2 px shifts, 10 views).")  # tta.py's modes; a test keeps them in step
 
@@ -165,11 +169,8 @@ def _build_train_command():
                                                "fast96 (airbench96), cpu (minutes on a laptop). Default: gpu with "
                                                "CUDA, else cpu.")),
         inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                          default=typer.Option(None, "--config", metavar="FILE", help="A recipe file (YAML/JSON), "
-                                               "e.g. a run's config.yaml; overrides the preset.")),
-        inspect.Parameter("sets", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[List[str]],
-                          default=typer.Option(None, "--set", metavar="KEY=VALUE", help="Override any config "
-                                               "field, e.g. --set lr=0.1 (repeatable).")),
+                          default=CONFIG_FILE),
+        inspect.Parameter("sets", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[List[str]], default=SETS),
     ]
     generated, annotations = _config_parameters()
 
@@ -320,6 +321,7 @@ def leaderboard(
 # ---- run ----------------------------------------------------------------------------------------
 
 @app.command(epilog=examples("kagglecifar run", "kagglecifar run resnet18 --preset gpu -m \"resnet18, 40 epochs\"",
+                             "kagglecifar run --config runs/tune-airbench94/best.yaml --name tuned",
                              "kagglecifar run --from-dir ~/Downloads/cifar-10 --no-submit",
                              "kagglecifar run --from-dir ~/Downloads/cifar-100-python.tar.gz --no-submit"))
 def run(
@@ -327,6 +329,8 @@ def run(
                                           "default: the preset's)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="gpu (ResNet-18) or cpu (minutes on a laptop). "
                                          "Default: gpu with CUDA; without it you are told what to expect and offered cpu."),
+    config_file: Optional[Path] = CONFIG_FILE,
+    sets: Optional[List[str]] = SETS,
     data_dir: Path = DATA_DIR,
     runs_dir: Path = RUNS_DIR,
     submissions_dir: Path = SUBMISSIONS_DIR,
@@ -354,7 +358,7 @@ def run(
     check_tta_mode(tta)
     started = time.perf_counter()
     confirm = None if yes or not pipeline.interactive() else (lambda q: typer.confirm(q, default=True))
-    reports = pipeline.run(model, preset=preset, data_dir=data_dir, runs_dir=runs_dir,
+    reports = pipeline.run(model, preset=preset, config_file=config_file, sets=sets or [], data_dir=data_dir, runs_dir=runs_dir,
                            submissions_dir=submissions_dir, competition=competition, from_dir=from_dir,
                            dataset=dataset, fmt=fmt, labels=labels, tta=tta,
                            device=device, message=message, submit=submit, wait=wait, force=force, name=name,
@@ -367,7 +371,7 @@ def run(
 # ---- tune, compare ------------------------------------------------------------------------------
 
 @app.command(epilog=examples(
-    "kagglecifar tune simplecnn --preset cpu --timeout 1200",
+    "kagglecifar tune --preset cpu --trials 10",
     "kagglecifar tune resnet18 --preset gpu --trials 40 --pruner hyperband",
     "kagglecifar tune resnet18 --space my-space.yaml --sampler random --trials 20 --name r18-random",
     "kagglecifar tune resnet18 --trials 100 --storage postgresql://me@db-host/optuna   # on each machine",

@@ -13,7 +13,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -198,7 +198,8 @@ def _existing_preset(model: str | None, runs_dir: Path, name: str | None) -> str
     return None
 
 
-def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path, submissions_dir: Path,
+def run(model: str | None, *, preset: str | None, config_file: Path | None = None, sets: list[str] = (),
+        data_dir: Path, runs_dir: Path, submissions_dir: Path,
         competition: str, from_dir: Path | None = None, dataset: str | None = None, fmt: str | None = None,
         labels: str | None = None, tta: str = "flip", device: str = "auto",
         message: str | None = None, submit: bool = True, wait: bool = True, force: bool = False,
@@ -214,12 +215,14 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
     if name is not None:
         rundir.check_run_name(name)  # before anything touches the disk
     preset = preset or _existing_preset(model, runs_dir, name) or choose_preset(model, preset, confirm, echo)
+    recipe = dict(config_file=config_file, sets=list(sets))
     folders = dict(data_dir=str(data_dir), runs_dir=str(runs_dir), device=device)
-    config = make_config(model, preset, **folders)
+    config = make_config(model, preset, **recipe, **folders)
     name = name or f"{config.recipe.model}-{preset}"
     run_dir = Path(runs_dir) / name
     if run_dir.exists() and not rundir.is_run(run_dir):
         raise KaggleCifarError(f"{run_dir}: exists and is not a kagglecifar run; choose another --name")
+    _check_same_recipe(run_dir, config)
     reports: list[StageReport] = []
 
     def stage(stage_name: str, work: Callable[[], tuple[str, bool]]) -> None:
@@ -243,7 +246,7 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
             result = train.train(train.resume_config(run_dir, runs_dir, device=device))
         else:
             rundir.remove_unstarted(run_dir)  # killed before its first checkpoint: start afresh
-            result = train.train(make_config(model, preset, name=name, **folders))
+            result = train.train(make_config(model, preset, name=name, **recipe, **folders))
         if result.stopped_reason not in ("completed", "early_stopping"):
             raise KaggleCifarError(f"{run_dir}: training stopped ({result.stopped_reason}); "
                                    "run the same command again to continue it")
@@ -284,6 +287,19 @@ def run(model: str | None, *, preset: str | None, data_dir: Path, runs_dir: Path
 
     stage("submit", submit_stage)
     return reports
+
+
+def _check_same_recipe(run_dir: Path, config) -> None:
+    """A run folder `run` would skip or resume must hold the recipe asked for now, not an earlier one."""
+    if not (run_dir / "config.yaml").is_file():
+        return
+    saved = rundir.read_config(run_dir).get("recipe", {})
+    asked = asdict(config.recipe)
+    differ = [f"{key} {saved.get(key)!r} there, {value!r} now" for key, value in asked.items()
+              if saved.get(key) != value]
+    if differ:
+        raise KaggleCifarError(f"{run_dir}: was trained with another recipe ({'; '.join(differ)}); give another "
+                               "--name for this one")
 
 
 def interactive() -> bool:

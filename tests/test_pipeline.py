@@ -47,6 +47,18 @@ def test_run_goes_through_every_stage_then_skips_them_all(run_cli, tmp_path, mon
         code, out, err = run_cli("run")
         assert code == 0 and "0 of 4 stages ran" in out, err
 
+        # Another recipe for the same run folder is refused, not skipped as "already trained"...
+        code, out, err = run_cli("run", "--preset", "cpu", "--set", "epochs=2")
+        assert code == 1 and f"{model}-cpu: was trained with another recipe (epochs 12 there, 2 now)" in err, err
+        # ...and trains under another name, from --config and --set like `train` (e.g. tune's best.yaml).
+        (tmp_path / "best.yaml").write_text("recipe:\n  epochs: 1\n  lr: 0.5\n")
+        code, out, err = run_cli("run", "--preset", "cpu", "--config", "best.yaml", "--set", "epochs=2",
+                                 "--name", "tuned", "--no-submit")
+        assert code == 0, err
+        saved = (tmp_path / "runs" / "tuned" / "config.yaml").read_text()
+        assert "epochs: 2" in saved and "lr: 0.5" in saved
+        assert (tmp_path / "submissions" / "tuned-flip.csv").is_file() and len(fake.called("upload")) == 1
+
 
 def test_without_a_gpu_run_says_what_to_expect_and_offers_the_cpu_preset(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
