@@ -72,6 +72,25 @@ def test_a_clearly_worse_trial_is_pruned_and_stops_early(searched):
     assert any(line.startswith("trial 2 pruned") for line in said)
 
 
+def test_pruning_waits_for_half_the_shortest_run():
+    lr_only = [space.Dimension("lr", float, 0.1, 1.0)]
+    assert tune.pruning_starts(12, lr_only) == 6 and tune.pruning_starts(4, lr_only) == 2
+    assert tune.pruning_starts(40, [space.Dimension("epochs", int, 15, 40)]) == 7
+    assert tune.pruning_starts(3, [space.Dimension("epochs", int, choices=(8, 3))]) == 2
+    study = optuna.create_study(direction="maximize", pruner=tune.make_pruner("median", 6))
+    for _ in range(2):
+        good = study.ask()
+        for epoch in range(1, 13):
+            good.report(0.8, epoch)
+        study.tell(good, 0.8)
+    bad = study.ask()
+    for epoch in range(1, 13):
+        bad.report(0.1, epoch)
+        if bad.should_prune():
+            break
+    assert epoch == 6
+
+
 def test_outputs_table_csv_best_recipe_and_plots(searched):
     result, runs, said = searched
     tune_dir = runs / "tune-p"
