@@ -1,9 +1,12 @@
-"""The `cpu` preset against the one it replaced, side by side in one run, each in a fresh process:
+"""The `cpu` preset against the ones it replaced, side by side in one run, each in a fresh process:
 
     today    simplecnn, 6 epochs, batch 128, one-cycle SGD lr 0.05, standard augmentation by albumentations
              on CPU workers, NCHW (the cpu preset before issue 11)
+    untuned  the cpu preset before `tune` searched it: airbench94's fast recipe (lr 0.75 at batch 512,
+             momentum 0.85, weight decay 0.00133, label smoothing 0.2)
     ours     the cpu preset: airbench94 at width 0.25, 12 epochs, batch 512, triangle schedule, lookahead,
-             batched augmentation on the training device, channels_last
+             batched augmentation on the training device, channels_last; rate, momentum, decay and
+             smoothing from benchmarks/bench_tune.py (results/tune_cpu.json)
 
     python benchmarks/bench_budget.py                        # the full replica's train cache, 300 s each
     python benchmarks/bench_budget.py --data-dir DATA --budget 300 --seeds 3
@@ -31,6 +34,10 @@ TODAY = dict(model="simplecnn", epochs=6, batch_size=128, lr=0.05, momentum=0.9,
              alternate_flip=False, batched_augment=False, channels_last=False)
 
 
+UNTUNED = dict(lr=0.75, momentum=0.85, weight_decay=0.00133, label_smoothing=0.2)
+SIDES = {"today": TODAY, "untuned": UNTUNED, "ours": {}}
+
+
 def child(side: str, data_dir: Path, budget: float, seed: int) -> None:
     """One training run and its evaluation; prints the result as the last line of JSON."""
     from kagglecifar.config import make_config
@@ -38,7 +45,7 @@ def child(side: str, data_dir: Path, budget: float, seed: int) -> None:
     from kagglecifar.rundir import read_metrics
     from kagglecifar.train import train
 
-    options = TODAY if side == "today" else {}
+    options = SIDES[side]
     with tempfile.TemporaryDirectory() as runs:
         config = make_config(preset="cpu", data_dir=data_dir, runs_dir=runs, time_budget=budget, device="cpu",
                              seed=seed, workers=0, **options)
@@ -61,8 +68,8 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, help="a data folder with a train cache (default: built from the replica)")
     p.add_argument("--budget", type=float, default=300.0, help="wall-clock seconds of training per run")
     p.add_argument("--seeds", type=int, default=1, help="runs per side")
-    p.add_argument("--sides", default="today,ours")
-    p.add_argument("--child", choices=["today", "ours"], help=argparse.SUPPRESS)
+    p.add_argument("--sides", default="today,untuned,ours", help=f"some of {', '.join(SIDES)}")
+    p.add_argument("--child", choices=list(SIDES), help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     data_dir = train_cache(args.data_dir).resolve()
@@ -71,6 +78,8 @@ def main() -> None:
         return
 
     runs = {side: [] for side in args.sides.split(",")}
+    if set(runs) - set(SIDES):
+        p.error(f"--sides: choose from {', '.join(SIDES)}")
     for seed in range(args.seeds):
         for side in runs:
             argv = [sys.executable, __file__, "--child", side, "--seed", str(seed), "--data-dir", str(data_dir),
@@ -80,7 +89,8 @@ def main() -> None:
     summary = {side: {mode: statistics.mean(r["val_accuracy"][mode] for r in rows)
                       for mode in ("none", "flip", "translate")} for side, rows in runs.items()}
     common.write_result("accuracy_in_budget", {
-        "data": str(data_dir), "budget_s": args.budget, "seeds": args.seeds, "today": TODAY, "runs": runs,
+        "data": str(data_dir), "budget_s": args.budget, "seeds": args.seeds,
+        "sides": {side: SIDES[side] for side in runs}, "runs": runs,
         "mean_val_accuracy": summary,
     }, " ".join(["python", "benchmarks/bench_budget.py", *sys.argv[1:]]))
 

@@ -120,6 +120,7 @@ class Objective:
     tune_dir: Path
     session: dict  # data_dir, device
     deadline: float | None  # time.monotonic() when --timeout ends
+    epochs: int  # the base recipe's, for a space without epochs
     study: object = None
 
     def __call__(self, trial) -> float:
@@ -135,7 +136,8 @@ class Objective:
             if not math.isfinite(row["train_loss"]):  # diverged: no later epoch can recover, whatever the pruner
                 trial.set_user_attr("diverged", True)
                 return True
-            return trial.should_prune()
+            # Pruning at the last epoch saves nothing and throws a finished result away.
+            return int(row["epoch"]) < int(params.get("epochs", self.epochs)) and trial.should_prune()
 
         try:
             reason, best = self._train(run_dir, params, report)
@@ -254,7 +256,7 @@ def tune(model: str | None = None, *, preset: str | None = None, sets: list[str]
     counts = _state_counts(study)
     remaining = None if not trials else trials - counts["complete"] - counts["pruned"]
     objective = Objective(model, preset, list(sets), dimensions, tune_dir, session,
-                          started + timeout if timeout else None, study)
+                          started + timeout if timeout else None, base.recipe.epochs, study)
     stopped = ""
     if remaining is None or remaining > 0:
         callbacks = [lambda s, t: echo(_trial_line(s, t))]

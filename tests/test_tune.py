@@ -91,6 +91,22 @@ def test_pruning_waits_for_half_the_shortest_run():
     assert epoch == 6
 
 
+def test_a_trial_is_never_pruned_at_its_last_epoch(data_dir, tmp_path):
+    """With 2 epochs, pruning may start at epoch 2, the last: the poor trial completes with its value."""
+    storage = tune_storage.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    queued = optuna.create_study(study_name="last", storage=storage, direction="maximize")
+    for lr in (0.01, 0.02, 1e-9):
+        queued.enqueue_trial({"lr": lr})
+    (tmp_path / "tune-last").mkdir()
+    (tmp_path / "study.db").rename(tmp_path / "tune-last" / "study.db")
+    result = tune.tune("mlp", preset="cpu", sets=[*SETS, "epochs=2"], space_file=write_space(tmp_path / "s.yaml"),
+                       trials=3, name="last", runs_dir=tmp_path, data_dir=data_dir, device="cpu",
+                       echo=lambda line: None)
+    trials = load(tmp_path / "tune-last", "last").trials
+    assert [t.state for t in trials] == [STATES.COMPLETE] * 3 and result.counts["pruned"] == 0
+    assert trials[2].value < min(t.value for t in trials[:2])
+
+
 def test_outputs_table_csv_best_recipe_and_plots(searched):
     result, runs, said = searched
     tune_dir = runs / "tune-p"
