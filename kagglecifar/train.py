@@ -130,12 +130,7 @@ class Training:
         self.run_dir = self._run_dir(resumed is not None)
         if resumed:
             runtime.set_rng_state(resumed["train_state"]["rng"], self.cuda)
-        self.step_model = self.model
-        if world > 1:
-            self.step_model = torch.nn.parallel.DistributedDataParallel(self.model,
-                                                                        device_ids=[device] if self.cuda else None)
-        if session.compile:
-            self.step_model = torch.compile(self.step_model)
+        self._wrap_for_steps()
         self.channels_last = self.recipe.channels_last
         bf16 = self.cuda and self.recipe.amp
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
@@ -224,6 +219,18 @@ class Training:
                     reason = stop.check(self.world, self.progress.step, at_epoch_end=True)
         return self.finish(reason)
 
+    def _trainable(self) -> tuple[bool, ...]:
+        return tuple(p.requires_grad for p in self.model.parameters())
+
+    def _wrap_for_steps(self) -> None:
+        """The module the steps call: the model, in DDP with several processes, compiled if asked."""
+        self.step_model, self._wrapped_for = self.model, self._trainable()
+        if self.world > 1:
+            self.step_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.cuda else None)
+        if self.config.session.compile:
+            self.step_model = torch.compile(self.step_model)
+
     def train_epoch(self, stop: runtime.StopRequest) -> str:
         """Steps until the epoch ends or a stop is asked for; keeps the epoch's sums in self.progress."""
         p, recipe = self.progress, self.recipe
@@ -235,6 +242,8 @@ class Training:
         self.model.train()
         if hasattr(self.model, "start_epoch"):  # e.g. airbench freezes its whitening bias after a few epochs
             self.model.start_epoch(p.epoch)
+            if self.world > 1 and self._trainable() != self._wrapped_for:
+                self._wrap_for_steps()  # DDP's reducer expects a gradient for every parameter it was built with
         bar = progress_bar(steps, f"epoch {p.epoch + 1}/{recipe.epochs}", "batch", enabled=self.main,
                            initial=p.epoch_step)
         for images, labels in self.loader.epoch(p.epoch, p.epoch_step):

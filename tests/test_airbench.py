@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from kagglecifar.lookahead import Lookahead, lookahead_decay
 from kagglecifar.models import create_model
-from kagglecifar.models.airbench import param_groups
+from kagglecifar.models.airbench import WHITEN_BIAS_EPOCHS, param_groups
 from kagglecifar.optim import triangle
 from kagglecifar.muon import Muon, orthogonalize
 
@@ -79,10 +79,11 @@ def test_frozen_parts_get_no_gradient_and_groups_cover_the_rest():
     assert not model.whiten.weight.requires_grad
     assert all(not m.weight.requires_grad for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
-    model.train_whitening_bias = False
+    model.start_epoch(WHITEN_BIAS_EPOCHS)
     F.cross_entropy(model(smooth_images(8)), torch.arange(8)).backward()
     assert model.whiten.bias.grad is None
-    model.train_whitening_bias = True
+    assert [g["params"] for g in param_groups(model, 0.5, 1e-3)][1] == [model.whiten.bias]  # the same groups
+    model.start_epoch(WHITEN_BIAS_EPOCHS - 1)
     F.cross_entropy(model(smooth_images(8)), torch.arange(8)).backward()
     assert model.whiten.bias.grad.abs().sum() > 0
 

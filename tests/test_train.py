@@ -258,6 +258,22 @@ def test_ddp_two_cpu_processes_train_in_sync(data_dir, tmp_path):
     assert last["train_state"]["progress"]["step"] == 10
 
 
+def test_ddp_trains_airbench_past_the_epoch_its_stem_bias_freezes(data_dir, tmp_path):
+    """From epoch WHITEN_BIAS_EPOCHS on the stem's bias gets no gradient; DDP's reducer, built while it had
+    one, stopped the run there ("Expected to have finished reduction in the prior iteration")."""
+    from kagglecifar.models.airbench import WHITEN_BIAS_EPOCHS
+
+    epochs = WHITEN_BIAS_EPOCHS + 1
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "kagglecifar", "train", "airbench94", "--preset", "cpu", "--width", "0.125", "--epochs",
+               str(epochs), "--batch-size", "32", "--lr", "0.2", "--workers", "0", "--device", "cpu",
+               "--name", "ddp", "--data-dir", str(data_dir), "--runs-dir", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]  # each rank also checks its weights equal the others'
+    assert len(load_checkpoint(tmp_path / "ddp" / "last.pt")["train_state"]["progress"]["metrics"]) == epochs
+
+
 def test_process_group_outlives_everything_the_training_built(monkeypatch):
     """DDP state left in reference cycles past destroy_process_group made the two-process run abort at exit
     now and then; the teardown must find it already freed, even when no garbage collection happened to run."""

@@ -2,7 +2,7 @@
 
     stem     2x2 conv, 3 -> 24 channels, no padding (32 -> 31 px): its weights whiten 2x2 patches (the
              eigenvectors of their covariance, +- each, scaled by 1/sqrt(eigenvalue)) and stay frozen;
-             its bias trains (the trainer may freeze it after a few epochs: `train_whitening_bias`)
+             its bias trains for the first WHITEN_BIAS_EPOCHS epochs (`start_epoch` then freezes it)
     groups   conv3x3 - maxpool2 - BN - GELU - conv3x3 - BN - GELU (31 -> 15 -> 7 -> 3 px); depth 3
              adds a third conv with a residual over the last two (airbench96)
     head     global max-pool, linear without bias, logits scaled by 1/9
@@ -78,7 +78,6 @@ class AirbenchNet(nn.Module):
         self.whiten = nn.Conv2d(3, WHITEN_CHANNELS, WHITEN_KERNEL, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)
         self.register_buffer("whitened", torch.zeros((), dtype=torch.bool))
-        self.train_whitening_bias = True  # the trainer sets False after a few epochs (airbench: 3)
         groups, c_in = [], WHITEN_CHANNELS
         for c_out in widths:
             groups.append(ConvGroup(c_in, c_out, depth))
@@ -109,14 +108,15 @@ class AirbenchNet(nn.Module):
         self.init_whitening(images[:WHITEN_IMAGES])
 
     def start_epoch(self, epoch: int) -> None:
-        self.train_whitening_bias = epoch < WHITEN_BIAS_EPOCHS
+        # requires_grad, not a detach in forward: a parameter that still asks for a gradient but gets none
+        # stops DDP, and a trainer that wraps the model in DDP rebuilds the wrapper when this set changes.
+        self.whiten.bias.requires_grad_(epoch < WHITEN_BIAS_EPOCHS)
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         return param_groups(self, lr, weight_decay, BIAS_LR_SCALE)
 
     def forward(self, x):
-        bias = self.whiten.bias if self.train_whitening_bias else self.whiten.bias.detach()
-        x = F.gelu(F.conv2d(self.normalize(x), self.whiten.weight, bias))
+        x = F.gelu(F.conv2d(self.normalize(x), self.whiten.weight, self.whiten.bias))
         x = self.groups(x)
         x = torch.amax(x, dim=(2, 3))
         return self.head(self.dropout(x)) * LOGIT_SCALE
@@ -156,15 +156,13 @@ def param_groups(model: AirbenchNet, lr: float, weight_decay: float, bias_lr_sca
     group["lr"] = lr * group["lr_scale"] at every step):
 
         norm_biases     BatchNorm shifts: bias_lr_scale times the lr, the same decay per step
-        whitening_bias  the stem's bias: set its lr_scale to 0 to freeze it after a few epochs when
-                        model.train_whitening_bias = False cannot be used (under DDP every parameter
-                        must keep getting a gradient)
+        whitening_bias  the stem's bias, whether or not `start_epoch` has frozen it yet
         weights         everything else (conv filters, head)
     """
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad and n != "whiten.bias"]
     shifts = [p for n, p in trainable if ".norm" in n]
-    whiten = [p for n, p in trainable if n == "whiten.bias"]
-    others = [p for n, p in trainable if ".norm" not in n and n != "whiten.bias"]
+    whiten = [model.whiten.bias]
+    others = [p for n, p in trainable if ".norm" not in n]
 
     def group(name, params, scale):
         return {"name": name, "params": params, "lr": lr * scale, "lr_scale": scale,
