@@ -11,7 +11,8 @@
 
     python benchmarks/bench_budget.py                        # the full replica's train cache, 300 s each
     python benchmarks/bench_budget.py --data-dir DATA --budget 300 --seeds 3
-    python benchmarks/bench_budget.py --data-dir DATA --seeds 3 --sides ours,tuned --result accuracy_in_budget_tune_check
+    python benchmarks/bench_budget.py --data-dir DATA --seeds 3 --sides ours,tuned \
+        --result accuracy_in_budget_tune_check
 
 Each run gets --time-budget BUDGET (a run that finishes earlier just finishes). Reported per run: validation
 accuracy without TTA and with flip and translate TTA (kagglecifar.evaluate on best.pt), epochs done,

@@ -62,11 +62,12 @@ def main() -> None:
     finished = [t for t in trials if t["best_val_acc"] and t["state"] == "complete"]
     preset = next((t for t in trials if "preset's values" in t["note"] and t["state"] == "complete"), None)
     best = max(finished, key=lambda t: float(t["best_val_acc"]), default=None)
+    searched = space.default_space_path(config.make_config(preset="cpu").recipe.model)
     write_result(args.result, {
-        "trials_limit": args.trials, "timeout_s": args.timeout, "workers": args.workers, "threads_per_worker":
-        int(threads), "wall_s": round(seconds, 1), "load_average_1_5_15": {"start": load_before, "end": load_after},
-        "space": space.default_space_path(config.make_config(preset="cpu").recipe.model).read_text(), "summary": outputs[-1].strip().splitlines()[-1],
-        "preset_trial": preset, "best_trial": best,
+        "trials_limit": args.trials, "timeout_s": args.timeout, "workers": args.workers,
+        "threads_per_worker": int(threads), "wall_s": round(seconds, 1),
+        "load_average_1_5_15": {"start": load_before, "end": load_after}, "space": searched.read_text(),
+        "summary": outputs[-1].strip().splitlines()[-1], "preset_trial": preset, "best_trial": best,
         "gain_points": (round(100 * (float(best["best_val_acc"]) - float(preset["best_val_acc"])), 2)
                         if best and preset else None),
         "trials": trials}, " ".join(["python", "benchmarks/bench_tune.py", "--data-dir", str(args.data_dir),

@@ -358,8 +358,8 @@ def run(
     check_tta_mode(tta)
     started = time.perf_counter()
     confirm = None if yes or not pipeline.interactive() else (lambda q: typer.confirm(q, default=True))
-    reports = pipeline.run(model, preset=preset, config_file=config_file, sets=sets or [], data_dir=data_dir, runs_dir=runs_dir,
-                           submissions_dir=submissions_dir, competition=competition, from_dir=from_dir,
+    reports = pipeline.run(model, preset=preset, config_file=config_file, sets=sets or [], data_dir=data_dir,
+                           runs_dir=runs_dir, submissions_dir=submissions_dir, competition=competition, from_dir=from_dir,
                            dataset=dataset, fmt=fmt, labels=labels, tta=tta,
                            device=device, message=message, submit=submit, wait=wait, force=force, name=name,
                            confirm=confirm, echo=typer.echo)

@@ -291,7 +291,7 @@ def run(model: str | None, *, preset: str | None, config_file: Path | None = Non
 
 def _check_same_recipe(run_dir: Path, config) -> None:
     """A run folder `run` would skip or resume must hold the recipe asked for now, not an earlier one."""
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / rundir.CONFIG).is_file():
         return
     saved = rundir.read_config(run_dir).get("recipe", {})
     asked = asdict(config.recipe)

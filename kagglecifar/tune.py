@@ -242,15 +242,18 @@ def tune(model: str | None = None, *, preset: str | None = None, sets: list[str]
         study, created = optuna.load_study(**study_options), False
     _check_same_search(study, base, dimensions, name)
     if created and preset_first and sampler != "grid":
-        dimensions_by_key = {d.key: d for d in dimensions}
-        values = {d.key: _recipe_value(base, d.key) for d in dimensions}
-        outside = [f"{key} {value}" for key, value in values.items() if not dimensions_by_key[key].contains(value)]
+        inside, outside = {}, []
+        for dimension in dimensions:
+            value = _recipe_value(base, dimension.key)
+            if dimension.contains(value):
+                inside[dimension.key] = value
+            else:
+                outside.append(f"{dimension.key} {value}")
         if outside:
             one = len(outside) == 1
             echo(f"tune: the base recipe's {', '.join(outside)} {'lies' if one else 'lie'} outside the space; its "
                  f"first trial samples {'it' if one else 'them'} instead")
-        study.enqueue_trial({key: value for key, value in values.items() if dimensions_by_key[key].contains(value)},
-                            user_attrs={"preset_values": True})
+        study.enqueue_trial(inside, user_attrs={"preset_values": True})
     recover_dead_trials(study, echo)
 
     counts = _state_counts(study)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from kagglecifar.cache import write_split
+from kagglecifar.competition import CIFAR10_CLASSES as CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def test_the_gpu_acceptance_script_runs_end_to_end_as_a_cpu_rehearsal(tmp_path):

@@ -257,7 +257,8 @@ def test_every_preset_s_own_recipe_lies_inside_its_model_s_default_space(preset)
 
 def test_a_base_recipe_outside_the_space_is_said_and_its_first_trial_sampled(data_dir, tmp_path):
     said = []
-    space_file = write_space(tmp_path / "s.yaml", "lr: {low: 0.01, high: 0.02}\nlabel_smoothing: {low: 0.0, high: 0.1}\n")
+    space_file = write_space(tmp_path / "s.yaml",
+                             "lr: {low: 0.01, high: 0.02}\nlabel_smoothing: {low: 0.0, high: 0.1}\n")
     tune.tune("mlp", preset="cpu", sets=[*SETS, "epochs=1"], space_file=space_file, trials=1, runs_dir=tmp_path,
               data_dir=data_dir, device="cpu", echo=said.append)
     assert "tune: the base recipe's lr 0.05 lies outside the space; its first trial samples it instead" in said
