@@ -15,7 +15,7 @@
         --result accuracy_in_budget_tune_check
 
 Each run gets --time-budget BUDGET (a run that finishes earlier just finishes). Reported per run: validation
-accuracy without TTA and with flip and translate TTA (kagglecifar.evaluate on best.pt), epochs done,
+accuracy without TTA and with flip and translate TTA (kagglecifar.inference.evaluate on best.pt), epochs done,
 training seconds (validation excluded), images/s, wall time, peak memory, and the machine's load average.
 """
 from __future__ import annotations
@@ -44,9 +44,9 @@ SIDES = {"today": TODAY, "ours": {}, "tuned": TUNED}
 def child(side: str, data_dir: Path, budget: float, seed: int) -> None:
     """One training run and its evaluation; prints the result as the last line of JSON."""
     from kagglecifar.config import make_config
-    from kagglecifar.evaluate import evaluate
+    from kagglecifar.inference.evaluate import evaluate
     from kagglecifar.rundir import read_metrics
-    from kagglecifar.train import train
+    from kagglecifar.training.train import train
 
     options = SIDES[side]
     with tempfile.TemporaryDirectory() as runs:

@@ -43,7 +43,7 @@ def standard(archive: Path) -> int:
 
 def ours(archive: Path, write: bool) -> int:
     from kagglecifar import cache
-    from kagglecifar.formats import read_source
+    from kagglecifar.cache.formats import read_source
 
     splits = read_source(archive)
     if write:

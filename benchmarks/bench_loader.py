@@ -8,9 +8,9 @@ All produce the same thing, ready for a model: float NCHW batches in [0, 1] on t
 reflect-pad 4, random 32x32 crop and horizontal flip, in shuffled order.
     torchvision  PIL image per sample (as torchvision.datasets.CIFAR10 does), RandomCrop(32, padding=4,
                  padding_mode="reflect"), RandomHorizontalFlip, ToTensor, default collate
-    ours         kagglecifar.data.TrainLoader: uint8 array in memory, albumentations per batch in workers,
+    ours         kagglecifar.data.loading.TrainLoader: uint8 array in memory, albumentations per batch in workers,
                  uint8 batches made float NCHW by to_model_input (on the GPU when training there)
-    batched      kagglecifar.device_loader.DeviceLoader: the same albumentations pipeline compiled by
+    batched      kagglecifar.data.device_loader.DeviceLoader: the same albumentations pipeline compiled by
                  batch_augment into per-sample-random tensor ops on the whole batch (no workers; on a GPU
                  this runs there)
     ours-none    slices of one in-memory tensor without augmentation (the ceiling)
@@ -30,7 +30,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
 
 
 def train_cache(data_dir: Path | None) -> Path:
@@ -55,7 +54,7 @@ def heavy_pipeline_file(folder: Path) -> Path:
     """The `heavy` pipeline saved as a file, as a user would pass it to --augment."""
     import albumentations as A
 
-    from kagglecifar.augment import build_pipeline
+    from kagglecifar.data.augment import build_pipeline
 
     path = folder / "heavy.yaml"
     A.save(A.Compose(list(build_pipeline("standard").transforms) + [
@@ -133,8 +132,8 @@ def main() -> None:
 
     import tempfile
 
-    from kagglecifar.data import TrainLoader
-    from kagglecifar.device_loader import choose_loader
+    from kagglecifar.data.device_loader import choose_loader
+    from kagglecifar.data.loading import TrainLoader
 
     if args.from_zip:
         data, (images, labels) = str(args.from_zip), zip_images(args.from_zip)

@@ -4,7 +4,7 @@
     python benchmarks/bench_predict.py --data-dir bench-data/predict/small --limit 1000
     python benchmarks/bench_predict.py --checkpoint runs/resnet18-cpu/best.pt --limit 0   # every image
 
-Times kagglecifar.predict.predict (memory-mapped reads, uint8 -> device -> float, TTA views, fallbacks) and
+Times kagglecifar.inference.predict.predict (memory-mapped reads, uint8 -> device -> float, TTA views, fallbacks) and
 write_submission for every id. The default model is an untrained resnet18 at width 0.25 (speed does not depend
 on the weights). On a CPU only the first --limit test ids are predicted (a copy of them in a small cache) and
 the JSON says so, with the time the full test set would take at the measured rate.
@@ -67,9 +67,9 @@ def main() -> None:
 
     from kagglecifar.cache import load_split
     from kagglecifar.checkpoint import load_checkpoint, resolve_checkpoint
-    from kagglecifar.predict import BATCH_SIZE, TTA_VIEWS, predict
-    from kagglecifar.submission import write_submission
-    from kagglecifar.runtime import resolve_device
+    from kagglecifar.device import resolve_device
+    from kagglecifar.inference.predict import BATCH_SIZE, TTA_VIEWS, predict
+    from kagglecifar.kaggle_io.submission_csv import write_submission
 
     device = resolve_device(args.device)
     data_dir = test_cache(args.data_dir)

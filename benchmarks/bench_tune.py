@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from kagglecifar import config, space  # noqa: E402
+from kagglecifar import config  # noqa: E402
+from kagglecifar.tune import space
 
 
 def load_average() -> list[float]:

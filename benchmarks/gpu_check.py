@@ -40,8 +40,8 @@ def check_cuda_paths(device: str = "cuda") -> dict:
     import torch
 
     from kagglecifar import models
-    from kagglecifar.augment import build_pipeline
-    from kagglecifar.batch_augment import compile_pipeline
+    from kagglecifar.data.augment import build_pipeline
+    from kagglecifar.data.batch_augment import compile_pipeline
 
     checks = {}
     torch.manual_seed(0)
@@ -92,7 +92,7 @@ def kagglecifar(*args: str) -> subprocess.CompletedProcess:
 
 
 def train_presets(data_dir: Path, runs: Path, presets, seeds: int, extra: tuple[str, ...] = ()) -> dict:
-    from kagglecifar.evaluate import read_evaluation
+    from kagglecifar.inference.evaluate import read_evaluation
     from kagglecifar.rundir import read_metrics, read_result
 
     results = {}

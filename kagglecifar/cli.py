@@ -140,7 +140,8 @@ def _config_parameters() -> tuple[list[inspect.Parameter], dict]:
 def _train_command(model, preset, config_file, sets, **options):
     import os
 
-    from kagglecifar import config as train_config, train
+    from kagglecifar import config as train_config
+    from kagglecifar.training import train
 
     resume = options.pop("resume", None)
     if resume:
@@ -223,8 +224,8 @@ def predict(
 ) -> None:
     """Predict every test image (undecodable ones get a fallback label) and write a submission CSV (for other
     data than the competition's: id,label for every test id, and the file of each for an image folder)."""
-    from kagglecifar import predict as prediction
-    from kagglecifar.tta import check_tta_mode
+    from kagglecifar.inference import predict as prediction
+    from kagglecifar.inference.tta import check_tta_mode
 
     check_tta_mode(tta)
     out = out or prediction.default_submission_path(runs, tta, submissions_dir)
@@ -246,8 +247,8 @@ def evaluate(
     """Per-class accuracy on the run's validation split and, when the cache's test split is labelled (CIFAR
     python data, image folders with test/CLASS/), on the test split, without and with TTA; per super-class for
     CIFAR-100; the most frequent confusions; confusion matrices and per_class.csv in the run folder."""
-    from kagglecifar.evaluate import evaluate as evaluate_run
-    from kagglecifar.tta import TTA_VIEWS
+    from kagglecifar.inference.evaluate import evaluate as evaluate_run
+    from kagglecifar.inference.tta import TTA_VIEWS
 
     report = evaluate_run(run, data_dir, tta or list(TTA_VIEWS), test=True, batch_size=batch_size, device=device)
     typer.echo(report.table())
@@ -277,7 +278,7 @@ def submit(
     timeout: float = typer.Option(600.0, "--timeout", min=0, help="Seconds to wait for the score."),
 ) -> None:
     """Check a submission CSV locally, upload it to Kaggle and print its public score."""
-    from kagglecifar import submission
+    from kagglecifar.kaggle_io import submission_csv as submission
 
     csv_path = csv_path or submission.newest_submission(submissions_dir)
     result = submission.submit(csv_path, message, competition, data_dir=data_dir, wait=wait, timeout=timeout)
@@ -292,7 +293,8 @@ def submit(
 @app.command(epilog=examples("kagglecifar submissions"))
 def submissions(competition: str = COMPETITION) -> None:
     """Your submissions to the competition: date, file, message, status, public score."""
-    from kagglecifar import kaggle_io, reports
+    from kagglecifar import kaggle_io
+    from kagglecifar.kaggle_io import listings as reports
 
     items = kaggle_io.list_submissions(competition)
     if not items:
@@ -310,7 +312,8 @@ def leaderboard(
     top: int = typer.Option(20, "--top", min=1, help="How many of the leading teams to show."),
 ) -> None:
     """The top of the public leaderboard and where you stand."""
-    from kagglecifar import kaggle_io, reports
+    from kagglecifar import kaggle_io
+    from kagglecifar.kaggle_io import listings as reports
 
     board = kaggle_io.leaderboard(competition, top=top)
     for line in reports.leaderboard_table(board):
@@ -353,7 +356,7 @@ def run(
     import time
 
     from kagglecifar import pipeline
-    from kagglecifar.tta import check_tta_mode
+    from kagglecifar.inference.tta import check_tta_mode
 
     check_tta_mode(tta)
     started = time.perf_counter()
@@ -408,7 +411,7 @@ def tune(
 ) -> None:
     """Search hyper-parameters with Optuna: every trial is a training run in RUNS_DIR/tune-NAME/; writes
     results.csv, best.yaml (for `train --config`) and plots there."""
-    from kagglecifar import tune as tuning
+    from kagglecifar.tune import search as tuning
 
     if sampler not in tuning.SAMPLERS:
         raise KaggleCifarError(f"--sampler {sampler}: choose {', '.join(tuning.SAMPLERS)}")
@@ -438,7 +441,7 @@ def compare(
 ) -> None:
     """Runs side by side: model, parameters, epochs, time, device, validation accuracy (with each TTA mode
     evaluated), Kaggle public score; with --out, curves and confusion matrices in a report."""
-    from kagglecifar import compare as comparison
+    from kagglecifar.reports import compare as comparison
 
     compared = comparison.compare(runs, submissions_dir)
     for line in comparison.table_lines(compared):

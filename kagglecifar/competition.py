@@ -84,14 +84,3 @@ def check_labels_match(path: Path, labels: dict[int, str], image_ids: list[int],
                     for found, what in ((unlabelled, "images have no label"), (no_image, "labels have no image"))
                     if found]
         raise KaggleCifarError(f"{path}: does not match the images in {archive.name}: " + "; ".join(problems))
-
-
-def submission_classes(data_dir: Path) -> list[str]:
-    """The class names a submission may use: the train cache's when built, else the competition's
-    (trainLabels.csv checked: every label must be one of them)."""
-    from kagglecifar.cache import is_complete, read_manifest
-
-    if is_complete(data_dir, "train"):
-        return list(read_manifest(data_dir, "train")["classes"])
-    read_labels(Path(data_dir) / LABELS_FILE)
-    return list(CIFAR10_CLASSES)

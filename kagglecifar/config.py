@@ -317,8 +317,9 @@ def check_config(config: TrainConfig, resuming: bool = False) -> None:
         from kagglecifar import rundir
 
         rundir.check_new_run(Path(session.runs_dir), session.name)
-    from kagglecifar.augment import PRESETS as AUGMENT_PRESETS, build_pipeline
-    from kagglecifar.runtime import resolve_device
+    from kagglecifar.data.augment import PRESETS as AUGMENT_PRESETS
+    from kagglecifar.data.augment import build_pipeline
+    from kagglecifar.device import resolve_device
 
     if recipe.augment not in AUGMENT_PRESETS:
         build_pipeline(recipe.augment)  # a clear error for a bad pipeline file

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,3 +60,9 @@ def atomic_output(path: Path, force: bool = False, option: str = "--out"):
 def refuse_existing(path: Path, force: bool, option: str = "--out") -> None:
     if Path(path).exists() and not force:
         raise KaggleCifarError(f"{path}: already exists; pass --force to overwrite it or {option} to write elsewhere")
+
+
+def escapes_folder(name: str) -> bool:
+    """True for an archive member name or link target that would land outside the folder it is unpacked in."""
+    parts = re.split(r"[/\\]", name)
+    return name.startswith(("/", "\\")) or bool(re.match(r"[A-Za-z]:", name)) or ".." in parts

@@ -20,9 +20,9 @@ from typing import Callable
 from kagglecifar import checkpoint, provenance, rundir
 from kagglecifar.cache.sources import COMPETITION, cache_format
 from kagglecifar.config import make_config, preset_names, preset_values
+from kagglecifar.console import duration
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_path
-from kagglecifar.formatting import duration
 
 # What each preset gives. cpu: measured on this project's 2-core machine (README "Measured end to end");
 # gpu: what this recipe is known to reach, not yet measured by us.
@@ -51,10 +51,11 @@ def fetch(competition: str, data_dir: Path, *, from_dir: Path | None = None, dat
     """Build the cache from the competition download (default), Kaggle dataset OWNER/NAME (downloaded into
     DATA_DIR/datasets/OWNER/NAME) or from_dir; return (summary, whether anything was done).
 
-    A dataset or from_dir may hold any source format (kagglecifar.formats), recognised unless fmt is given;
+    A dataset or from_dir may hold any source format (kagglecifar.cache.formats), recognised unless fmt is given;
     labels ("fine"/"coarse") picks CIFAR-100's label set.
     """
-    from kagglecifar import formats, kaggle_io
+    from kagglecifar import kaggle_io
+    from kagglecifar.cache import formats
 
     data_dir = Path(data_dir)
     if from_dir is not None and dataset is not None:
@@ -210,7 +211,9 @@ def run(model: str | None, *, preset: str | None, config_file: Path | None = Non
     Data other than the competition's (--dataset, or --from-dir with another format) runs with submit=False
     only: Kaggle's competition scores its own test set alone.
     """
-    from kagglecifar import predict, submission, train
+    from kagglecifar.inference import predict
+    from kagglecifar.kaggle_io import submission_csv as submission
+    from kagglecifar.training import train
 
     if name is not None:
         rundir.check_run_name(name)  # before anything touches the disk

@@ -144,7 +144,7 @@ def write_figure(path: Path, draw) -> Path:
 
 
 def write_curves(run_dir: Path, rows: list[dict]) -> None:
-    from kagglecifar import plots
+    from kagglecifar.reports import plots
 
     if rows:
         write_figure(Path(run_dir) / "curves.png", lambda p: plots.plot_curves(rows, p, title=Path(run_dir).name))

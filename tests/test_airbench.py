@@ -6,12 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kagglecifar.lookahead import Lookahead, lookahead_decay
 from kagglecifar.models import create_model
 from kagglecifar.models.airbench import WHITEN_BIAS_EPOCHS, param_groups
-from kagglecifar.optim import triangle
-from kagglecifar.muon import Muon, orthogonalize
-
+from kagglecifar.training.lookahead import Lookahead, lookahead_decay
+from kagglecifar.training.muon import Muon, orthogonalize
+from kagglecifar.training.optim import triangle
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -132,7 +131,7 @@ def test_muon_steps_conv_filters_with_orthogonalised_updates():
 
 def test_muon_optimizer_puts_filters_on_muon_and_steps_the_rest_exactly_like_sgd():
     from kagglecifar.config import Recipe
-    from kagglecifar.optim import make_optimizer, set_learning_rate
+    from kagglecifar.training.optim import make_optimizer, set_learning_rate
 
     def steps(model, optimizer, x, n):
         for _ in range(n):

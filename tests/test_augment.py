@@ -3,7 +3,7 @@ import albumentations as A
 import numpy as np
 import pytest
 
-from kagglecifar.augment import PRESETS, augment_batch, build_pipeline
+from kagglecifar.data.augment import PRESETS, augment_batch, build_pipeline
 from kagglecifar.errors import KaggleCifarError
 
 

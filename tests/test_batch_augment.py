@@ -6,9 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from kagglecifar.augment import build_pipeline
-from kagglecifar.batch_augment import (CONSTANT, REFLECT, REFLECT_101, REPLICATE, WRAP, BatchAugment, PadCrop,
-                                       compile_pipeline, contrast, gray, saturation)
+from kagglecifar.data.augment import build_pipeline
+from kagglecifar.data.batch_augment import BatchAugment, compile_pipeline
+from kagglecifar.data.batch_ops import (
+    CONSTANT,
+    REFLECT,
+    REFLECT_101,
+    REPLICATE,
+    WRAP,
+    PadCrop,
+    contrast,
+    gray,
+    saturation,
+)
 
 
 def images(n=16, seed=0, size=32):

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-
 from fake_kaggle import make_competition, serving
+
 from kagglecifar import pipeline
 from kagglecifar.config import make_config
-from kagglecifar.train import train
+from kagglecifar.training.train import train
 
 CLASSES = ("cat", "dog", "frog")
 PNG = b"\x89PNG\r\n\x1a\n"

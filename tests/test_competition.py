@@ -3,6 +3,7 @@ import pytest
 
 from kagglecifar import competition
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.kaggle_io import submission_csv
 
 
 def labels_file(tmp_path, *rows, encoding="utf-8"):
@@ -52,7 +53,7 @@ def test_a_missing_labels_file_says_to_fetch(tmp_path):
 
 def test_train_classes_without_a_cache_are_the_competition_s_and_check_the_labels(tmp_path):
     labels_file(tmp_path, "1,cat", "2,dog")
-    assert competition.submission_classes(tmp_path) == competition.CIFAR10_CLASSES
+    assert submission_csv.submission_classes(tmp_path) == competition.CIFAR10_CLASSES
     labels_file(tmp_path, "1,cat", "2,unicorn")
     with pytest.raises(KaggleCifarError, match=r"line 3: 'unicorn' is not a CIFAR-10 class"):
-        competition.submission_classes(tmp_path)
+        submission_csv.submission_classes(tmp_path)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from kagglecifar.data import EpochBatches, TrainLoader
-from kagglecifar.device_loader import DeviceLoader, choose_loader
+from kagglecifar.data.device_loader import DeviceLoader, choose_loader
+from kagglecifar.data.loading import EpochBatches, TrainLoader
 
 N = 64
 
@@ -60,8 +60,9 @@ def test_alternating_flips_mirror_every_image_on_odd_epochs(data):
     made, line = loader(data, augment="none", alternate_flip=True)
     assert made.base_flips is None  # no HorizontalFlip to replace
     import albumentations as A
-    from kagglecifar import device_loader
-    from kagglecifar.batch_augment import compile_pipeline
+
+    from kagglecifar.data import device_loader
+    from kagglecifar.data.batch_augment import compile_pipeline
     engine = compile_pipeline(A.Compose([A.HorizontalFlip(p=0.5)]))
     made = device_loader.DeviceLoader(*data, engine=engine, batch_size=16, seed=3, alternate_flip=True)
 

@@ -4,12 +4,12 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from cifar_sources import make_cifar_python, make_image_folder
 from fake_kaggle import serving
+
 from kagglecifar import kaggle_io
+from kagglecifar.cache.formats import locate, read_source
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.formats import locate, read_source
 
 PYTHON = "alice/cifar100-python"
 IMAGES = "bob/cifar10-images"

@@ -1,7 +1,7 @@
 """`kagglecifar fetch` end to end: the real kaggle client downloads a tiny competition from the loopback fake."""
 import pytest
-
 from fake_kaggle import make_competition, serving
+
 from kagglecifar import cache, kaggle_io
 
 N_TRAIN, N_TEST = 24, 30

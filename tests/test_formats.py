@@ -6,12 +6,20 @@ import tarfile
 
 import numpy as np
 import pytest
+from cifar_sources import (
+    CIFAR10_NAMES,
+    add_member,
+    coarse_names,
+    fine_names,
+    make_cifar_python,
+    make_image_folder,
+    png,
+    py2_pickle,
+)
 
-from cifar_sources import (CIFAR10_NAMES, add_member, coarse_names, fine_names, make_cifar_python, make_image_folder,
-                           png, py2_pickle)
 from kagglecifar import cache
+from kagglecifar.cache.formats import detect_format, locate, read_source
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.formats import detect_format, locate, read_source
 
 
 def one_line(exc_info) -> str:
@@ -288,7 +296,7 @@ def test_several_or_no_sources_are_clear_errors(tmp_path):
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_python3_repickled_cifar_data_loads_too(protocol):
-    from kagglecifar.formats.safe_pickle import load_pickle
+    from kagglecifar.cache.formats.safe_pickle import load_pickle
 
     rows = np.random.default_rng(0).integers(0, 256, (3, 3072), dtype=np.uint8)
     doc = load_pickle(pickle.dumps({b"data": rows, b"labels": [1, 2, 3], "names": {"a", "b"}}, protocol), "x")
@@ -308,7 +316,7 @@ class CallsNdarray:
     (b"\x80\x02cnumpy\ndtype\nU\x01OK\x00K\x01\x87R.", "dtype object is not a plain number type"),
 ], ids=["ndarray-call", "build-dict", "build-slots", "object-dtype"])
 def test_allowed_globals_cannot_be_misused(data, reason):
-    from kagglecifar.formats import safe_pickle
+    from kagglecifar.cache.formats import safe_pickle
 
     before = {key: (type(value), getattr(value, "_call", None)) for key, value in safe_pickle.ALLOWED.items()}
     with pytest.raises(KaggleCifarError, match=f"x: not a readable CIFAR pickle .*{reason}"):
@@ -317,7 +325,7 @@ def test_allowed_globals_cannot_be_misused(data, reason):
 
 
 def test_source_stamp_changes_when_the_source_does(tmp_path):
-    from kagglecifar.formats import source_stamp
+    from kagglecifar.cache.formats import source_stamp
 
     folder, _ = make_cifar_python(tmp_path, "cifar-10", archive=False)
     found = locate(tmp_path)

@@ -1,13 +1,15 @@
 """kaggle_io through the real kaggle client against the loopback fake: credentials, retries, downloads, boards."""
 import os
-from email.utils import formatdate
 import time
+from email.utils import formatdate
 
 import pytest
-
 from fake_kaggle import make_competition, serving
-from kagglecifar import kaggle_io, reports, submission
+
+from kagglecifar import kaggle_io
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.kaggle_io import listings as reports
+from kagglecifar.kaggle_io import submission_csv as submission
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@ import json
 
 import pandas as pd
 import pytest
-
 from fake_kaggle import make_competition, serving
+
 from kagglecifar import pipeline
 from kagglecifar.config import preset_values
 from kagglecifar.errors import KaggleCifarError

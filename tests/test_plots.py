@@ -1,7 +1,7 @@
 """Confusion matrices that stay readable at 100 classes, and the most frequent mistakes listed."""
 import numpy as np
 
-from kagglecifar import plots
+from kagglecifar.reports import plots
 
 
 def test_top_confusions_lists_the_most_frequent_mistakes_first():

@@ -7,10 +7,10 @@ from torch import nn
 from kagglecifar.cache import write_split
 from kagglecifar.checkpoint import save_checkpoint
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.inference.evaluate import evaluate
+from kagglecifar.inference.predict import load_probs, predict, predict_images, save_probs
+from kagglecifar.inference.tta import tta_views
 from kagglecifar.models import create_model
-from kagglecifar.evaluate import evaluate
-from kagglecifar.predict import load_probs, predict, predict_images, save_probs
-from kagglecifar.tta import tta_views
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -221,7 +221,7 @@ def test_evaluate_needs_a_validation_split(tmp_path, run_cli):
 
 
 def test_translate_views_are_airbench_s_weighted_one_pixel_shifts():
-    from kagglecifar.tta import MODES
+    from kagglecifar.inference.tta import MODES
 
     x = torch.rand(2, 3, 32, 32)
     views = list(tta_views(x, "translate"))
@@ -237,7 +237,7 @@ def test_translate_views_are_airbench_s_weighted_one_pixel_shifts():
 def test_the_tta_help_names_every_mode_with_its_view_count(run_cli):
     import re
 
-    from kagglecifar.tta import TTA_VIEWS
+    from kagglecifar.inference.tta import TTA_VIEWS
 
     for command in ("predict", "evaluate", "run"):
         code, out, _ = run_cli(command, "--help")
@@ -260,7 +260,7 @@ def test_modes_asked_together_give_what_each_gives_alone():
 
 
 def test_the_out_of_distribution_threshold_follows_the_class_count():
-    from kagglecifar.predict import Predictions, default_ood_threshold
+    from kagglecifar.inference.predict import Predictions, default_ood_threshold
 
     assert default_ood_threshold(10) == 0.5 and default_ood_threshold(100) == pytest.approx(0.05)
     confidence = np.array([0.04, 0.3, 0.6], np.float32)

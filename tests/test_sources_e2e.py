@@ -2,17 +2,17 @@
 fine and coarse labels, CIFAR-10 python data, an image folder with a broken image, a Kaggle dataset (loopback
 fake); and the ways they fail: a truncated archive, a malicious pickle, an ambiguous folder, submitting."""
 import csv
-import subprocess
 import pickle
+import subprocess
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from cifar_sources import coarse_names, fine_names, make_cifar_python, make_image_folder, png
 from fake_kaggle import serving
+
 from kagglecifar import cache
 from kagglecifar.checkpoint import load_model
 
@@ -280,7 +280,7 @@ def test_run_takes_other_data_with_no_submit_and_refuses_to_submit_it(run_cli, t
 # ---- stage details -------------------------------------------------------------------------------
 
 def test_training_needs_labels_and_two_classes_and_keeps_every_class_trainable(run_cli, tmp_path, capsys):
-    from kagglecifar.data import split_rows
+    from kagglecifar.data.loading import split_rows
 
     images = np.zeros((6, 32, 32, 3), np.uint8)
     cache.write_split(tmp_path / "unlabelled", "train", images, range(1, 7), ["cat", "dog"], labelled=False)
@@ -324,7 +324,7 @@ def test_classes_without_a_super_class_and_without_images_are_shown_as_such(run_
 
 def test_predictions_of_other_data_are_checked_before_they_are_written(tmp_path):
     from kagglecifar.errors import KaggleCifarError
-    from kagglecifar.submission import write_predictions_csv
+    from kagglecifar.kaggle_io.submission_csv import write_predictions_csv
 
     path = write_predictions_csv(tmp_path / "p.csv", [3, 1, 2], ["b", "a", "b"], ["a", "b"], ["x.png", "y,1.png", "z"])
     assert read_rows(path) == [["id", "label", "file"], ["1", "a", "y,1.png"], ["2", "b", "z"], ["3", "b", "x.png"]]

@@ -3,7 +3,12 @@ import os
 import pytest
 
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.submission import check_submission, newest_submission, validate_submission, write_submission
+from kagglecifar.kaggle_io.submission_csv import (
+    check_submission,
+    newest_submission,
+    validate_submission,
+    write_submission,
+)
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

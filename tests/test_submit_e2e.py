@@ -2,7 +2,6 @@
 import os
 
 import pytest
-
 from fake_kaggle import make_competition, serving
 
 CLASSES = ("cat", "dog", "frog")

@@ -13,10 +13,10 @@ import yaml
 from kagglecifar import cache, models
 from kagglecifar.checkpoint import build_model, load_checkpoint
 from kagglecifar.config import make_config
-from kagglecifar.data import TrainLoader, load_train_data
-from kagglecifar.device_loader import choose_loader
+from kagglecifar.data.device_loader import choose_loader
+from kagglecifar.data.loading import TrainLoader, load_train_data
 from kagglecifar.models import to_model_input
-from kagglecifar.train import resume_config, train
+from kagglecifar.training.train import resume_config, train
 
 CLASSES = [f"class{i}" for i in range(10)]
 BAD_ROWS = (7, 42)
@@ -280,7 +280,7 @@ def test_process_group_outlives_everything_the_training_built(monkeypatch):
     import gc
     import weakref
 
-    from kagglecifar import runtime
+    from kagglecifar.training import runtime
 
     class Built:  # stands in for Training and its DDP wrapper: kept alive only by a reference cycle
         def __init__(self):

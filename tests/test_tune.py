@@ -9,11 +9,15 @@ import time
 import optuna
 import pytest
 import yaml
-
-from kagglecifar import config as train_config, rundir, space, tune, tune_storage
-from kagglecifar.errors import KaggleCifarError
-from kagglecifar.train import train
 from test_train import make_cache, small_config
+
+from kagglecifar import config as train_config
+from kagglecifar import rundir
+from kagglecifar.errors import KaggleCifarError
+from kagglecifar.training.train import train
+from kagglecifar.tune import search as tune
+from kagglecifar.tune import space
+from kagglecifar.tune import storage as tune_storage
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # The cpu preset's airbench recipe (lr 0.75, lookahead, triangle) diverges on the tests' MLP: a plain base recipe.
@@ -221,7 +225,7 @@ def test_sqlite_workers_never_take_one_queued_trial_twice(tmp_path):
     study = optuna.create_study(study_name="q", storage=tune_storage.open_storage(url), direction="maximize")
     for i in range(15):
         study.enqueue_trial({"x": i})
-    script = ("import optuna\nfrom kagglecifar import tune_storage\n"
+    script = ("import optuna\nfrom kagglecifar.tune import storage as tune_storage\n"
               "optuna.logging.set_verbosity(optuna.logging.ERROR)\n"
               f"study = optuna.load_study(study_name='q', storage=tune_storage.open_storage({url!r}))\n"
               "study.optimize(lambda t: t.suggest_int('x', 0, 100), n_trials=10)\n")

@@ -19,15 +19,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kagglecifar import competition
-from kagglecifar.cache.archive import (ArchiveFile, DamagedArchive, open_archive, read_fast, read_members,
-                                       stream_lzma, stream_py7zr)
-from kagglecifar.cache.decode import (CorruptMember, DecodeThreads, SplitOutput, Stopped, lower_thread_priority,
-                                      quiet_opencv)
-from kagglecifar.cache.store import (
-    CACHE_VERSION, SPLITS, SplitWriter, is_complete, publish, read_manifest, remove_stale, split_dir,
+from kagglecifar.cache.archive import (
+    ArchiveFile,
+    DamagedArchive,
+    open_archive,
+    read_fast,
+    read_members,
+    stream_lzma,
+    stream_py7zr,
 )
+from kagglecifar.cache.decode import (
+    CorruptMember,
+    DecodeThreads,
+    SplitOutput,
+    Stopped,
+    lower_thread_priority,
+    quiet_opencv,
+)
+from kagglecifar.cache.store import (
+    CACHE_VERSION,
+    SPLITS,
+    SplitWriter,
+    is_complete,
+    publish,
+    read_manifest,
+    remove_stale,
+    split_dir,
+)
+from kagglecifar.console import progress_bar
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.progress import progress_bar
 
 
 @dataclass

@@ -23,7 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from kagglecifar.cache.store import (
-    CACHE_VERSION, SPLITS, is_complete, read_manifest, remove_stale, split_dir, write_split,
+    CACHE_VERSION,
+    SPLITS,
+    is_complete,
+    read_manifest,
+    remove_stale,
+    split_dir,
+    write_split,
 )
 from kagglecifar.errors import KaggleCifarError
 
@@ -52,7 +58,7 @@ def build_from_source(found, data_dir: Path, *, labels: str = "fine", force: boo
     test split of an earlier source is never taken for this one's. Returns a cache.build.CacheSummary.
     """
     from kagglecifar.cache.build import CacheSummary, SplitSummary
-    from kagglecifar.formats import read_source, source_stamp
+    from kagglecifar.cache.formats import read_source, source_stamp
 
     data_dir = Path(data_dir)
     stamp = {**source_stamp(found), "labels": check_label_set(labels)}

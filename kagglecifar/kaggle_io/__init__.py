@@ -6,8 +6,19 @@
 """
 from kagglecifar.kaggle_io.client import retry_delay  # noqa: F401
 from kagglecifar.kaggle_io.downloads import (  # noqa: F401
-    DATASET_RECORD, REQUIRED_FILES, DownloadSummary, dataset_folder, download_competition, download_dataset,
+    DATASET_RECORD,
+    REQUIRED_FILES,
+    DownloadSummary,
+    dataset_folder,
+    download_competition,
+    download_dataset,
 )
 from kagglecifar.kaggle_io.submissions import (  # noqa: F401
-    Leaderboard, LeaderboardEntry, SubmissionInfo, SubmissionResult, leaderboard, list_submissions, upload_submission,
+    Leaderboard,
+    LeaderboardEntry,
+    SubmissionInfo,
+    SubmissionResult,
+    leaderboard,
+    list_submissions,
+    upload_submission,
 )

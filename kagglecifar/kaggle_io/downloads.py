@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from kagglecifar.console import interactive
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.files import escapes_folder, write_text_atomic
 from kagglecifar.kaggle_io.client import Connection, Transient, client_output, connect, note, reason, retrying
-from kagglecifar.progress import interactive
 
 REQUIRED_FILES = ("train.7z", "test.7z", "trainLabels.csv", "sampleSubmission.csv")
 CHUNK_BYTES = 1 << 20  # download read size; a broken connection loses at most this much of the partial file
@@ -132,7 +133,6 @@ def download_dataset(dataset: str, dest_dir: Path, force: bool = False) -> Downl
     unpacked with every member's CRC checked and no member path or link leaving dest_dir. Files already
     complete are skipped unless force.
     """
-    from kagglecifar.files import write_text_atomic
 
     started = time.perf_counter()
     owner, slug, version = _dataset_parts(dataset)
@@ -222,7 +222,6 @@ def _dataset_files(conn: Connection, owner: str, slug: str, version: int | None)
     """({name: size or None}, whether that is all of them): listing stops past MAX_SEPARATE_FILES files."""
     from kagglesdk.datasets.types.dataset_api_service import ApiListDatasetFilesRequest
 
-    from kagglecifar.formats.source_split import escapes_folder
 
     ref, sizes, token = conn.competition, {}, None
     while True:
@@ -299,7 +298,6 @@ def _unpack_dataset_zip(archive: Path, dest_dir: Path) -> dict[str, int]:
     (not one per file: image folders have tens of thousands) comes before the caller records the unpacking.
     zipfile checks each member's CRC as it is read to the end.
     """
-    from kagglecifar.formats.source_split import escapes_folder
 
     files = {}
     try:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from kagglecifar.console import interactive
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.kaggle_io.client import Connection, Transient, client_output, connect, note, retrying
-from kagglecifar.progress import interactive
 
 POLL_SECONDS = 5.0  # between checks of a new submission's status
 LEADERBOARD_PAGES = 200  # of 50 teams each, the page size Kaggle uses for lists

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kagglecifar.models._registry import register
 from kagglecifar.models.layers import Normalize, check_common, scaled
+from kagglecifar.models.registry import register
 
 WHITEN_KERNEL = 2
 WHITEN_CHANNELS = 2 * 3 * WHITEN_KERNEL**2  # every eigenvector and its negation: GELU keeps both signs

@@ -1,8 +1,8 @@
 """Baselines people compare against: a tiny MLP and the classic Keras-tutorial CNN."""
 from torch import nn
 
-from kagglecifar.models._registry import register
 from kagglecifar.models.layers import Normalize, check_common, scaled
+from kagglecifar.models.registry import register
 
 
 @register("mlp", "flatten, dense 64, dense 10")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from kagglecifar.models._registry import register
 from kagglecifar.models.layers import Normalize, check_common, scaled
+from kagglecifar.models.registry import register
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:

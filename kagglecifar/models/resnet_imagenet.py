@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.models._registry import register
 from kagglecifar.models.layers import Normalize, check_common
+from kagglecifar.models.registry import register
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

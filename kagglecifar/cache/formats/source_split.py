@@ -1,7 +1,6 @@
 """What every reader returns: one split as plain arrays, ready for the cache writer, and its class lists."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,9 +41,3 @@ def fine_to_coarse(fine: np.ndarray, coarse: np.ndarray, n_fine: int, source: st
         raise KaggleCifarError(f"{source}: fine label {fine[row]} appears under coarse labels {coarse[row]} and "
                                f"{mapping[fine[row]]}; the file is inconsistent")
     return mapping.tolist()  # -1 for a fine class no image has
-
-
-def escapes_folder(name: str) -> bool:
-    """True for an archive member name or link target that would land outside the folder it is unpacked in."""
-    parts = re.split(r"[/\\]", name)
-    return name.startswith(("/", "\\")) or bool(re.match(r"[A-Za-z]:", name)) or ".." in parts

@@ -14,10 +14,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kagglecifar.cache.formats.cifar_python import MEMBER_NAMES, is_archive, kind_of, read_cifar_python
+from kagglecifar.cache.formats.image_folder import is_image_folder, read_image_folder
+from kagglecifar.cache.formats.source_split import SourceSplit
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.formats.cifar_python import MEMBER_NAMES, is_archive, kind_of, read_cifar_python
-from kagglecifar.formats.image_folder import is_image_folder, read_image_folder
-from kagglecifar.formats.source_split import SourceSplit
 
 FORMATS = ("competition", "cifar-python", "image-folder")
 SEARCH_DEPTH = 2

@@ -24,12 +24,13 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kagglecifar import rundir, space as search_space
+from kagglecifar import rundir
 from kagglecifar.config import MODEL_OPTIONS, make_config
+from kagglecifar.console import duration, table
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import write_text_atomic
-from kagglecifar.formatting import duration, table
-from kagglecifar.tune_storage import HOST, open_storage, recover_dead_trials, requeue, shown_url
+from kagglecifar.tune import space as search_space
+from kagglecifar.tune.storage import HOST, open_storage, recover_dead_trials, requeue, shown_url
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -170,7 +171,7 @@ class Objective:
 
     def _train(self, run_dir: Path, params: dict, report) -> tuple[str, float | None]:
         """(stopped_reason, best val accuracy) of the trial's run folder, training what is left."""
-        from kagglecifar import train
+        from kagglecifar.training import train
 
         budget = {"time_budget": max(self.deadline - time.monotonic(), 1.0)} if self.deadline else {}
         if _resumable(run_dir):
@@ -380,7 +381,7 @@ def _blank(value):
 def write_outputs(study, dimensions: list, tune_dir: Path, model: str, preset: str, sets: list, session: dict,
                   echo) -> list[Path]:
     """results.csv, the printed table, best.yaml and the plots; returns the files written."""
-    from kagglecifar import tune_plots
+    from kagglecifar.tune import plots as tune_plots
 
     rows = results_rows(study, dimensions)
     written = []

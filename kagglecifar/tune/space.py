@@ -64,9 +64,9 @@ class Dimension:
 
 def default_space_path(model: str) -> Path:
     """spaces/FAMILY.yaml for the model's family (the models/ module it is defined in), else default.yaml."""
-    from kagglecifar.models import _registry
+    from kagglecifar.models import registry
 
-    family = _registry._constructor(model).__module__.rsplit(".", 1)[-1]
+    family = registry.constructor(model).__module__.rsplit(".", 1)[-1]
     path = SPACES_DIR / f"{family}.yaml"
     return path if path.is_file() else SPACES_DIR / "default.yaml"
 

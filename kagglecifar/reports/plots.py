@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,7 +55,7 @@ def merge_classes(counts: np.ndarray, groups: list[int], n_groups: int) -> np.nd
 def plot_confusion_matrix(counts: np.ndarray, classes: list[str], path: Path, title: str = "") -> Path:
     fig = confusion_figure(counts, classes, title)
     fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return Path(path)
 
 
@@ -67,7 +67,7 @@ def confusion_figure(counts: np.ndarray, classes: list[str], title: str = ""):
     """
     from matplotlib.colors import PowerNorm
 
-    plt = _pyplot()
+    plt = pyplot()
     n = len(classes)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     numbered = n <= NUMBERED_CLASSES
@@ -96,7 +96,7 @@ def confusion_figure(counts: np.ndarray, classes: list[str], title: str = ""):
 
 def plot_curves(epochs: list[dict], path: Path, title: str = "") -> Path:
     """Loss and accuracy per epoch from metrics rows (keys: epoch, train_loss, train_acc, val_loss, val_acc)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     x = [row["epoch"] for row in epochs]
     for key, axis in (("loss", left), ("acc", right)):

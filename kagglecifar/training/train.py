@@ -24,21 +24,23 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kagglecifar import models, rundir, runtime
+from kagglecifar import models, rundir
 from kagglecifar.cache import labelled_classes
 from kagglecifar.checkpoint import load_checkpoint, make_payload, save_checkpoint
-from kagglecifar.config import TrainConfig, check_config, resume_config as config_for_resume
-from kagglecifar.data import load_train_data
-from kagglecifar.device_loader import choose_loader
-from kagglecifar.ema import EMA
+from kagglecifar.config import TrainConfig, check_config
+from kagglecifar.config import resume_config as config_for_resume
+from kagglecifar.console import duration, interactive, note, progress_bar
+from kagglecifar.data.device_loader import choose_loader
+from kagglecifar.data.loading import load_train_data
+from kagglecifar.device import resolve_device
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.lookahead import Lookahead
 from kagglecifar.files import write_text_atomic
-from kagglecifar.formatting import duration
+from kagglecifar.inference.predict import predict_images
 from kagglecifar.models import to_model_input
-from kagglecifar.optim import learning_rate, make_optimizer, set_learning_rate
-from kagglecifar.predict import predict_images
-from kagglecifar.progress import interactive, note, progress_bar
+from kagglecifar.training import runtime
+from kagglecifar.training.ema import EMA
+from kagglecifar.training.lookahead import Lookahead
+from kagglecifar.training.optim import learning_rate, make_optimizer, set_learning_rate
 
 
 @dataclass
@@ -96,7 +98,7 @@ def train(config: TrainConfig, make_loader=None, on_epoch=None) -> TrainResult:
     (single process only); True stops the run there, stopped_reason "pruned" (`tune` prunes through it).
     """
     check_config(config, resuming=bool(config.session.resume))
-    device = runtime.resolve_device(config.session.device, int(os.environ.get("LOCAL_RANK", 0)))
+    device = resolve_device(config.session.device, int(os.environ.get("LOCAL_RANK", 0)))
     with runtime.distributed(device, config.recipe.batch_size) as (rank, world):
         return Training(config, device, rank, world, make_loader, on_epoch).run()
 
@@ -359,7 +361,7 @@ class Training:
         if main:
             rundir.write_curves(self.run_dir, p.metrics)
             if len(self.data.val_labels) and (self.run_dir / "best.pt").is_file():
-                from kagglecifar.evaluate import evaluate
+                from kagglecifar.inference.evaluate import evaluate
 
                 evaluate(self.run_dir, Path(self.config.session.data_dir), (), device=str(self.device),
                          progress=interactive())

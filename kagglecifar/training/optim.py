@@ -6,7 +6,7 @@ import math
 import torch
 
 from kagglecifar.config import Recipe
-from kagglecifar.muon import Muon
+from kagglecifar.training.muon import Muon
 
 MUON_MOMENTUM = 0.6  # airbench94_muon's, for the filters; the SGD groups keep --momentum
 

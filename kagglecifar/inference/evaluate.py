@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from kagglecifar import plots
 from kagglecifar.cache import is_complete, load_split
 from kagglecifar.checkpoint import load_model, resolve_checkpoint
+from kagglecifar.console import table
+from kagglecifar.device import resolve_device
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import write_text_atomic
-from kagglecifar.formatting import table
-from kagglecifar.predict import predict_images
+from kagglecifar.inference.predict import predict_images
+from kagglecifar.inference.tta import TTA_VIEWS, check_tta_mode
+from kagglecifar.reports import plots
 from kagglecifar.rundir import is_run, write_figure
-from kagglecifar.runtime import resolve_device
-from kagglecifar.tta import TTA_VIEWS, check_tta_mode
 
 SHOWN_CLASSES = 20  # with more classes the table lists the worst and the best; per_class.csv has them all
 WORST, BEST = 10, 5

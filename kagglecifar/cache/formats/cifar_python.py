@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kagglecifar.cache.formats.safe_pickle import load_pickle
+from kagglecifar.cache.formats.source_split import SourceSplit, fine_to_coarse
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.formats.safe_pickle import load_pickle
-from kagglecifar.formats.source_split import SourceSplit, escapes_folder, fine_to_coarse
+from kagglecifar.files import escapes_folder
 
 LAYOUTS = {  # kind -> split -> data files, and the meta file
     "cifar-10": {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"], "meta": "batches.meta"},

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from kagglecifar import provenance, rundir
+from kagglecifar.console import duration, table
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.evaluate import read_evaluation
 from kagglecifar.files import atomic_output, refuse_existing, write_text_atomic
-from kagglecifar.formatting import duration, table
-from kagglecifar.plots import _pyplot
+from kagglecifar.inference.evaluate import read_evaluation
+from kagglecifar.reports.plots import pyplot
 from kagglecifar.rundir import write_figure
 
 MAX_CONFUSION_PANELS = 12  # the best runs by validation accuracy, when more are compared
@@ -186,7 +186,7 @@ def csv_text(runs: list[RunSummary]) -> str:
 
 def plot_curves(runs: list[RunSummary], path: Path) -> None:
     """Validation accuracy and training loss per epoch, one line per run."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for run in runs:
         epochs = [row["epoch"] for row in run.metrics]
@@ -206,7 +206,7 @@ def plot_curves(runs: list[RunSummary], path: Path) -> None:
 
 def plot_confusions(runs: list[RunSummary], path: Path) -> None:
     """Each run's validation confusion matrix (rates per true class), side by side, four to a row."""
-    plt = _pyplot()
+    plt = pyplot()
     columns = min(4, len(runs))
     count = -(-len(runs) // columns)
     fig, axes = plt.subplots(count, columns, figsize=(4.2 * columns, 4.4 * count), squeeze=False, layout="constrained")

@@ -28,13 +28,13 @@ from kagglecifar import provenance
 from kagglecifar.cache import load_split, read_manifest
 from kagglecifar.cache.sources import COMPETITION, cache_format
 from kagglecifar.checkpoint import load_model, resolve_checkpoint
+from kagglecifar.console import progress_bar
+from kagglecifar.device import resolve_device
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_output, refuse_existing
+from kagglecifar.inference.tta import MODES, TTA_VIEWS, check_tta_mode, make_view, views_of
+from kagglecifar.kaggle_io.submission_csv import read_sample_ids, write_predictions_csv, write_submission
 from kagglecifar.models import to_model_input
-from kagglecifar.progress import progress_bar
-from kagglecifar.runtime import resolve_device
-from kagglecifar.submission import read_sample_ids, write_predictions_csv, write_submission
-from kagglecifar.tta import MODES, TTA_VIEWS, check_tta_mode, make_view, views_of
 
 OOD_THRESHOLD = 0.5  # with 10 classes: no class gets half the probability
 

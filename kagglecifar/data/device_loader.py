@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kagglecifar.augment import build_pipeline
-from kagglecifar.batch_augment import BatchAugment, compile_pipeline, seed_generator
-from kagglecifar.data import EpochBatches, TrainLoader
+from kagglecifar.data.augment import build_pipeline
+from kagglecifar.data.batch_augment import BatchAugment, compile_pipeline, seed_generator
+from kagglecifar.data.loading import EpochBatches, TrainLoader
 
 FLIP_STREAM = 0x5F11D  # a fixed extra seed word: the per-image flips are a stream of their own
 

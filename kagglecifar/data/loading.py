@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from kagglecifar import cache
-from kagglecifar.augment import augment_batch, build_pipeline
+from kagglecifar.data.augment import augment_batch, build_pipeline
 
 
 @dataclass

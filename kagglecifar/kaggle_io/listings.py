@@ -1,7 +1,7 @@
 """Text renderings of what Kaggle answers (submissions, leaderboard) for the CLI."""
 from __future__ import annotations
 
-from kagglecifar.formatting import table
+from kagglecifar.console import table
 from kagglecifar.kaggle_io import Leaderboard, SubmissionInfo
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kagglecifar.competition import submission_classes
+from kagglecifar.cache import is_complete, read_manifest
+from kagglecifar.competition import CIFAR10_CLASSES, LABELS_FILE, read_labels
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_output
 
@@ -237,7 +238,7 @@ def submit(csv_path: Path, message: str, competition: str, *, data_dir: Path = P
     `timeout` seconds for its public score: an invalid file raises KaggleCifarError before anything is sent."""
     from kagglecifar import kaggle_io, provenance
     from kagglecifar.cache.sources import COMPETITION, cache_format
-    from kagglecifar.progress import note
+    from kagglecifar.console import note
 
     built_from = cache_format(data_dir, "test") or cache_format(data_dir, "train")
     if built_from not in (None, COMPETITION):
@@ -251,3 +252,12 @@ def submit(csv_path: Path, message: str, competition: str, *, data_dir: Path = P
     except KaggleCifarError as exc:
         note(f"submitted, but the record of it could not be written: {exc}")
     return result
+
+
+def submission_classes(data_dir: Path) -> list[str]:
+    """The class names a submission may use: the train cache's when built, else the competition's
+    (trainLabels.csv checked: every label must be one of them)."""
+    if is_complete(data_dir, "train"):
+        return list(read_manifest(data_dir, "train")["classes"])
+    read_labels(Path(data_dir) / LABELS_FILE)
+    return list(CIFAR10_CLASSES)

@@ -13,7 +13,7 @@ there, and every model normalises its input itself.
 A custom pipeline (`--augment my-aug.json` or `.yaml`) is any albumentations pipeline saved with A.save;
 start from a preset, for example:
 
-    python -c "import albumentations as A; from kagglecifar.augment import build_pipeline;
+    python -c "import albumentations as A; from kagglecifar.data.augment import build_pipeline;
                A.save(build_pipeline('strong'), 'my-aug.yaml', data_format='yaml')"
 
 then edit the file. Randomness never comes from global state: each batch reseeds the pipeline from

@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from kagglecifar.plots import _pyplot
+from kagglecifar.reports.plots import pyplot
 from kagglecifar.rundir import write_figure
 
 PRUNED_STYLE = {"color": "tab:gray", "marker": "x"}
@@ -51,7 +51,7 @@ def param_importances(study, complete: list) -> dict[str, float]:
 
 
 def plot_history(complete: list, pruned: list, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     if pruned:
         ax.scatter([t.number for t in pruned], [_last(t) for t in pruned], label="pruned (last epoch)",
@@ -73,7 +73,7 @@ def plot_history(complete: list, pruned: list, path: Path) -> None:
 
 
 def plot_importance(importances: dict[str, float], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     names = list(importances)[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.5 * len(names) + 1.5))
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
@@ -83,7 +83,7 @@ def plot_importance(importances: dict[str, float], path: Path) -> None:
 
 
 def plot_slices(complete: list, dimensions: list, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     columns = min(4, len(dimensions))
     rows = -(-len(dimensions) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False)
@@ -111,7 +111,7 @@ def plot_slices(complete: list, dimensions: list, path: Path) -> None:
 
 
 def plot_trial_curves(trials: list, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for trial in trials:
         if not trial.intermediate_values:
@@ -136,4 +136,4 @@ def _last(trial) -> float:
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
+    pyplot().close(fig)

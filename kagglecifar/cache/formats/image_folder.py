@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 
 from kagglecifar.cache.decode import png_to_rgb32, quiet_opencv
+from kagglecifar.cache.formats.source_split import SourceSplit
+from kagglecifar.console import progress_bar
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.formats.source_split import SourceSplit
-from kagglecifar.progress import progress_bar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 

@@ -13,8 +13,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from kagglecifar.console import table
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.formatting import table
 
 COMMON_OPTIONS = ("num_classes", "width", "dropout")
 
@@ -39,31 +39,31 @@ def model_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def _constructor(name: str) -> Callable[..., nn.Module]:
+def constructor(name: str) -> Callable[..., nn.Module]:
     if name not in _REGISTRY:
         raise KaggleCifarError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
 
 
 def describe(name: str) -> str:
-    _constructor(name)
+    constructor(name)
     return _DESCRIPTIONS[name]
 
 
 def default_batch_size(name: str) -> int:
     """The training batch size the model is meant for on one GPU."""
-    _constructor(name)
+    constructor(name)
     return _BATCH_SIZES[name]
 
 
 def model_options(name: str) -> dict:
     """Every keyword the model's constructor takes, with its default."""
-    params = inspect.signature(_constructor(name)).parameters
+    params = inspect.signature(constructor(name)).parameters
     return {key: p.default for key, p in params.items()}
 
 
 def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
-    fn = _constructor(name)
+    fn = constructor(name)
     unknown = sorted(set(kwargs) - set(model_options(name)))
     if unknown:
         raise KaggleCifarError(f"model {name!r} takes no option {', '.join(unknown)}; "

@@ -1,0 +1,43 @@
+"""Text for people: live progress bars on a terminal (one plain line per finished task in a log file),
+durations and aligned tables, the same on every command.
+
+A bar redrawn with carriage returns fills a log file with frames; when stderr is not a terminal the bar
+is silent and `note` prints the per-epoch / per-stage lines instead.
+"""
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+
+def interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+def progress_bar(total: int, desc: str, unit: str, enabled: bool = True, **options) -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, disable=not (enabled and interactive()), file=sys.stderr,
+                dynamic_ncols=True, smoothing=0.1, **options)
+
+
+def note(line: str) -> None:
+    """A line on stderr that does not break a live bar."""
+    tqdm.write(line, file=sys.stderr)
+
+
+def duration(seconds: float) -> str:
+    """12.3 s, 3m02s, 14.1 h."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        minutes, seconds = divmod(int(round(seconds)), 60)
+        return f"{minutes}m{seconds:02d}s"
+    return f"{seconds / 3600:.1f} h"
+
+
+def table(header: tuple, rows: list[tuple], right: tuple[int, ...] = ()) -> list[str]:
+    """Aligned columns, two spaces apart; columns whose index is in `right` are right-aligned (numbers)."""
+    cells = [tuple(str(c) for c in row) for row in (header, *rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+            for row in cells]

@@ -1,0 +1,1 @@
+"""Reports on finished runs: curves and confusion matrices (plots), and `compare` (runs side by side)."""
