@@ -18,6 +18,7 @@ Each run gets --time-budget BUDGET (a run that finishes earlier just finishes). 
 accuracy without TTA and with flip and translate TTA (kagglecifar.inference.evaluate on best.pt), epochs done,
 training seconds (validation excluded), images/s, wall time, peak memory, and the machine's load average.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from bench_loader import train_cache  # noqa: E402
 
-TODAY = dict(model="simplecnn", epochs=6, batch_size=128, lr=0.05, momentum=0.9, schedule="onecycle",
-             warmup_epochs=0.5, weight_decay=5e-4, label_smoothing=0.1, lookahead=False, augment="standard",
-             alternate_flip=False, batched_augment=False, channels_last=False)
+TODAY = dict(
+    model="simplecnn",
+    epochs=6,
+    batch_size=128,
+    lr=0.05,
+    momentum=0.9,
+    schedule="onecycle",
+    warmup_epochs=0.5,
+    weight_decay=5e-4,
+    label_smoothing=0.1,
+    lookahead=False,
+    augment="standard",
+    alternate_flip=False,
+    batched_augment=False,
+    channels_last=False,
+)
 
 
 TUNED = dict(lr=1.05, momentum=0.865, weight_decay=0.00046, label_smoothing=0.07)
@@ -50,20 +64,40 @@ def child(side: str, data_dir: Path, budget: float, seed: int) -> None:
 
     options = SIDES[side]
     with tempfile.TemporaryDirectory() as runs:
-        config = make_config(preset="cpu", data_dir=data_dir, runs_dir=runs, time_budget=budget, device="cpu",
-                             seed=seed, workers=0, **options)
+        config = make_config(
+            preset="cpu",
+            data_dir=data_dir,
+            runs_dir=runs,
+            time_budget=budget,
+            device="cpu",
+            seed=seed,
+            workers=0,
+            **options,
+        )
         result = train(config)
         metrics = read_metrics(result.run_dir)
         report = evaluate(result.run_dir, data_dir, ("flip", "translate"), device="cpu", progress=False)
         train_seconds = sum(row["seconds"] for row in metrics)
-        print(json.dumps({
-            "side": side, "seed": seed, "model": config.recipe.model, "width": config.recipe.width,
-            "epochs_completed": result.epochs_run, "epochs_planned": config.recipe.epochs,
-            "stopped": result.stopped_reason, "train_seconds": round(train_seconds, 1),
-            "train_images_per_s": round(statistics.mean(row["images_per_s"] for row in metrics)) if metrics else 0,
-            "val_accuracy": {mode: round(acc, 4) for mode, acc in report.overall.items()},
-            "wall_s": round(result.seconds, 1), "load_average": os.getloadavg(),
-        }))
+        print(
+            json.dumps(
+                {
+                    "side": side,
+                    "seed": seed,
+                    "model": config.recipe.model,
+                    "width": config.recipe.width,
+                    "epochs_completed": result.epochs_run,
+                    "epochs_planned": config.recipe.epochs,
+                    "stopped": result.stopped_reason,
+                    "train_seconds": round(train_seconds, 1),
+                    "train_images_per_s": round(statistics.mean(row["images_per_s"] for row in metrics))
+                    if metrics
+                    else 0,
+                    "val_accuracy": {mode: round(acc, 4) for mode, acc in report.overall.items()},
+                    "wall_s": round(result.seconds, 1),
+                    "load_average": os.getloadavg(),
+                }
+            )
+        )
 
 
 def main() -> None:
@@ -86,17 +120,36 @@ def main() -> None:
         p.error(f"--sides: choose from {', '.join(SIDES)}")
     for seed in range(args.seeds):
         for side in runs:
-            argv = [sys.executable, __file__, "--child", side, "--seed", str(seed), "--data-dir", str(data_dir),
-                    "--budget", str(args.budget)]
+            argv = [
+                sys.executable,
+                __file__,
+                "--child",
+                side,
+                "--seed",
+                str(seed),
+                "--data-dir",
+                str(data_dir),
+                "--budget",
+                str(args.budget),
+            ]
             runs[side].append(common.run_measured(argv))
             print(json.dumps(runs[side][-1]), file=sys.stderr, flush=True)
-    summary = {side: {mode: statistics.mean(r["val_accuracy"][mode] for r in rows)
-                      for mode in ("none", "flip", "translate")} for side, rows in runs.items()}
-    common.write_result(args.result, {
-        "data": str(data_dir), "budget_s": args.budget, "seeds": args.seeds,
-        "sides": {side: SIDES[side] for side in runs}, "runs": runs,
-        "mean_val_accuracy": summary,
-    }, " ".join(["python", "benchmarks/bench_budget.py", *sys.argv[1:]]))
+    summary = {
+        side: {mode: statistics.mean(r["val_accuracy"][mode] for r in rows) for mode in ("none", "flip", "translate")}
+        for side, rows in runs.items()
+    }
+    common.write_result(
+        args.result,
+        {
+            "data": str(data_dir),
+            "budget_s": args.budget,
+            "seeds": args.seeds,
+            "sides": {side: SIDES[side] for side in runs},
+            "runs": runs,
+            "mean_val_accuracy": summary,
+        },
+        " ".join(["python", "benchmarks/bench_budget.py", *sys.argv[1:]]),
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Each method runs in a fresh process, one after another. Memory: peak_tree_rss_mb
 of the method's whole process tree, sampled every 50 ms (ours writes the cache with pwrite, so the cache's
 pages are not in it); cpu_seconds includes children.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,11 @@ def stdlib(data: Path, work: Path) -> dict:
             data = f.read(min(1 << 20, left))
             left -= len(data)
             total += len(decoder.decompress(data))
-    return {"images": images, "decompressed_mb": round(total / 1e6, 1),
-            "decode_only_seconds": round(time.perf_counter() - started, 2)}
+    return {
+        "images": images,
+        "decompressed_mb": round(total / 1e6, 1),
+        "decode_only_seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 def naive(data: Path, work: Path) -> dict:
@@ -97,8 +101,17 @@ def child(method: str, data: Path, work: Path) -> None:
     result = METHODS[method](data, work)
     seconds = time.perf_counter() - started
     cpu = sum(os.times()[:4]) - cpu_before
-    print(json.dumps({**result, "seconds": round(seconds, 2), "images_per_s": round(result["images"] / seconds),
-                      "cpu_seconds": round(cpu, 2), "peak_rss_mb": round(common.peak_rss_mb())}))
+    print(
+        json.dumps(
+            {
+                **result,
+                "seconds": round(seconds, 2),
+                "images_per_s": round(result["images"] / seconds),
+                "cpu_seconds": round(cpu, 2),
+                "peak_rss_mb": round(common.peak_rss_mb()),
+            }
+        )
+    )
 
 
 def seven_zip(archive: Path) -> dict | None:
@@ -108,8 +121,10 @@ def seven_zip(archive: Path) -> dict | None:
     version = subprocess.run([exe], capture_output=True, text=True).stdout.strip().splitlines()[0]
     started = time.perf_counter()
     subprocess.run([exe, "t", "-bd", str(archive)], check=True, stdout=subprocess.DEVNULL)
-    return {"method": f"`{Path(exe).name} t` ({version}): native decompression and CRC check of test.7z",
-            "seconds": round(time.perf_counter() - started, 2)}
+    return {
+        "method": f"`{Path(exe).name} t` ({version}): native decompression and CRC check of test.7z",
+        "seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 def main() -> None:
@@ -137,23 +152,34 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix=f"bench_cache_{method}_", dir=args.work))
         try:
             results[method] = common.run_measured(
-                [sys.executable, __file__, "--method", method, "--data", str(data), "--work", str(work)])
+                [sys.executable, __file__, "--method", method, "--data", str(data), "--work", str(work)]
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
     floor, new, base = results["stdlib"], results["ours"], results["naive"]
-    common.write_result("archive_to_cache", {
-        "data": str(data),
-        "archive_mb": {split: round((data / f"{split}.7z").stat().st_size / 1e6, 1) for split in SPLITS},
-        "load_average_before_after": [round(x, 2) for x in (*load_before, *os.getloadavg())],
-        "stdlib": {"method": "test.7z only: py7zr parses the header, lzma.LZMADecompressor(FORMAT_RAW) decodes "
-                             "its LZMA2 stream, output dropped", **floor},
-        "7zz": results["7zz"],
-        "ours": {"method": "both splits: kagglecifar.cache.build.build_cache into a cold cache (stdlib lzma, "
-                           "both archives at once, PNGs decoded by threads)", **new},
-        "naive": {"method": "both splits: py7zr extractall to a folder, then cv2.imread each PNG", **base},
-        "ours_over_stdlib_test": round(new["seconds"] / floor["seconds"], 3),
-        "naive_over_ours": round(base["seconds"] / new["seconds"], 2),
-    }, command=" ".join(["python", "benchmarks/bench_cache.py", *sys.argv[1:]]))
+    common.write_result(
+        "archive_to_cache",
+        {
+            "data": str(data),
+            "archive_mb": {split: round((data / f"{split}.7z").stat().st_size / 1e6, 1) for split in SPLITS},
+            "load_average_before_after": [round(x, 2) for x in (*load_before, *os.getloadavg())],
+            "stdlib": {
+                "method": "test.7z only: py7zr parses the header, lzma.LZMADecompressor(FORMAT_RAW) decodes "
+                "its LZMA2 stream, output dropped",
+                **floor,
+            },
+            "7zz": results["7zz"],
+            "ours": {
+                "method": "both splits: kagglecifar.cache.build.build_cache into a cold cache (stdlib lzma, "
+                "both archives at once, PNGs decoded by threads)",
+                **new,
+            },
+            "naive": {"method": "both splits: py7zr extractall to a folder, then cv2.imread each PNG", **base},
+            "ours_over_stdlib_test": round(new["seconds"] / floor["seconds"], 3),
+            "naive_over_ours": round(base["seconds"] / new["seconds"], 2),
+        },
+        command=" ".join(["python", "benchmarks/bench_cache.py", *sys.argv[1:]]),
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ bench_train_step.measure: forward + backward + Nesterov SGD step on random image
 size, all torch threads; each variant gets two untimed warm-up steps. Ratios are to channels_last, the
 preset's choice.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,24 @@ VARIANTS = ("nchw", "channels_last", "bf16", "compiled")
 
 
 def measure(name: str, width: float, variant: str, batch: int, steps: int) -> dict:
-    row = bench_train_step.measure(name, torch.device("cpu"), batch, steps, width=width,
-                                   channels_last=variant != "nchw", bf16=variant == "bf16",
-                                   compiled=variant == "compiled", warmup_steps=2)
-    return {"model": name, "width": width, "variant": variant, "warmup_s": row["warmup_s"],
-            "images_per_s": round(row["images_per_s"])}
+    row = bench_train_step.measure(
+        name,
+        torch.device("cpu"),
+        batch,
+        steps,
+        width=width,
+        channels_last=variant != "nchw",
+        bf16=variant == "bf16",
+        compiled=variant == "compiled",
+        warmup_steps=2,
+    )
+    return {
+        "model": name,
+        "width": width,
+        "variant": variant,
+        "warmup_s": row["warmup_s"],
+        "images_per_s": round(row["images_per_s"]),
+    }
 
 
 def main() -> None:
@@ -53,11 +67,17 @@ def main() -> None:
         for row in by_variant.values():
             row["ratio_to_channels_last"] = round(row["images_per_s"] / by_variant["channels_last"]["images_per_s"], 2)
         rows += by_variant.values()
-    common.write_result("cpu_step_variants", {
-        "batch_size": args.batch_size, "steps": args.steps, "torch_threads": torch.get_num_threads(),
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "rows": rows,
-    }, command=" ".join(["python benchmarks/bench_cpu_step.py", *sys.argv[1:]]))
+    common.write_result(
+        "cpu_step_variants",
+        {
+            "batch_size": args.batch_size,
+            "steps": args.steps,
+            "torch_threads": torch.get_num_threads(),
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "rows": rows,
+        },
+        command=" ".join(["python benchmarks/bench_cpu_step.py", *sys.argv[1:]]),
+    )
 
 
 if __name__ == "__main__":

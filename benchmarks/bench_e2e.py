@@ -14,6 +14,7 @@ trained on 45,000 images instead of 50,000.
 Steps: `git clone` this checkout (committed work only), `make install` (skipped with --venv), then
 `make run ARGS=-y` with HOME and the Kaggle client pointed at the fake. Nothing else may run on the machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,9 +52,11 @@ def held_out_fixture(out: Path) -> dict[str, str]:
     keep = len(labels) - HELD_OUT
     out.mkdir(parents=True, exist_ok=True)
     named = {opaque_name(i): i for i in range(keep + 1, len(labels) + 1)}
-    with zipfile.ZipFile(FIXTURE / "train.zip") as source, \
-            zipfile.ZipFile(out / "train.zip", "w", zipfile.ZIP_STORED) as train, \
-            zipfile.ZipFile(out / "test.zip", "w", zipfile.ZIP_STORED) as test:
+    with (
+        zipfile.ZipFile(FIXTURE / "train.zip") as source,
+        zipfile.ZipFile(out / "train.zip", "w", zipfile.ZIP_STORED) as train,
+        zipfile.ZipFile(out / "test.zip", "w", zipfile.ZIP_STORED) as test,
+    ):
         members = {Path(n).stem: n for n in source.namelist() if n.endswith(".jpg")}
         for i in range(1, keep + 1):
             train.writestr(f"{i}.jpg", source.read(members[str(i)]))
@@ -77,9 +80,25 @@ def ensure_replica(out: Path) -> tuple[dict[int, str], set[int]]:
         with tempfile.TemporaryDirectory(prefix="held_out_fixture_") as fixture:
             label_of_name = held_out_fixture(Path(fixture))
             (Path(fixture) / "labels.csv").write_text("".join(f"{n},{l}\n" for n, l in label_of_name.items()))
-            subprocess.run([sys.executable, str(common.REPLICA_TOOL), "--out", str(out), "--data", fixture,
-                            "--train-limit", str(train_count(Path(fixture))), "--real-test", str(HELD_OUT),
-                            "--junk", str(TEST_IDS - HELD_OUT), "--id-map", str(out / "id-map.partial")], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(common.REPLICA_TOOL),
+                    "--out",
+                    str(out),
+                    "--data",
+                    fixture,
+                    "--train-limit",
+                    str(train_count(Path(fixture))),
+                    "--real-test",
+                    str(HELD_OUT),
+                    "--junk",
+                    str(TEST_IDS - HELD_OUT),
+                    "--id-map",
+                    str(out / "id-map.partial"),
+                ],
+                check=True,
+            )
             shutil.copy(Path(fixture) / "labels.csv", out / "held-out-labels.csv")
         os.replace(out / "id-map.partial", id_map)
     label_of_name = dict(line.split(",") for line in (out / "held-out-labels.csv").read_text().split())
@@ -99,8 +118,12 @@ def timed(argv: list[str], cwd: Path, env: dict, log: Path) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--replica", type=Path, default=common.DEFAULT_DATA / "held-out",
-                   help="where the held-out replica is (built there when missing)")
+    p.add_argument(
+        "--replica",
+        type=Path,
+        default=common.DEFAULT_DATA / "held-out",
+        help="where the held-out replica is (built there when missing)",
+    )
     p.add_argument("--venv", type=Path, help="an installed environment to use instead of `make install`")
     p.add_argument("--work", type=Path, help="scratch folder for the clone and HOME (default: temporary)")
     p.add_argument("--make-args", default="ARGS=-y", help="what follows `make run` (default: %(default)s)")
@@ -121,21 +144,27 @@ def main() -> None:
         run_seconds = timed(["make", "run", *make_vars, *args.make_args.split()], clone, env, log)
         scores = [s.public_score for s in fake.submissions]
     text = log.read_text(errors="replace")
-    stages = {m[1]: {"status": m[2], "seconds": float(m[3])}
-              for m in re.finditer(r"^(fetch|train|predict|submit)\s+(done|skipped)\s+([\d.]+) s", text, re.M)}
-    common.write_result("end_to_end", {
-        "what": "`make run` from a fresh `git clone` on this machine (no GPU), the real kaggle client talking to "
-                "tests/fake_kaggle.py serving a full-size held-out replica; the fake scores the 5,000 real test "
-                "images among 300,000 ids",
-        "clone_commit": commit,
-        "make_args": args.make_args,
-        "load_average_before_after": [round(x, 2) for x in (*load_before, *os.getloadavg())],
-        "install_seconds": install_seconds,
-        "make_run_seconds": run_seconds,
-        "stages": stages,
-        "public_score": float(scores[-1]) if scores and scores[-1] else None,
-        "log_tail": text.splitlines()[-25:],
-    }, command=" ".join(["python", "benchmarks/bench_e2e.py", *sys.argv[1:]]))
+    stages = {
+        m[1]: {"status": m[2], "seconds": float(m[3])}
+        for m in re.finditer(r"^(fetch|train|predict|submit)\s+(done|skipped)\s+([\d.]+) s", text, re.M)
+    }
+    common.write_result(
+        "end_to_end",
+        {
+            "what": "`make run` from a fresh `git clone` on this machine (no GPU), the real kaggle client talking to "
+            "tests/fake_kaggle.py serving a full-size held-out replica; the fake scores the 5,000 real test "
+            "images among 300,000 ids",
+            "clone_commit": commit,
+            "make_args": args.make_args,
+            "load_average_before_after": [round(x, 2) for x in (*load_before, *os.getloadavg())],
+            "install_seconds": install_seconds,
+            "make_run_seconds": run_seconds,
+            "stages": stages,
+            "public_score": float(scores[-1]) if scores and scores[-1] else None,
+            "log_tail": text.splitlines()[-25:],
+        },
+        command=" ".join(["python", "benchmarks/bench_e2e.py", *sys.argv[1:]]),
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -8,6 +8,7 @@ Methods, each in a fresh process, alternated `--repeats` times (the CPU is share
   read      formats.read_source: restricted unpickler, validation, fine->coarse mapping
   cache     read, then cache.write_split of both splits (what fetch will do), timed together
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,9 @@ def ours(archive: Path, write: bool) -> int:
     if write:
         with tempfile.TemporaryDirectory() as work:
             for name, s in splits.items():
-                cache.write_split(Path(work), name, s.images, s.ids, s.classes, labels=s.labels, bad=s.bad,
-                                  **s.manifest_fields())
+                cache.write_split(
+                    Path(work), name, s.images, s.ids, s.classes, labels=s.labels, bad=s.bad, **s.manifest_fields()
+                )
             assert cache.load_split(Path(work), "test").manifest["fine_to_coarse"]
     return sum(len(s) for s in splits.values())
 
@@ -59,9 +61,17 @@ def child(method: str, archive: Path) -> None:
     started, cpu_before = time.perf_counter(), sum(os.times()[:4])
     images = standard(archive) if method == "standard" else ours(archive, write=method == "cache")
     seconds = time.perf_counter() - started
-    print(json.dumps({"images": images, "seconds": round(seconds, 2), "images_per_s": round(images / seconds),
-                      "cpu_seconds": round(sum(os.times()[:4]) - cpu_before, 2),
-                      "peak_rss_mb": round(common.peak_rss_mb())}))
+    print(
+        json.dumps(
+            {
+                "images": images,
+                "seconds": round(seconds, 2),
+                "images_per_s": round(images / seconds),
+                "cpu_seconds": round(sum(os.times()[:4]) - cpu_before, 2),
+                "peak_rss_mb": round(common.peak_rss_mb()),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -75,15 +85,23 @@ def main() -> None:
     runs = {m: [] for m in METHODS}
     for _ in range(args.repeats):
         for method in METHODS:
-            runs[method].append(common.run_measured([sys.executable, __file__, "--child", method,
-                                                     "--archive", str(args.archive)]))
+            runs[method].append(
+                common.run_measured([sys.executable, __file__, "--child", method, "--archive", str(args.archive)])
+            )
     best = {m: min(r, key=lambda x: x["seconds"]) for m, r in runs.items()}
-    result = {"archive": str(args.archive), "archive_mb": round(args.archive.stat().st_size / 1e6, 1),
-              "runs": runs, "best": best,
-              "read_over_standard_seconds": round(best["read"]["seconds"] / best["standard"]["seconds"], 2),
-              "cache_over_standard_seconds": round(best["cache"]["seconds"] / best["standard"]["seconds"], 2)}
-    common.write_result("cifar100_format", result, "python benchmarks/bench_formats.py --archive "
-                        "<make_cifar100_format.py --out DIR>/cifar-100-python.tar.gz")
+    result = {
+        "archive": str(args.archive),
+        "archive_mb": round(args.archive.stat().st_size / 1e6, 1),
+        "runs": runs,
+        "best": best,
+        "read_over_standard_seconds": round(best["read"]["seconds"] / best["standard"]["seconds"], 2),
+        "cache_over_standard_seconds": round(best["cache"]["seconds"] / best["standard"]["seconds"], 2),
+    }
+    common.write_result(
+        "cifar100_format",
+        result,
+        "python benchmarks/bench_formats.py --archive <make_cifar100_format.py --out DIR>/cifar-100-python.tar.gz",
+    )
 
 
 if __name__ == "__main__":

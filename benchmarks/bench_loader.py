@@ -18,6 +18,7 @@ at 0 and 2 worker processes. The clock starts when the first batch arrives (work
 A second pipeline, `heavy` (the standard one + CoarseDropout 8x8 p=0.5 + ColorJitter 0.2/0.2/0.2 hue 0
 p=0.5), is timed with albumentations workers and batched, side by side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,14 @@ def zip_images(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     with zipfile.ZipFile(path) as archive:
         names = [n for n in archive.namelist() if n.endswith(".jpg")]
-        images = np.stack([cv2.cvtColor(cv2.imdecode(np.frombuffer(archive.read(n), np.uint8), cv2.IMREAD_COLOR),
-                                        cv2.COLOR_BGR2RGB) for n in names])
+        images = np.stack(
+            [
+                cv2.cvtColor(
+                    cv2.imdecode(np.frombuffer(archive.read(n), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+                )
+                for n in names
+            ]
+        )
     return images, np.zeros(len(images), np.int64)
 
 
@@ -57,9 +64,19 @@ def heavy_pipeline_file(folder: Path) -> Path:
     from kagglecifar.data.augment import build_pipeline
 
     path = folder / "heavy.yaml"
-    A.save(A.Compose(list(build_pipeline("standard").transforms) + [
-        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(8, 8), hole_width_range=(8, 8), fill=0, p=0.5),
-        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0, p=0.5)]), str(path), data_format="yaml")
+    A.save(
+        A.Compose(
+            list(build_pipeline("standard").transforms)
+            + [
+                A.CoarseDropout(
+                    num_holes_range=(1, 1), hole_height_range=(8, 8), hole_width_range=(8, 8), fill=0, p=0.5
+                ),
+                A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0, p=0.5),
+            ]
+        ),
+        str(path),
+        data_format="yaml",
+    )
     return path
 
 
@@ -72,8 +89,13 @@ class TorchvisionLoader:
         from torch.utils.data import DataLoader, Dataset
         from torchvision import transforms
 
-        augment = transforms.Compose([transforms.RandomCrop(32, padding=4, padding_mode="reflect"),
-                                      transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+        augment = transforms.Compose(
+            [
+                transforms.RandomCrop(32, padding=4, padding_mode="reflect"),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+            ]
+        )
 
         class PILImages(Dataset):
             def __len__(self):
@@ -83,8 +105,15 @@ class TorchvisionLoader:
                 return augment(Image.fromarray(images[i])), int(labels[i])
 
         self.seed, self.generator = seed, torch.Generator()
-        self.loader = DataLoader(PILImages(), batch_size=batch_size, shuffle=True, drop_last=True,
-                                 num_workers=workers, persistent_workers=workers > 0, generator=self.generator)
+        self.loader = DataLoader(
+            PILImages(),
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=self.generator,
+        )
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -111,8 +140,13 @@ def measure(loader, batches: int) -> dict:
             done, images = done + 1, images + len(x)
             if done == batches:
                 seconds = time.perf_counter() - started
-                return {"batches": done, "batch_size": len(x), "seconds": round(seconds, 3),
-                        "batches_per_s": round(done / seconds, 1), "images_per_s": round(images / seconds)}
+                return {
+                    "batches": done,
+                    "batch_size": len(x),
+                    "seconds": round(seconds, 3),
+                    "batches_per_s": round(done / seconds, 1),
+                    "images_per_s": round(images / seconds),
+                }
     raise ValueError("not enough batches")
 
 
@@ -123,8 +157,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--batches", type=int, default=100, help="batches timed per measurement")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads of this process (1: on a busy "
-                   "shared CPU, two OpenMP threads stall each other and every tensor op suffers)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads of this process (1: on a busy "
+        "shared CPU, two OpenMP threads stall each other and every tensor op suffers)",
+    )
     args = p.parse_args()
     import torch
 
@@ -154,34 +193,60 @@ def main() -> None:
     rows = []
     for pipeline, augment in pipelines.items():
         for workers in args.workers:
-            loaders = {"ours": lambda: TrainLoader(images, labels, augment=augment, batch_size=args.batch_size,
-                                                   seed=0, workers=workers)}
+            loaders = {
+                "ours": lambda: TrainLoader(
+                    images, labels, augment=augment, batch_size=args.batch_size, seed=0, workers=workers
+                )
+            }
             if pipeline == "standard":
                 loaders["torchvision"] = lambda: TorchvisionLoader(images, labels, args.batch_size, workers)
             if workers == 0:
                 loaders["batched"] = lambda: batched(augment)
                 if pipeline == "standard":
-                    loaders["ours-none"] = lambda: TrainLoader(images, labels, augment="none",
-                                                               batch_size=args.batch_size, seed=0)
+                    loaders["ours-none"] = lambda: TrainLoader(
+                        images, labels, augment="none", batch_size=args.batch_size, seed=0
+                    )
             for name, make in loaders.items():
                 row = {"pipeline": pipeline, "loader": name, "workers": workers, **measure(make(), args.batches)}
                 print(row, file=sys.stderr, flush=True)
                 rows.append(row)
     rate = {(r["pipeline"], r["loader"], r["workers"]): r["images_per_s"] for r in rows}
-    speedup = {f"workers={w}": round(rate[("standard", "ours", w)] / rate[("standard", "torchvision", w)], 2)
-               for w in args.workers}
-    batched_speedup = {f"{p} vs ours workers={w}": round(rate[(p, "batched", 0)] / rate[(p, "ours", w)], 2)
-                       for p in pipelines for w in args.workers}
-    batched_speedup.update({f"standard vs torchvision workers={w}": round(
-        rate[("standard", "batched", 0)] / rate[("standard", "torchvision", w)], 2) for w in args.workers})
-    common.write_result("input_pipeline", {
-        "data": data, "images": len(images),
-        "pipelines": {"standard": "reflect-pad 4, random crop 32, h-flip",
-                      "heavy": "standard + CoarseDropout 8x8 p=0.5 + ColorJitter(0.2, 0.2, 0.2, hue=0) p=0.5"},
-        "output": "float NCHW in [0, 1] on the CPU", "rows": rows, "speedup_ours_vs_torchvision": speedup,
-        "speedup_batched": batched_speedup, "peak_rss_mb": round(common.peak_rss_mb()),
-        "threads": args.threads, "load_average_1min": round(os.getloadavg()[0], 2),
-    }, " ".join(["python", "benchmarks/bench_loader.py", *sys.argv[1:]]))
+    speedup = {
+        f"workers={w}": round(rate[("standard", "ours", w)] / rate[("standard", "torchvision", w)], 2)
+        for w in args.workers
+    }
+    batched_speedup = {
+        f"{p} vs ours workers={w}": round(rate[(p, "batched", 0)] / rate[(p, "ours", w)], 2)
+        for p in pipelines
+        for w in args.workers
+    }
+    batched_speedup.update(
+        {
+            f"standard vs torchvision workers={w}": round(
+                rate[("standard", "batched", 0)] / rate[("standard", "torchvision", w)], 2
+            )
+            for w in args.workers
+        }
+    )
+    common.write_result(
+        "input_pipeline",
+        {
+            "data": data,
+            "images": len(images),
+            "pipelines": {
+                "standard": "reflect-pad 4, random crop 32, h-flip",
+                "heavy": "standard + CoarseDropout 8x8 p=0.5 + ColorJitter(0.2, 0.2, 0.2, hue=0) p=0.5",
+            },
+            "output": "float NCHW in [0, 1] on the CPU",
+            "rows": rows,
+            "speedup_ours_vs_torchvision": speedup,
+            "speedup_batched": batched_speedup,
+            "peak_rss_mb": round(common.peak_rss_mb()),
+            "threads": args.threads,
+            "load_average_1min": round(os.getloadavg()[0], 2),
+        },
+        " ".join(["python", "benchmarks/bench_loader.py", *sys.argv[1:]]),
+    )
 
 
 if __name__ == "__main__":

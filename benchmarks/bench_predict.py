@@ -9,6 +9,7 @@ write_submission for every id. The default model is an untrained resnet18 at wid
 on the weights). On a CPU only the first --limit test ids are predicted (a copy of them in a small cache) and
 the JSON says so, with the time the full test set would take at the measured rate.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,18 +48,35 @@ def default_checkpoint(classes: list[str]) -> Path:
     torch.manual_seed(0)
     name = "resnet18" if torch.cuda.is_available() else "simplecnn"  # the gpu / cpu preset's model
     model = create_model(name, num_classes=len(classes))
-    return save_checkpoint({"model": name, "model_kwargs": {}, "classes": classes,
-                            "state_dict": model.state_dict(), "val_ids": [], "epoch": 0, "val_accuracy": None,
-                            "config": {}}, WORK / f"{name}-untrained.pt")
+    return save_checkpoint(
+        {
+            "model": name,
+            "model_kwargs": {},
+            "classes": classes,
+            "state_dict": model.state_dict(),
+            "val_ids": [],
+            "epoch": 0,
+            "val_accuracy": None,
+            "config": {},
+        },
+        WORK / f"{name}-untrained.pt",
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, help="a data folder with a test cache (default: built from the replica)")
-    p.add_argument("--checkpoint", type=Path, help="run folder or checkpoint (default: an untrained model of the "
-                                                   "preset for this machine: resnet18 with CUDA, else simplecnn)")
-    p.add_argument("--limit", type=int, help=f"predict only the first N test ids in every mode; 0 = all (default: "
-                                             f"all on a GPU; on a CPU {CPU_LIMITS})")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="run folder or checkpoint (default: an untrained model of the "
+        "preset for this machine: resnet18 with CUDA, else simplecnn)",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        help=f"predict only the first N test ids in every mode; 0 = all (default: all on a GPU; on a CPU {CPU_LIMITS})",
+    )
     p.add_argument("--batch-size", type=int, help="default: predict's own (1024 on CUDA, 256 on CPU)")
     p.add_argument("--device", default="auto")
     args = p.parse_args()
@@ -87,11 +105,17 @@ def main() -> None:
         result = predict([checkpoint], measured_dir, tta=tta, batch_size=args.batch_size, device=args.device)
         seconds = time.perf_counter() - started
         rate = len(result.ids) / seconds
-        modes[tta] = {"views": TTA_VIEWS[tta], "images": len(result.ids), "seconds": round(seconds, 2),
-                      "images_per_s": round(rate, 1), "views_per_s": round(rate * TTA_VIEWS[tta], 1),
-                      "full_test_seconds": round(len(full) / rate, 1),
-                      "note": "every test id" if len(result.ids) == len(full) else
-                              f"first {len(result.ids)} of {len(full)} test ids; full_test_seconds extrapolates"}
+        modes[tta] = {
+            "views": TTA_VIEWS[tta],
+            "images": len(result.ids),
+            "seconds": round(seconds, 2),
+            "images_per_s": round(rate, 1),
+            "views_per_s": round(rate * TTA_VIEWS[tta], 1),
+            "full_test_seconds": round(len(full) / rate, 1),
+            "note": "every test id"
+            if len(result.ids) == len(full)
+            else f"first {len(result.ids)} of {len(full)} test ids; full_test_seconds extrapolates",
+        }
 
     # The CSV for every id of the full test set (labels do not matter for its speed).
     sample = data_dir / "sampleSubmission.csv"
@@ -103,11 +127,21 @@ def main() -> None:
         write_submission(out, full.ids, labels, sample, full.classes, force=True)
         write_seconds = round(time.perf_counter() - started, 2)
 
-    common.write_result("prediction", {
-        "model": ckpt["model"], "model_kwargs": ckpt.get("model_kwargs", {}), "checkpoint": str(checkpoint),
-        "device": str(device), "batch_size": args.batch_size or BATCH_SIZE[device.type], "test_images": len(full),
-        "modes": modes, "write_submission_seconds": write_seconds, "peak_rss_mb": round(common.peak_rss_mb()),
-    }, " ".join(["python", "benchmarks/bench_predict.py", *sys.argv[1:]]))
+    common.write_result(
+        "prediction",
+        {
+            "model": ckpt["model"],
+            "model_kwargs": ckpt.get("model_kwargs", {}),
+            "checkpoint": str(checkpoint),
+            "device": str(device),
+            "batch_size": args.batch_size or BATCH_SIZE[device.type],
+            "test_images": len(full),
+            "modes": modes,
+            "write_submission_seconds": write_seconds,
+            "peak_rss_mb": round(common.peak_rss_mb()),
+        },
+        " ".join(["python", "benchmarks/bench_predict.py", *sys.argv[1:]]),
+    )
 
 
 if __name__ == "__main__":

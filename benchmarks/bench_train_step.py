@@ -9,6 +9,7 @@ runs at CPU_BATCH images in float32 (the JSON says so). One warm-up step (alloca
 search) is excluded from the timing. resnet50-imagenet runs with random weights (same speed, no download)
 at its default image size, upsampling included.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,18 @@ CPU_BATCH_DEFAULT = 32
 DEFAULT_STEPS = {"cuda": 20, "cpu": 2}
 
 
-def measure(name: str, device: torch.device, batch: int, steps: int, *, width: float | None = None,
-            channels_last: bool | None = None, bf16: bool | None = None, compiled: bool = False,
-            warmup_steps: int = 1) -> dict:
+def measure(
+    name: str,
+    device: torch.device,
+    batch: int,
+    steps: int,
+    *,
+    width: float | None = None,
+    channels_last: bool | None = None,
+    bf16: bool | None = None,
+    compiled: bool = False,
+    warmup_steps: int = 1,
+) -> dict:
     """Images/s of forward + backward + SGD step on random images; channels_last and bf16 default to "on CUDA"."""
     torch.manual_seed(0)
     options = models.model_options(name)
@@ -73,10 +83,18 @@ def measure(name: str, device: torch.device, batch: int, steps: int, *, width: f
     sync()
     seconds = time.perf_counter() - started
     info = models.model_info(name, **kwargs)
-    row = {"model": name, "batch_size": batch, "image_size": options.get("image_size", 32),
-           "params": info["params"], "gflops_forward_per_image": round(info["flops"] / 1e9, 4),
-           "steps": steps, "seconds": round(seconds, 3), "ms_per_step": round(1000 * seconds / steps, 1),
-           "images_per_s": round(batch * steps / seconds, 1), "warmup_s": round(warmup, 2)}
+    row = {
+        "model": name,
+        "batch_size": batch,
+        "image_size": options.get("image_size", 32),
+        "params": info["params"],
+        "gflops_forward_per_image": round(info["flops"] / 1e9, 4),
+        "steps": steps,
+        "seconds": round(seconds, 3),
+        "ms_per_step": round(1000 * seconds / steps, 1),
+        "images_per_s": round(batch * steps / seconds, 1),
+        "warmup_s": round(warmup, 2),
+    }
     if cuda:
         row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
     return row
@@ -109,8 +127,9 @@ def main() -> None:
     result = {
         "device": args.device,
         "precision": "bf16 autocast, channels_last" if cuda else "float32",
-        "batch_note": "each model's default GPU batch size" if cuda else
-        f"CPU batch: {CPU_BATCH_DEFAULT} images ({', '.join(f'{k}: {v}' for k, v in CPU_BATCH.items())}), "
+        "batch_note": "each model's default GPU batch size"
+        if cuda
+        else f"CPU batch: {CPU_BATCH_DEFAULT} images ({', '.join(f'{k}: {v}' for k, v in CPU_BATCH.items())}), "
         "smaller than the GPU default batch sizes",
         "torch_threads": torch.get_num_threads(),
         "warmup_steps": 1,

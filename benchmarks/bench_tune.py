@@ -8,6 +8,7 @@ best trial is compared with the default at the same cost (width, epochs and batc
 cores/N torch threads. Writes results/tune_cpu.json: the command, the machine and its load, every trial.
 Running it again continues the same study (`--result NAME` keeps the earlier JSON).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,16 +42,39 @@ def main() -> None:
     args = parser.parse_args()
     if not args.trials and not args.timeout:
         parser.error("give --trials, --timeout or both")
-    limits = [*(["--trials", str(args.trials)] if args.trials else []),
-              *(["--timeout", f"{args.timeout:g}"] if args.timeout else [])]
-    command = [sys.executable, "-m", "kagglecifar", "tune", "--preset", "cpu", *limits, "--name", args.name,
-               "--data-dir", str(args.data_dir), "--runs-dir", str(args.runs_dir), "--device", "cpu"]
+    limits = [
+        *(["--trials", str(args.trials)] if args.trials else []),
+        *(["--timeout", f"{args.timeout:g}"] if args.timeout else []),
+    ]
+    command = [
+        sys.executable,
+        "-m",
+        "kagglecifar",
+        "tune",
+        "--preset",
+        "cpu",
+        *limits,
+        "--name",
+        args.name,
+        "--data-dir",
+        str(args.data_dir),
+        "--runs-dir",
+        str(args.runs_dir),
+        "--device",
+        "cpu",
+    ]
     threads = str(max(1, (os.cpu_count() or 1) // args.workers))
     load_before, started = load_average(), time.monotonic()
     workers = []
     for worker in range(args.workers):
-        workers.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True,  # epoch lines: stderr
-                                        env={**os.environ, "OMP_NUM_THREADS": threads}))
+        workers.append(
+            subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                text=True,  # epoch lines: stderr
+                env={**os.environ, "OMP_NUM_THREADS": threads},
+            )
+        )
         time.sleep(5 if worker == 0 else 0)  # the first creates the study and queues the preset's trial
     outputs = [worker.communicate()[0] for worker in workers]
     seconds, load_after = time.monotonic() - started, load_average()
@@ -64,16 +88,42 @@ def main() -> None:
     preset = next((t for t in trials if "preset's values" in t["note"] and t["state"] == "complete"), None)
     best = max(finished, key=lambda t: float(t["best_val_acc"]), default=None)
     searched = space.default_space_path(config.make_config(preset="cpu").recipe.model)
-    write_result(args.result, {
-        "trials_limit": args.trials, "timeout_s": args.timeout, "workers": args.workers,
-        "threads_per_worker": int(threads), "wall_s": round(seconds, 1),
-        "load_average_1_5_15": {"start": load_before, "end": load_after}, "space": searched.read_text(),
-        "summary": outputs[-1].strip().splitlines()[-1], "preset_trial": preset, "best_trial": best,
-        "gain_points": (round(100 * (float(best["best_val_acc"]) - float(preset["best_val_acc"])), 2)
-                        if best and preset else None),
-        "trials": trials}, " ".join(["python", "benchmarks/bench_tune.py", "--data-dir", str(args.data_dir),
-                                    "--runs-dir", str(args.runs_dir), *limits, "--workers", str(args.workers),
-                                    "--result", args.result]))
+    write_result(
+        args.result,
+        {
+            "trials_limit": args.trials,
+            "timeout_s": args.timeout,
+            "workers": args.workers,
+            "threads_per_worker": int(threads),
+            "wall_s": round(seconds, 1),
+            "load_average_1_5_15": {"start": load_before, "end": load_after},
+            "space": searched.read_text(),
+            "summary": outputs[-1].strip().splitlines()[-1],
+            "preset_trial": preset,
+            "best_trial": best,
+            "gain_points": (
+                round(100 * (float(best["best_val_acc"]) - float(preset["best_val_acc"])), 2)
+                if best and preset
+                else None
+            ),
+            "trials": trials,
+        },
+        " ".join(
+            [
+                "python",
+                "benchmarks/bench_tune.py",
+                "--data-dir",
+                str(args.data_dir),
+                "--runs-dir",
+                str(args.runs_dir),
+                *limits,
+                "--workers",
+                str(args.workers),
+                "--result",
+                args.result,
+            ]
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Shared by every benchmark: machine facts, peak memory, and writing results/NAME.json."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,14 @@ def machine_info() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
-            "platform": platform.platform(), "versions": versions}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
 
 
 def peak_rss_mb(children: bool = False) -> float:
@@ -94,8 +101,13 @@ def replica_data(name: str = "full") -> Path:
 def write_result(name: str, result: dict, command: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    doc = {"benchmark": name, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
-           "machine": machine_info(), **result}
+    doc = {
+        "benchmark": name,
+        "command": command,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine_info(),
+        **result,
+    }
     path.write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps(doc, indent=2))
     return path

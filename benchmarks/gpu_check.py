@@ -15,6 +15,7 @@ exits 1: these figures only come from a GPU.
 memory, and writes nothing unless --out is given: it checks this script (the test suite runs it on tiny
 data), so the first GPU session spends its time measuring, not debugging. Its figures mean nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -100,25 +101,53 @@ def train_presets(data_dir: Path, runs: Path, presets, seeds: int, extra: tuple[
         rows = []
         for seed in range(seeds):
             name = f"{preset}-seed{seed}"
-            kagglecifar("train", "--preset", preset, "--seed", seed, "--name", name, "--data-dir", data_dir,
-                        "--runs-dir", runs, *extra)
+            kagglecifar(
+                "train",
+                "--preset",
+                preset,
+                "--seed",
+                seed,
+                "--name",
+                name,
+                "--data-dir",
+                data_dir,
+                "--runs-dir",
+                runs,
+                *extra,
+            )
             kagglecifar("evaluate", runs / name, "--data-dir", data_dir, "--tta", "flip", "--tta", "translate")
             metrics, result = read_metrics(runs / name), read_result(runs / name)
             evaluation = read_evaluation(runs / name)
-            rows.append({"seed": seed, "train_seconds": sum(m["seconds"] for m in metrics),
-                         "warmup_seconds": result.get("warmup_seconds"), "wall_seconds": result.get("seconds"),
-                         "val_accuracy": evaluation.get("accuracy", {})})
+            rows.append(
+                {
+                    "seed": seed,
+                    "train_seconds": sum(m["seconds"] for m in metrics),
+                    "warmup_seconds": result.get("warmup_seconds"),
+                    "wall_seconds": result.get("seconds"),
+                    "val_accuracy": evaluation.get("accuracy", {}),
+                }
+            )
         summary = {}
         for mode in ("none", "flip", "translate"):
             values = [r["val_accuracy"][mode] for r in rows if mode in r["val_accuracy"]]
             if values:
-                summary[mode] = {"mean": statistics.mean(values), "stdev": statistics.pstdev(values),
-                                 "min": min(values), "max": max(values)}
+                summary[mode] = {
+                    "mean": statistics.mean(values),
+                    "stdev": statistics.pstdev(values),
+                    "min": min(values),
+                    "max": max(values),
+                }
         seconds = [r["train_seconds"] for r in rows]
-        results[preset] = {"runs": rows, "accuracy": summary,
-                           "train_seconds": {"mean": statistics.mean(seconds), "max": max(seconds)}}
-        print(f"{preset}: {summary.get('translate', summary.get('flip', {})).get('mean', 0):.2%} "
-              f"(n={seeds}), {statistics.mean(seconds):.1f} s training", flush=True)
+        results[preset] = {
+            "runs": rows,
+            "accuracy": summary,
+            "train_seconds": {"mean": statistics.mean(seconds), "max": max(seconds)},
+        }
+        print(
+            f"{preset}: {summary.get('translate', summary.get('flip', {})).get('mean', 0):.2%} "
+            f"(n={seeds}), {statistics.mean(seconds):.1f} s training",
+            flush=True,
+        )
     return results
 
 
@@ -126,8 +155,9 @@ def time_predict(data_dir: Path, run: Path, out: Path, extra: tuple[str, ...] = 
     timings = {}
     for mode in ("none", "flip", "translate", "shift"):
         started = time.perf_counter()
-        kagglecifar("predict", run, "--data-dir", data_dir, "--tta", mode, "--out", out / f"{mode}.csv", "--force",
-                    *extra)
+        kagglecifar(
+            "predict", run, "--data-dir", data_dir, "--tta", mode, "--out", out / f"{mode}.csv", "--force", *extra
+        )
         timings[mode] = round(time.perf_counter() - started, 2)
         print(f"predict --tta {mode}: {timings[mode]} s", flush=True)
     return timings
@@ -138,8 +168,7 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, required=True, help="a data folder with train and test caches")
     p.add_argument("--seeds", type=int, default=5, help="training runs per preset")
     p.add_argument("--presets", default=",".join(PRESETS))
-    p.add_argument("--out", type=Path, help="the JSON to write (default: results/gpu_check.json; none when "
-                   "rehearsing)")
+    p.add_argument("--out", type=Path, help="the JSON to write (default: results/gpu_check.json; none when rehearsing)")
     p.add_argument("--rehearse", action="store_true", help="check this script on the CPU: 1 epoch, 1 seed")
     args = p.parse_args()
     import torch
@@ -147,20 +176,27 @@ def main() -> None:
     if args.rehearse:
         device, seeds, train_extra, predict_extra = "cpu", 1, REHEARSAL_TRAIN, ("--device", "cpu")
     elif not torch.cuda.is_available():
-        sys.exit("gpu_check: no CUDA device here; these figures only come from a GPU (--rehearse checks the "
-                 "script on the CPU)")
+        sys.exit(
+            "gpu_check: no CUDA device here; these figures only come from a GPU (--rehearse checks the "
+            "script on the CPU)"
+        )
     else:
         device, seeds, train_extra, predict_extra = "cuda", args.seeds, (), ()
     out = args.out or (None if args.rehearse else common.RESULTS / "gpu_check.json")
     presets = args.presets.split(",")
-    report = {"machine": common.machine_info(), "command": " ".join(sys.argv), "rehearsal": args.rehearse,
-              "checks": check_cuda_paths(device)}
+    report = {
+        "machine": common.machine_info(),
+        "command": " ".join(sys.argv),
+        "rehearsal": args.rehearse,
+        "checks": check_cuda_paths(device),
+    }
     print(json.dumps(report["checks"], indent=1), flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         runs = Path(scratch) / "runs"
         report["presets"] = train_presets(args.data_dir, runs, presets, seeds, train_extra)
-        report["predict_seconds"] = time_predict(args.data_dir, runs / f"{presets[0]}-seed0", Path(scratch),
-                                                 predict_extra)
+        report["predict_seconds"] = time_predict(
+            args.data_dir, runs / f"{presets[0]}-seed0", Path(scratch), predict_extra
+        )
     failed = [name for name, check in report["checks"].items() if not check["ok"]]
     if out:
         out.write_text(json.dumps(report, indent=1) + "\n")

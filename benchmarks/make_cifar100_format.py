@@ -8,6 +8,7 @@ the real ones (tests/cifar_sources.py).
 
     python benchmarks/make_cifar100_format.py --out /work/scratch-NAME/cifar100   # about a minute on 2 cores
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,13 +54,24 @@ def build(data: Path, out: Path, level: int) -> Path:
     with tarfile.open(tmp, "w:gz", compresslevel=level) as tar:
         add_member(tar, "cifar-100-python/", None)
         for split, rows in (("train", ~is_test), ("test", is_test)):
-            doc = {b"filenames": [f"{i}.png".encode() for i in ids[rows].tolist()], b"batch_label": split.encode(),
-                   b"fine_labels": fine[rows].tolist(), b"coarse_labels": coarse[rows].tolist(),
-                   b"data": rows_of(images[rows])}
+            doc = {
+                b"filenames": [f"{i}.png".encode() for i in ids[rows].tolist()],
+                b"batch_label": split.encode(),
+                b"fine_labels": fine[rows].tolist(),
+                b"coarse_labels": coarse[rows].tolist(),
+                b"data": rows_of(images[rows]),
+            }
             add_member(tar, f"cifar-100-python/{split}", py2_pickle(doc))
-        add_member(tar, "cifar-100-python/meta", py2_pickle({b"fine_label_names": [n.encode() for n in fine_names],
-                                                             b"coarse_label_names": [n.encode()
-                                                                                     for n in coarse_names]}))
+        add_member(
+            tar,
+            "cifar-100-python/meta",
+            py2_pickle(
+                {
+                    b"fine_label_names": [n.encode() for n in fine_names],
+                    b"coarse_label_names": [n.encode() for n in coarse_names],
+                }
+            ),
+        )
     tmp.rename(path)
     return path
 

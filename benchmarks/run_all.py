@@ -6,6 +6,7 @@
 Not here, because each builds or needs more: bench_e2e.py (`make run` from a fresh clone, with a held-out
 replica built once), gpu_check.py (a CUDA machine), bench_tune.py, bench_formats.py.
 """
+
 from __future__ import annotations
 
 import subprocess

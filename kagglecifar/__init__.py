@@ -1,4 +1,5 @@
 """kagglecifar: fetch, train, predict and submit for Kaggle's CIFAR-10 competition."""
+
 import os
 
 # albumentations otherwise asks its registry for a newer version on every import.

@@ -6,6 +6,7 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (so w
      "val_ids": list[int], "epoch": int, "val_accuracy": float | None, "config": dict (TrainConfig.to_dict()),
      "train_state": {...} (last.pt only: what resuming needs)}
 """
+
 from __future__ import annotations
 
 import pickle
@@ -18,11 +19,28 @@ from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_path
 
 
-def make_payload(*, model: str, model_kwargs: dict, classes: list[str], state_dict: dict, val_ids: list[int],
-                 epoch: int, val_accuracy: float | None, config: dict, train_state: dict | None = None) -> dict:
-    payload = {"model": model, "model_kwargs": dict(model_kwargs), "classes": list(classes),
-               "state_dict": state_dict, "val_ids": list(val_ids), "epoch": epoch, "val_accuracy": val_accuracy,
-               "config": config}
+def make_payload(
+    *,
+    model: str,
+    model_kwargs: dict,
+    classes: list[str],
+    state_dict: dict,
+    val_ids: list[int],
+    epoch: int,
+    val_accuracy: float | None,
+    config: dict,
+    train_state: dict | None = None,
+) -> dict:
+    payload = {
+        "model": model,
+        "model_kwargs": dict(model_kwargs),
+        "classes": list(classes),
+        "state_dict": state_dict,
+        "val_ids": list(val_ids),
+        "epoch": epoch,
+        "val_accuracy": val_accuracy,
+        "config": config,
+    }
     if train_state is not None:
         payload["train_state"] = train_state
     return payload
@@ -44,12 +62,14 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise KaggleCifarError(f"{path}: checkpoint not found") from None
     except pickle.UnpicklingError:
         # weights_only refused something that is not plain data: possibly code. Never suggest loading it anyway.
-        raise KaggleCifarError(f"{path}: not a safe checkpoint (it holds objects other than tensors and plain "
-                               "data); it will not be loaded") from None
+        raise KaggleCifarError(
+            f"{path}: not a safe checkpoint (it holds objects other than tensors and plain data); it will not be loaded"
+        ) from None
     except Exception as exc:  # torch raises many types for damaged or foreign files
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise KaggleCifarError(f"{path}: not a readable kagglecifar checkpoint ({type(exc).__name__}: "
-                               f"{first})") from None
+        raise KaggleCifarError(
+            f"{path}: not a readable kagglecifar checkpoint ({type(exc).__name__}: {first})"
+        ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "model" not in payload:
         raise KaggleCifarError(f"{path}: not a kagglecifar checkpoint (no model name or state_dict)")
     return payload

@@ -1,4 +1,5 @@
 """Kaggle's CIFAR-10 competition: its files, its classes, and the one parser of trainLabels.csv."""
+
 from __future__ import annotations
 
 import csv
@@ -23,9 +24,15 @@ def check_classes(classes) -> list[str]:
     """A class list given instead of the competition's (the order fixes the label indices)."""
     classes = [str(name) for name in classes]
     bad = next((name for name in classes if not name or name != name.strip() or "," in name or "\n" in name), None)
-    problem = (f"{bad!r} is not a usable class name" if bad is not None else
-               "a name appears twice" if len(set(classes)) != len(classes) else
-               "at least two are needed" if len(classes) < 2 else None)
+    problem = (
+        f"{bad!r} is not a usable class name"
+        if bad is not None
+        else "a name appears twice"
+        if len(set(classes)) != len(classes)
+        else "at least two are needed"
+        if len(classes) < 2
+        else None
+    )
     if problem:
         raise KaggleCifarError(f"classes {','.join(classes)!r}: {problem}; give distinct names, e.g. --classes cat,dog")
     return classes
@@ -39,10 +46,13 @@ def read_labels(path: Path, classes: list[str] | None = None) -> dict[int, str]:
         with open(path, newline="", encoding="utf-8-sig") as f:
             return _parse_labels(path, csv.reader(f), classes or CIFAR10_CLASSES, allowed)
     except FileNotFoundError:
-        raise KaggleCifarError(f"{path}: not found; run `kagglecifar fetch` to download the competition files") from None
+        raise KaggleCifarError(
+            f"{path}: not found; run `kagglecifar fetch` to download the competition files"
+        ) from None
     except UnicodeDecodeError as exc:
-        raise KaggleCifarError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                               "save it as UTF-8 CSV and run again") from None
+        raise KaggleCifarError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 CSV and run again"
+        ) from None
     except OSError as exc:
         raise KaggleCifarError(f"{path}: cannot be read ({exc.strerror}); check the file and its permissions") from None
 
@@ -70,8 +80,10 @@ def _unknown_label(label: str, classes: list[str]) -> str:
     same_but_case = [name for name in classes if name.lower() == label.lower()]
     hint = f"did you mean {same_but_case[0]!r}? " if same_but_case else ""
     if classes == CIFAR10_CLASSES:
-        return (f"{label!r} is not a CIFAR-10 class ({', '.join(classes)}); {hint}"
-                "to train on other classes, name them all with --classes")
+        return (
+            f"{label!r} is not a CIFAR-10 class ({', '.join(classes)}); {hint}"
+            "to train on other classes, name them all with --classes"
+        )
     return f"{label!r} is not one of the classes given ({', '.join(classes)}); {hint}add it to --classes"
 
 
@@ -80,7 +92,9 @@ def check_labels_match(path: Path, labels: dict[int, str], image_ids: list[int],
     unlabelled = sorted(set(image_ids) - labels.keys())
     no_image = sorted(labels.keys() - set(image_ids))
     if unlabelled or no_image:
-        problems = [f"{len(found)} {what} (first: {', '.join(map(str, found[:5]))})"
-                    for found, what in ((unlabelled, "images have no label"), (no_image, "labels have no image"))
-                    if found]
+        problems = [
+            f"{len(found)} {what} (first: {', '.join(map(str, found[:5]))})"
+            for found, what in ((unlabelled, "images have no label"), (no_image, "labels have no image"))
+            if found
+        ]
         raise KaggleCifarError(f"{path}: does not match the images in {archive.name}: " + "; ".join(problems))

@@ -13,14 +13,16 @@ Values are layered, later wins:
 A recipe file is YAML (or JSON) with `recipe:` and `session:` sections or flat keys; every run folder's
 config.yaml is one, so `kagglecifar train --config runs/NAME/config.yaml` trains that run again.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kagglecifar.errors import KaggleCifarError
 
@@ -29,8 +31,13 @@ ADAMW_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.05}  # taken when --optimizer ad
 MODEL_OPTIONS = ("width", "dropout", "freeze_stages")  # passed to create_model when set
 
 
-def option(default, help: str, check: tuple[Callable[[Any], bool], str] | None = None,
-           choices: tuple[str, ...] | None = None, metavar: str | None = None):
+def option(
+    default,
+    help: str,
+    check: tuple[Callable[[Any], bool], str] | None = None,
+    choices: tuple[str, ...] | None = None,
+    metavar: str | None = None,
+):
     """A config field with its help, an optional (predicate, rule) check and choices."""
     return field(default=default, metadata={"help": help, "check": check, "choices": choices, "metavar": metavar})
 
@@ -47,40 +54,65 @@ class Recipe:
     dropout: float | None = option(None, "Dropout before the classifier; default: the model's.", UNIT_INTERVAL)
     freeze_stages: int | None = option(None, "Frozen stages (resnet50-imagenet).", AT_LEAST_0)
     epochs: int = option(40, "Passes over the training split.", (lambda v: v >= 1, "must be at least 1"))
-    batch_size: int = option(512, "Images per step (all processes together).",
-                             (lambda v: v >= 2, "must be at least 2"))
+    batch_size: int = option(512, "Images per step (all processes together).", (lambda v: v >= 2, "must be at least 2"))
     lr: float = option(0.2, "Peak learning rate.", POSITIVE)
-    optimizer: str = option("sgd", "sgd (Nesterov momentum), adamw (then lr 2e-3 and weight decay 0.05 "
-                            "unless given) or muon (Muon on conv filters at --muon-lr, Nesterov SGD at --lr "
-                            "on the rest).", choices=("sgd", "adamw", "muon"))
-    muon_lr: float = option(0.24, "Peak rate of Muon's conv-filter updates (--optimizer muon); scheduled like "
-                            "--lr.", POSITIVE)
+    optimizer: str = option(
+        "sgd",
+        "sgd (Nesterov momentum), adamw (then lr 2e-3 and weight decay 0.05 "
+        "unless given) or muon (Muon on conv filters at --muon-lr, Nesterov SGD at --lr "
+        "on the rest).",
+        choices=("sgd", "adamw", "muon"),
+    )
+    muon_lr: float = option(
+        0.24, "Peak rate of Muon's conv-filter updates (--optimizer muon); scheduled like --lr.", POSITIVE
+    )
     momentum: float = option(0.9, "SGD's Nesterov momentum.", UNIT_INTERVAL)
-    schedule: str = option("onecycle", "onecycle (linear warm-up, linear decay to 0), cosine (warm-up, cosine "
-                           "decay to 0) or triangle (airbench: 0.2x rising to 1x at 23% of the steps, down to "
-                           "0.07x; no warm-up).", choices=("onecycle", "cosine", "triangle"))
+    schedule: str = option(
+        "onecycle",
+        "onecycle (linear warm-up, linear decay to 0), cosine (warm-up, cosine "
+        "decay to 0) or triangle (airbench: 0.2x rising to 1x at 23% of the steps, down to "
+        "0.07x; no warm-up).",
+        choices=("onecycle", "cosine", "triangle"),
+    )
     warmup_epochs: float = option(2.0, "Linear learning-rate warm-up, in epochs.", AT_LEAST_0)
     weight_decay: float = option(5e-4, "Weight decay on weights (not on norms and biases).", AT_LEAST_0)
     label_smoothing: float = option(0.1, "Cross-entropy label smoothing.", UNIT_INTERVAL)
-    ema: bool = option(False, "Keep an exponential moving average of the weights; it is what gets evaluated "
-                       "and saved.")
+    ema: bool = option(False, "Keep an exponential moving average of the weights; it is what gets evaluated and saved.")
     ema_decay: float = option(0.999, "EMA decay per step.", (lambda v: 0 < v < 1, "must be in (0, 1)"))
-    lookahead: bool = option(False, "airbench's Lookahead: every 5 steps pull the weights towards a slow copy "
-                             "(decay 0.95^5 x progress^3); the run ends on the slow weights.")
-    augment: str = option("standard", "none, light (pad 2, crop, flip), standard (pad 4, crop, flip), cutout "
-                          "(standard + a 12x12 hole), strong (+ cutout, affine, colour jitter), or an "
-                          "albumentations pipeline saved with A.save (.json/.yaml).",
-                          metavar="PRESET|FILE")
-    batched_augment: bool = option(True, "Run the augmentation as per-sample-random tensor ops on the training "
-                                   "device, a batch at a time, when every transform has a batched equivalent; "
-                                   "otherwise albumentations in CPU workers (said in one line).")
-    alternate_flip: bool = option(False, "airbench's flips: each image gets one random flip, mirrored every "
-                                  "other epoch, instead of a fresh coin per epoch (batched only).")
-    val_fraction: float = option(0.1, "Stratified validation share of the train images; 0 trains on all.",
-                                 (lambda v: 0 <= v < 1, "must be in [0, 1) (0 = train on everything)"))
+    lookahead: bool = option(
+        False,
+        "airbench's Lookahead: every 5 steps pull the weights towards a slow copy "
+        "(decay 0.95^5 x progress^3); the run ends on the slow weights.",
+    )
+    augment: str = option(
+        "standard",
+        "none, light (pad 2, crop, flip), standard (pad 4, crop, flip), cutout "
+        "(standard + a 12x12 hole), strong (+ cutout, affine, colour jitter), or an "
+        "albumentations pipeline saved with A.save (.json/.yaml).",
+        metavar="PRESET|FILE",
+    )
+    batched_augment: bool = option(
+        True,
+        "Run the augmentation as per-sample-random tensor ops on the training "
+        "device, a batch at a time, when every transform has a batched equivalent; "
+        "otherwise albumentations in CPU workers (said in one line).",
+    )
+    alternate_flip: bool = option(
+        False,
+        "airbench's flips: each image gets one random flip, mirrored every "
+        "other epoch, instead of a fresh coin per epoch (batched only).",
+    )
+    val_fraction: float = option(
+        0.1,
+        "Stratified validation share of the train images; 0 trains on all.",
+        (lambda v: 0 <= v < 1, "must be in [0, 1) (0 = train on everything)"),
+    )
     seed: int = option(0, "Seeds the split, initialisation, data order and augmentation.")
-    patience: int = option(0, "Stop after this many epochs without a better validation accuracy (0: never).",
-                           (lambda v: v >= 0, "must be 0 (off) or more epochs"))
+    patience: int = option(
+        0,
+        "Stop after this many epochs without a better validation accuracy (0: never).",
+        (lambda v: v >= 0, "must be 0 (off) or more epochs"),
+    )
     amp: bool = option(True, "bf16 autocast (CUDA only).")
     channels_last: bool = option(True, "channels_last memory format: faster convolutions on CUDA and on CPU.")
 
@@ -88,17 +120,24 @@ class Recipe:
 @dataclass
 class Session:
     device: str = option("auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")
-    workers: int | None = option(None, "DataLoader processes augmenting batches; default: min(8, cores) on "
-                                 "CUDA, 0 on CPU.", AT_LEAST_0)
+    workers: int | None = option(
+        None, "DataLoader processes augmenting batches; default: min(8, cores) on CUDA, 0 on CPU.", AT_LEAST_0
+    )
     compile: bool = option(False, "torch.compile the model.")
-    time_budget: float = option(0.0, "Stop after this many seconds at a step boundary, with last.pt saved "
-                                "(continue with --resume); 0: no limit.",
-                                (lambda v: v >= 0, "must be 0 (none) or more seconds"))
+    time_budget: float = option(
+        0.0,
+        "Stop after this many seconds at a step boundary, with last.pt saved (continue with --resume); 0: no limit.",
+        (lambda v: v >= 0, "must be 0 (none) or more seconds"),
+    )
     data_dir: str = option("data", "Where downloads and the image cache live.")
     runs_dir: str = option("runs", "Where training runs are written.")
     name: str = option("", "Run folder name (default: MODEL-DATE-TIME).")
-    resume: str = option("", "Continue a stopped run (name or folder) from its last.pt; only session options "
-                         "(device, workers, compile, time budget, folders) may change.", metavar="RUN")
+    resume: str = option(
+        "",
+        "Continue a stopped run (name or folder) from its last.pt; only session options "
+        "(device, workers, compile, time budget, folders) may change.",
+        metavar="RUN",
+    )
 
 
 @dataclass
@@ -108,8 +147,11 @@ class TrainConfig:
     preset: str = ""
 
     def to_dict(self) -> dict:
-        return {"preset": self.preset, "recipe": dataclasses.asdict(self.recipe),
-                "session": dataclasses.asdict(self.session)}
+        return {
+            "preset": self.preset,
+            "recipe": dataclasses.asdict(self.recipe),
+            "session": dataclasses.asdict(self.session),
+        }
 
     def to_yaml(self) -> str:
         """The recipe file of this run: `train --config` on it reproduces the run (under a new name)."""
@@ -118,8 +160,9 @@ class TrainConfig:
         values = self.to_dict()
         for per_run in ("name", "resume"):
             values["session"].pop(per_run)
-        return ("# kagglecifar train recipe: `kagglecifar train --config THIS_FILE` trains it again\n"
-                + yaml.safe_dump(values, sort_keys=False))
+        return "# kagglecifar train recipe: `kagglecifar train --config THIS_FILE` trains it again\n" + yaml.safe_dump(
+            values, sort_keys=False
+        )
 
     def model_kwargs(self) -> dict:
         """What create_model needs besides the name and class count (saved in every checkpoint)."""
@@ -155,6 +198,7 @@ def all_keys() -> list[str]:
 
 
 # ---- presets and recipe files --------------------------------------------------------------------
+
 
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
@@ -250,19 +294,30 @@ def coerce(key: str, value, where: str):
             raise ValueError
         return kind(value)
     except (TypeError, ValueError):
-        raise KaggleCifarError(f"{where}: expected {'an integer' if kind is int else 'a number'}, "
-                               f"got {value!r}") from None
+        raise KaggleCifarError(
+            f"{where}: expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+        ) from None
 
 
 # ---- building and checking a config --------------------------------------------------------------
 
-def make_config(model: str | None = None, preset: str | None = None, *, config_file: Path | None = None,
-                sets: list[str] = (), **options) -> TrainConfig:
+
+def make_config(
+    model: str | None = None,
+    preset: str | None = None,
+    *,
+    config_file: Path | None = None,
+    sets: list[str] = (),
+    **options,
+) -> TrainConfig:
     """Field defaults < preset (default: gpu with CUDA, else cpu) < config_file < sets < options (not None)."""
     preset = preset or default_preset()
     values = preset_values(preset)
-    layers = [read_recipe_file(config_file) if config_file else {}, parse_sets(list(sets)),
-              {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None}]
+    layers = [
+        read_recipe_file(config_file) if config_file else {},
+        parse_sets(list(sets)),
+        {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None},
+    ]
     if model:
         layers[-1]["model"] = model
     for layer in layers:
@@ -292,8 +347,10 @@ def resume_config(saved: dict, run: str, **options) -> TrainConfig:
     changed = [k for k, v in options.items() if section_of(k) == "recipe" and flat.get(k) != v]
     if changed:
         names = ", ".join("--" + k.replace("_", "-") for k in changed)
-        raise KaggleCifarError(f"--resume {run}: cannot change {names} of a run "
-                               f"(it has {', '.join(f'{k}={flat.get(k)!r}' for k in changed)})")
+        raise KaggleCifarError(
+            f"--resume {run}: cannot change {names} of a run "
+            f"(it has {', '.join(f'{k}={flat.get(k)!r}' for k in changed)})"
+        )
     config = from_flat({**flat, **options}, saved.get("preset", ""))
     check_config(config, resuming=True)
     return config

@@ -4,6 +4,7 @@ durations and aligned tables, the same on every command.
 A bar redrawn with carriage returns fills a log file with frames; when stderr is not a terminal the bar
 is silent and `note` prints the per-epoch / per-stage lines instead.
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,8 +17,16 @@ def interactive() -> bool:
 
 
 def progress_bar(total: int, desc: str, unit: str, enabled: bool = True, **options) -> tqdm:
-    return tqdm(total=total, desc=desc, unit=unit, disable=not (enabled and interactive()), file=sys.stderr,
-                dynamic_ncols=True, smoothing=0.1, **options)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=not (enabled and interactive()),
+        file=sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.1,
+        **options,
+    )
 
 
 def note(line: str) -> None:
@@ -39,5 +48,7 @@ def table(header: tuple, rows: list[tuple], right: tuple[int, ...] = ()) -> list
     """Aligned columns, two spaces apart; columns whose index is in `right` are right-aligned (numbers)."""
     cells = [tuple(str(c) for c in row) for row in (header, *rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-            for row in cells]
+    return [
+        "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        for row in cells
+    ]

@@ -1,5 +1,6 @@
 """Atomic file output, shared by every stage: write aside, fsync, then rename over the final name,
 so a file under its final name is always complete."""
+
 from __future__ import annotations
 
 import errno
@@ -34,8 +35,12 @@ def atomic_path(path: Path):
 
 def os_error(path: Path, exc: OSError) -> KaggleCifarError:
     """One line for an OS problem with `path`: what happened and what to do."""
-    advice = {errno.ENOSPC: "free some space and run again", errno.EACCES: "check the folder's permissions",
-              errno.EPERM: "check the folder's permissions", errno.EROFS: "choose a writable folder"}
+    advice = {
+        errno.ENOSPC: "free some space and run again",
+        errno.EACCES: "check the folder's permissions",
+        errno.EPERM: "check the folder's permissions",
+        errno.EROFS: "choose a writable folder",
+    }
     reason = exc.strerror or type(exc).__name__
     return KaggleCifarError(f"{exc.filename or path}: {reason}; {advice.get(exc.errno, 'check the path')}")
 

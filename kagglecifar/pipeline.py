@@ -7,15 +7,16 @@ is complete and up to date, so an interrupted run picks up where it stopped.
     predict  submissions/NAME-TTA.csv            the CSV is newer than the checkpoint it came from
     submit   submissions/NAME-TTA.submitted.json the record is newer than the CSV
 """
+
 from __future__ import annotations
 
 import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from kagglecifar import checkpoint, provenance, rundir
 from kagglecifar.cache.sources import COMPETITION, cache_format
@@ -29,7 +30,7 @@ from kagglecifar.files import atomic_path
 PRESET_EXPECTATIONS = {
     "gpu": "ResNet-18's recipe, known to reach about 95% validation accuracy in minutes on a modern GPU",
     "cpu": "airbench94 at a quarter width; it reached 85.8-86.0% validation accuracy with flip TTA on the real "
-           "images in 4-4.5 minutes of training on a 2-core machine",
+    "images in 4-4.5 minutes of training on a 2-core machine",
 }
 CSV_FILES = ("trainLabels.csv", "sampleSubmission.csv")
 
@@ -45,9 +46,18 @@ class StageReport:
         return f"{self.name:<8} {'skipped' if self.skipped else 'done':<8} {self.seconds:8.1f} s  {self.detail}"
 
 
-def fetch(competition: str, data_dir: Path, *, from_dir: Path | None = None, dataset: str | None = None,
-          fmt: str | None = None, labels: str | None = None, force: bool = False, keep_png: bool = False,
-          workers: int | None = None) -> tuple[str, bool]:
+def fetch(
+    competition: str,
+    data_dir: Path,
+    *,
+    from_dir: Path | None = None,
+    dataset: str | None = None,
+    fmt: str | None = None,
+    labels: str | None = None,
+    force: bool = False,
+    keep_png: bool = False,
+    workers: int | None = None,
+) -> tuple[str, bool]:
     """Build the cache from the competition download (default), Kaggle dataset OWNER/NAME (downloaded into
     DATA_DIR/datasets/OWNER/NAME) or from_dir; return (summary, whether anything was done).
 
@@ -71,12 +81,16 @@ def fetch(competition: str, data_dir: Path, *, from_dir: Path | None = None, dat
     elif from_dir is not None:
         found = formats.locate(from_dir, fmt)
     elif fmt not in (None, COMPETITION):
-        raise KaggleCifarError(f"--format {fmt}: the {competition} download is in the competition format; "
-                               f"give --from-dir PATH or --dataset OWNER/NAME with {fmt} data")
+        raise KaggleCifarError(
+            f"--format {fmt}: the {competition} download is in the competition format; "
+            f"give --from-dir PATH or --dataset OWNER/NAME with {fmt} data"
+        )
     if found is None or found.format == COMPETITION:
         if labels is not None:
-            raise KaggleCifarError(f"--labels {labels}: only CIFAR-100 python data has fine and coarse labels; "
-                                   "the competition's files are CIFAR-10")
+            raise KaggleCifarError(
+                f"--labels {labels}: only CIFAR-100 python data has fine and coarse labels; "
+                "the competition's files are CIFAR-10"
+            )
         line, did_work = _fetch_competition(competition, data_dir, found, force, keep_png, workers)
         return "; ".join(filter(None, [fetched, line])), did_download or did_work
 
@@ -90,13 +104,13 @@ def fetch(competition: str, data_dir: Path, *, from_dir: Path | None = None, dat
     what = found.format + (f" {found.kind}" if found.kind else "") + (f", {labels} labels" if labels else "")
     test = "" if "test" in built.splits else " (no test split)"
     images = ", ".join(f"{s.split} {s.count:,}" + (" (up to date)" if s.skipped else "") for s in splits)
-    line = (f"{fetched} ({what}); {images} images{test} in {built.cache_dir}, "
-            f"{sum(s.bad for s in splits)} undecodable")
+    line = f"{fetched} ({what}); {images} images{test} in {built.cache_dir}, {sum(s.bad for s in splits)} undecodable"
     return line, did_download or not all(s.skipped for s in splits)
 
 
-def _fetch_competition(competition: str, data_dir: Path, found, force: bool, keep_png: bool,
-                       workers: int | None) -> tuple[str, bool]:
+def _fetch_competition(
+    competition: str, data_dir: Path, found, force: bool, keep_png: bool, workers: int | None
+) -> tuple[str, bool]:
     """The competition's files, downloaded (found is None) or found in place, through cache.build."""
     from kagglecifar import kaggle_io
     from kagglecifar.cache.build import build_cache
@@ -129,8 +143,9 @@ def _copy_csvs(from_dir: Path, data_dir: Path) -> None:
             shutil.copyfile(source, tmp)
 
 
-def choose_preset(model: str | None, preset: str | None, confirm: Callable[[str], bool] | None,
-                  echo: Callable[[str], None]) -> str:
+def choose_preset(
+    model: str | None, preset: str | None, confirm: Callable[[str], bool] | None, echo: Callable[[str], None]
+) -> str:
     """The preset to run: as given; else gpu with CUDA; else (CPU only) say what each would take here,
     measured, and offer cpu."""
     import torch
@@ -143,8 +158,10 @@ def choose_preset(model: str | None, preset: str | None, confirm: Callable[[str]
     echo(f"No CUDA GPU here. The gpu preset ({gpu.what}{_expected(gpu, 'gpu')}) would take {gpu.time} on this CPU.")
     echo(f"The cpu preset ({cpu.what}{_expected(cpu, 'cpu')}) would take {cpu.time}.")
     if confirm is not None and not confirm("Run the cpu preset?"):
-        raise KaggleCifarError("stopped: run `kagglecifar run --preset gpu` on a GPU machine "
-                               "(or here, if you can wait), or `kagglecifar run --preset cpu`")
+        raise KaggleCifarError(
+            "stopped: run `kagglecifar run --preset gpu` on a GPU machine "
+            "(or here, if you can wait), or `kagglecifar run --preset cpu`"
+        )
     echo("Using --preset cpu (pass --preset gpu to insist on the full recipe).")
     return "cpu"
 
@@ -184,8 +201,11 @@ def _estimate(model: str | None, preset: str) -> Estimate:
         seconds += (time.perf_counter() - started) if step else 0.0  # the first step warms up
     rate = 2 * batch / seconds
     total = recipe.epochs * 45_000 / rate
-    return Estimate(recipe.model, f"{recipe.model}, {recipe.epochs} epochs",
-                    f"about {duration(total)} ({rate:,.0f} images/s measured)")
+    return Estimate(
+        recipe.model,
+        f"{recipe.model}, {recipe.epochs} epochs",
+        f"about {duration(total)} ({rate:,.0f} images/s measured)",
+    )
 
 
 def _existing_preset(model: str | None, runs_dir: Path, name: str | None) -> str | None:
@@ -199,13 +219,30 @@ def _existing_preset(model: str | None, runs_dir: Path, name: str | None) -> str
     return None
 
 
-def run(model: str | None, *, preset: str | None, config_file: Path | None = None, sets: list[str] = (),
-        data_dir: Path, runs_dir: Path, submissions_dir: Path,
-        competition: str, from_dir: Path | None = None, dataset: str | None = None, fmt: str | None = None,
-        labels: str | None = None, tta: str = "flip", device: str = "auto",
-        message: str | None = None, submit: bool = True, wait: bool = True, force: bool = False,
-        name: str | None = None, confirm: Callable[[str], bool] | None = None,
-        echo: Callable[[str], None] = print) -> list[StageReport]:
+def run(
+    model: str | None,
+    *,
+    preset: str | None,
+    config_file: Path | None = None,
+    sets: list[str] = (),
+    data_dir: Path,
+    runs_dir: Path,
+    submissions_dir: Path,
+    competition: str,
+    from_dir: Path | None = None,
+    dataset: str | None = None,
+    fmt: str | None = None,
+    labels: str | None = None,
+    tta: str = "flip",
+    device: str = "auto",
+    message: str | None = None,
+    submit: bool = True,
+    wait: bool = True,
+    force: bool = False,
+    name: str | None = None,
+    confirm: Callable[[str], bool] | None = None,
+    echo: Callable[[str], None] = print,
+) -> list[StageReport]:
     """All stages in order; echo()s one line per stage as it finishes and returns the reports.
 
     Data other than the competition's (--dataset, or --from-dir with another format) runs with submit=False
@@ -234,13 +271,17 @@ def run(model: str | None, *, preset: str | None, config_file: Path | None = Non
         reports.append(StageReport(stage_name, time.perf_counter() - started, not did_work, detail))
         echo(reports[-1].line())
 
-    stage("fetch", lambda: fetch(competition, data_dir, from_dir=from_dir, dataset=dataset, fmt=fmt, labels=labels,
-                                 force=force))
+    stage(
+        "fetch",
+        lambda: fetch(competition, data_dir, from_dir=from_dir, dataset=dataset, fmt=fmt, labels=labels, force=force),
+    )
     built_from = cache_format(data_dir, "test") or cache_format(data_dir, "train")
     if submit and built_from != COMPETITION:
-        raise KaggleCifarError(f"{Path(data_dir) / 'cache'}: holds {built_from} data, not the {competition} "
-                               "competition's files; there is nothing on Kaggle to submit its predictions to: "
-                               "add --no-submit")
+        raise KaggleCifarError(
+            f"{Path(data_dir) / 'cache'}: holds {built_from} data, not the {competition} "
+            "competition's files; there is nothing on Kaggle to submit its predictions to: "
+            "add --no-submit"
+        )
 
     def train_stage() -> tuple[str, bool]:
         if rundir.finished(run_dir):
@@ -251,8 +292,9 @@ def run(model: str | None, *, preset: str | None, config_file: Path | None = Non
             rundir.remove_unstarted(run_dir)  # killed before its first checkpoint: start afresh
             result = train.train(make_config(model, preset, name=name, **recipe, **folders))
         if result.stopped_reason not in ("completed", "early_stopping"):
-            raise KaggleCifarError(f"{run_dir}: training stopped ({result.stopped_reason}); "
-                                   "run the same command again to continue it")
+            raise KaggleCifarError(
+                f"{run_dir}: training stopped ({result.stopped_reason}); run the same command again to continue it"
+            )
         return result.line(), True
 
     stage("train", train_stage)
@@ -281,7 +323,10 @@ def run(model: str | None, *, preset: str | None, config_file: Path | None = Non
             return f"not submitted (--no-submit); later: kagglecifar submit {out} -m MESSAGE", False
         if record.is_file() and record.stat().st_mtime >= out.stat().st_mtime:
             previous = json.loads(record.read_text())
-            return f"{out.name} was already submitted: {previous.get('status')}, score {previous.get('public_score')}", False
+            return (
+                f"{out.name} was already submitted: {previous.get('status')}, score {previous.get('public_score')}",
+                False,
+            )
         text = message or f"kagglecifar {name}, TTA {tta}"
         result = submission.submit(out, text, competition, data_dir=data_dir, wait=wait)
         provenance.record_submission(out, result, text, competition, runs=[run_dir])
@@ -298,11 +343,13 @@ def _check_same_recipe(run_dir: Path, config) -> None:
         return
     saved = rundir.read_config(run_dir).get("recipe", {})
     asked = asdict(config.recipe)
-    differ = [f"{key} {saved.get(key)!r} there, {value!r} now" for key, value in asked.items()
-              if saved.get(key) != value]
+    differ = [
+        f"{key} {saved.get(key)!r} there, {value!r} now" for key, value in asked.items() if saved.get(key) != value
+    ]
     if differ:
-        raise KaggleCifarError(f"{run_dir}: was trained with another recipe ({'; '.join(differ)}); give another "
-                               "--name for this one")
+        raise KaggleCifarError(
+            f"{run_dir}: was trained with another recipe ({'; '.join(differ)}); give another --name for this one"
+        )
 
 
 def interactive() -> bool:

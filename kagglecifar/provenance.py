@@ -7,6 +7,7 @@
 `compare` reads the .submitted.json records of a submissions folder to show each run's public score.
 Run folders are recorded as absolute paths.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,14 @@ def run_of(source: Path) -> Path | None:
 
 def write_sources(csv_path: Path, sources: list[Path], tta: str, weights: list[float] | None) -> Path:
     runs = [str(run) for run in dict.fromkeys(run_of(s) for s in sources) if run is not None]
-    record = {"csv": Path(csv_path).name, "runs": runs, "sources": [str(Path(s).resolve()) for s in sources],
-              "tta": tta, "weights": weights, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record = {
+        "csv": Path(csv_path).name,
+        "runs": runs,
+        "sources": [str(Path(s).resolve()) for s in sources],
+        "tta": tta,
+        "weights": weights,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     return write_text_atomic(sources_path(csv_path), json.dumps(record, indent=2) + "\n")
 
 
@@ -55,9 +62,14 @@ def record_submission(csv_path: Path, result, message: str, competition: str, ru
     (given, else from predict's NAME.sources.json)."""
     if runs is None:
         runs = read_json(sources_path(csv_path)).get("runs", [])
-    record = {**asdict(result), "message": message, "competition": competition,
-              "runs": [str(Path(r).resolve()) for r in runs], "csv": str(Path(csv_path).resolve()),
-              "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record = {
+        **asdict(result),
+        "message": message,
+        "competition": competition,
+        "runs": [str(Path(r).resolve()) for r in runs],
+        "csv": str(Path(csv_path).resolve()),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     return write_text_atomic(record_path(csv_path), json.dumps(record, indent=2) + "\n")
 
 

@@ -10,6 +10,7 @@
 
 Only folders with run.json are ever removed, and only when no checkpoint was written yet.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,8 +33,10 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 def check_run_name(name: str, option: str = "--name") -> str:
     """A plain folder name: letters, digits, '.', '_', '+', '-', not starting with a dot (so never '.' or '..')."""
     if not NAME_PATTERN.fullmatch(name):
-        raise KaggleCifarError(f"{option} {name!r}: a run name is one plain folder name (letters, digits, "
-                               "'.', '_', '+', '-'; no '/' and not starting with '.')")
+        raise KaggleCifarError(
+            f"{option} {name!r}: a run name is one plain folder name (letters, digits, "
+            "'.', '_', '+', '-'; no '/' and not starting with '.')"
+        )
     return name
 
 
@@ -41,8 +44,7 @@ def check_new_run(runs_dir: Path, name: str) -> None:
     check_run_name(name)
     path = Path(runs_dir) / name
     if path.exists():
-        raise KaggleCifarError(f"{path}: run already exists; continue it with --resume {name} or choose "
-                               "another --name")
+        raise KaggleCifarError(f"{path}: run already exists; continue it with --resume {name} or choose another --name")
 
 
 def create_run(runs_dir: Path, name: str, model: str, environment: dict) -> Path:
@@ -60,11 +62,13 @@ def create_run(runs_dir: Path, name: str, model: str, environment: dict) -> Path
             path.mkdir()
         except FileExistsError:
             continue
-        write_text_atomic(path / MARKER, json.dumps({"created_by": "kagglecifar", "environment": environment},
-                                                    indent=2) + "\n")
+        write_text_atomic(
+            path / MARKER, json.dumps({"created_by": "kagglecifar", "environment": environment}, indent=2) + "\n"
+        )
         return path
-    raise KaggleCifarError(f"{candidates[0]}: run already exists; continue it with --resume {name} or choose "
-                           "another --name")
+    raise KaggleCifarError(
+        f"{candidates[0]}: run already exists; continue it with --resume {name} or choose another --name"
+    )
 
 
 def is_run(path: Path) -> bool:

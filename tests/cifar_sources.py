@@ -7,6 +7,7 @@ The python-format files are written as Python 2's cPickle wrote the real ones (p
 arrays reduced through numpy.core.multiarray._reconstruct), so reading them needs encoding="bytes" exactly
 as the real files do. Pixels are random; labels cycle through the classes (image i has class i % classes).
 """
+
 from __future__ import annotations
 
 import io
@@ -73,26 +74,49 @@ def cifar_files(kind: str, n_train: int, n_test: int, seed: int = 0) -> tuple[di
         truth[split] = {"images": images, "labels": labels, "coarse": coarse_of(labels)}
         names = [f"{split}_{i:05d}.png" for i in range(count)]
         if kind == "cifar-10":
-            parts = ([f"data_batch_{b}" for b in range(1, 6)] if split == "train" else ["test_batch"])
+            parts = [f"data_batch_{b}" for b in range(1, 6)] if split == "train" else ["test_batch"]
             for name, idx in zip(parts, np.array_split(np.arange(count), len(parts))):
-                files[name] = py2_pickle({b"batch_label": f"{name} of 5".encode(), b"labels": labels[idx].tolist(),
-                                          b"data": rows_of(images[idx]),
-                                          b"filenames": [names[i].encode() for i in idx]})
+                files[name] = py2_pickle(
+                    {
+                        b"batch_label": f"{name} of 5".encode(),
+                        b"labels": labels[idx].tolist(),
+                        b"data": rows_of(images[idx]),
+                        b"filenames": [names[i].encode() for i in idx],
+                    }
+                )
         else:
-            files[split] = py2_pickle({b"filenames": [n.encode() for n in names], b"batch_label": split.encode(),
-                                       b"fine_labels": labels.tolist(),
-                                       b"coarse_labels": coarse_of(labels).tolist(), b"data": rows_of(images)})
+            files[split] = py2_pickle(
+                {
+                    b"filenames": [n.encode() for n in names],
+                    b"batch_label": split.encode(),
+                    b"fine_labels": labels.tolist(),
+                    b"coarse_labels": coarse_of(labels).tolist(),
+                    b"data": rows_of(images),
+                }
+            )
     if kind == "cifar-10":
-        files["batches.meta"] = py2_pickle({b"num_cases_per_batch": 10000,
-                                            b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_vis": 3072})
+        files["batches.meta"] = py2_pickle(
+            {b"num_cases_per_batch": 10000, b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_vis": 3072}
+        )
     else:
-        files["meta"] = py2_pickle({b"fine_label_names": [n.encode() for n in fine_names()],
-                                    b"coarse_label_names": [n.encode() for n in coarse_names()]})
+        files["meta"] = py2_pickle(
+            {
+                b"fine_label_names": [n.encode() for n in fine_names()],
+                b"coarse_label_names": [n.encode() for n in coarse_names()],
+            }
+        )
     return files, truth
 
 
-def make_cifar_python(folder: Path, kind: str = "cifar-10", n_train: int = 10, n_test: int = 5,
-                      archive: bool = True, seed: int = 0, extra: dict[str, bytes] | None = None):
+def make_cifar_python(
+    folder: Path,
+    kind: str = "cifar-10",
+    n_train: int = 10,
+    n_test: int = 5,
+    archive: bool = True,
+    seed: int = 0,
+    extra: dict[str, bytes] | None = None,
+):
     """Write the dataset as cifar-10-python.tar.gz / cifar-100-python.tar.gz (archive) or its extracted folder.
 
     Returns (path, truth). extra: more members/files, e.g. a malicious pickle under a CIFAR file name.

@@ -22,6 +22,7 @@ a submission pending for a few list calls; `others` and `leaderboard_open` shape
 and `zipped` (by file name) apply to them too; the whole-dataset zip is the blob "datasets/OWNER/NAME/archive.zip".
 Every request is recorded in `requests` (method, path, endpoint, headers, body).
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,7 +35,7 @@ import uuid
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -78,8 +79,15 @@ class Submission:
     polls_left: int = 0
 
     def as_json(self, team: str) -> dict:
-        doc = {"ref": self.ref, "date": self.date, "description": self.description, "fileName": self.file_name,
-               "status": self.status, "teamName": team, "submittedBy": team}
+        doc = {
+            "ref": self.ref,
+            "date": self.date,
+            "description": self.description,
+            "fileName": self.file_name,
+            "status": self.status,
+            "teamName": team,
+            "submittedBy": team,
+        }
         if self.status == "COMPLETE":
             doc["publicScore"] = self.public_score
         if self.status == "ERROR":
@@ -128,9 +136,17 @@ class FakeKaggle:
 
     def client_env(self, home: Path) -> dict:
         """Environment that points the real client here, with HOME and the Kaggle config under `home`."""
-        return {"HOME": str(home), "KAGGLE_CONFIG_DIR": str(Path(home) / ".kaggle"),
-                "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "HTTP_PROXY": self.url, "http_proxy": self.url,
-                "NO_PROXY": "", "no_proxy": "", "KAGGLE_USERNAME": self.username, "KAGGLE_KEY": self.key}
+        return {
+            "HOME": str(home),
+            "KAGGLE_CONFIG_DIR": str(Path(home) / ".kaggle"),
+            "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
+            "HTTP_PROXY": self.url,
+            "http_proxy": self.url,
+            "NO_PROXY": "",
+            "no_proxy": "",
+            "KAGGLE_USERNAME": self.username,
+            "KAGGLE_KEY": self.key,
+        }
 
     def __enter__(self) -> FakeKaggle:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -150,8 +166,15 @@ class FakeKaggle:
     def handle(self, req: _Handler) -> None:
         path = unquote(urlsplit(req.path).path)
         body = _read_body(req)
-        endpoint = (path[len(API):].rsplit("/", 1)[-1] if path.startswith(API)
-                    else "blob" if path.startswith("/blobs/") else "upload" if path.startswith("/upload/") else "")
+        endpoint = (
+            path[len(API) :].rsplit("/", 1)[-1]
+            if path.startswith(API)
+            else "blob"
+            if path.startswith("/blobs/")
+            else "upload"
+            if path.startswith("/upload/")
+            else ""
+        )
         with self.lock:
             self.requests.append(Recorded(req.command, path, endpoint, dict(req.headers), body))
             failure = next((f for f in self.failures if f.endpoint == endpoint and f.times > 0), None)
@@ -161,10 +184,10 @@ class FakeKaggle:
             headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
             return _error(req, failure.status, f"injected failure {failure.status}", headers)
         if endpoint == "blob":
-            return self._blob(req, path[len("/blobs/"):])
+            return self._blob(req, path[len("/blobs/") :])
         if endpoint == "upload":
             with self.lock:
-                self.uploads.setdefault(path[len("/upload/"):], {})["data"] = body
+                self.uploads.setdefault(path[len("/upload/") :], {})["data"] = body
             return _send(req, 200, b"")
         if not path.startswith(API):
             return _error(req, 404, "no such page")
@@ -192,9 +215,20 @@ class FakeKaggle:
 
     def _rpc_ListDataFiles(self, req, request):
         files = sorted(p for p in Path(self.files_dir).iterdir() if p.is_file())
-        return _json(req, {"files": [{"ref": p.name, "name": p.name,
-                                      "totalBytes": self.listed_sizes.get(p.name, p.stat().st_size),
-                                      "creationDate": "2014-10-21T00:00:00.000Z"} for p in files]})
+        return _json(
+            req,
+            {
+                "files": [
+                    {
+                        "ref": p.name,
+                        "name": p.name,
+                        "totalBytes": self.listed_sizes.get(p.name, p.stat().st_size),
+                        "creationDate": "2014-10-21T00:00:00.000Z",
+                    }
+                    for p in files
+                ]
+            },
+        )
 
     def _rpc_DownloadDataFile(self, req, request):
         if not self.rules_accepted:
@@ -215,7 +249,7 @@ class FakeKaggle:
         start, status = 0, 200
         ranged = req.headers.get("Range", "")
         if ranged.startswith("bytes=") and req.headers.get("If-Range", etag) == etag:
-            start = int(ranged[len("bytes="):].split("-")[0])
+            start = int(ranged[len("bytes=") :].split("-")[0])
             if start >= len(data):
                 return _error(req, 416, "range not satisfiable")
             status = 206
@@ -261,8 +295,15 @@ class FakeKaggle:
             return _error(req, 404, "Dataset not found")
         files = _files_in(folder)
         start, size = int(request.get("pageToken") or 0), int(request.get("pageSize") or 20)
-        page = [{"ref": name, "name": name, "totalBytes": self.listed_sizes.get(name, (folder / name).stat().st_size),
-                 "creationDate": "2020-01-01T00:00:00.000Z"} for name in files[start:start + size]]
+        page = [
+            {
+                "ref": name,
+                "name": name,
+                "totalBytes": self.listed_sizes.get(name, (folder / name).stat().st_size),
+                "creationDate": "2020-01-01T00:00:00.000Z",
+            }
+            for name in files[start : start + size]
+        ]
         more = str(start + size) if start + size < len(files) else ""
         return _json(req, {"datasetFiles": page, "nextPageToken": more})
 
@@ -310,17 +351,22 @@ class FakeKaggle:
         upload = self.uploads.get(request.get("blobFileTokens", ""))
         if not upload or "data" not in upload:
             return _error(req, 400, "no uploaded file for this token")
-        submission = Submission(len(self.submissions) + 1, upload["fileName"], request.get("submissionDescription", ""),
-                                datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-                                polls_left=self.polls_until_scored)
+        submission = Submission(
+            len(self.submissions) + 1,
+            upload["fileName"],
+            request.get("submissionDescription", ""),
+            datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            polls_left=self.polls_until_scored,
+        )
         try:
             submission.public_score = f"{self.score(upload['data']):.5f}"
         except ValueError as exc:
             submission.final_status, submission.error = "ERROR", str(exc)
         with self.lock:
             self.submissions.append(submission)
-        return _json(req, {"message": "Successfully submitted to CIFAR-10 - Object Recognition in Images",
-                           "ref": submission.ref})
+        return _json(
+            req, {"message": "Successfully submitted to CIFAR-10 - Object Recognition in Images", "ref": submission.ref}
+        )
 
     def score(self, data: bytes) -> float:
         """Accuracy on `solution`'s ids (like Kaggle, which scores the real images among the junk); ValueError for
@@ -351,9 +397,15 @@ class FakeKaggle:
         board.sort(key=lambda entry: -entry[1])
         start = int(request.get("pageToken") or 0)
         size = int(request.get("pageSize") or 20)
-        page = [{"teamId": 100 + start + i, "teamName": team, "score": f"{score:.5f}",
-                 "submissionDate": "2024-01-01T00:00:00.000Z"}
-                for i, (team, score) in enumerate(board[start:start + size])]
+        page = [
+            {
+                "teamId": 100 + start + i,
+                "teamName": team,
+                "score": f"{score:.5f}",
+                "submissionDate": "2024-01-01T00:00:00.000Z",
+            }
+            for i, (team, score) in enumerate(board[start : start + size])
+        ]
         more = str(start + size) if start + size < len(board) else ""
         return _json(req, {"submissions": page, "nextPageToken": more})
 
@@ -363,8 +415,11 @@ def serving(monkeypatch, home: Path, files_dir: Path, **options):
     """A running FakeKaggle with the client pointed at it, HOME under `home`, and kagglecifar's retries made fast."""
     from kagglecifar import kaggle_io
 
-    fast = {kaggle_io.client: {"ATTEMPTS": 3, "BACKOFF_SECONDS": 0.01, "MAX_RETRY_AFTER_SECONDS": 0.05},
-            kaggle_io.submissions: {"POLL_SECONDS": 0.01}, kaggle_io.downloads: {"CHUNK_BYTES": 4096}}
+    fast = {
+        kaggle_io.client: {"ATTEMPTS": 3, "BACKOFF_SECONDS": 0.01, "MAX_RETRY_AFTER_SECONDS": 0.05},
+        kaggle_io.submissions: {"POLL_SECONDS": 0.01},
+        kaggle_io.downloads: {"CHUNK_BYTES": 4096},
+    }
     for module, values in fast.items():
         for name, value in values.items():
             monkeypatch.setattr(module, name, value)
@@ -375,8 +430,9 @@ def serving(monkeypatch, home: Path, files_dir: Path, **options):
         yield fake
 
 
-def make_competition(folder: Path, n_train: int = 24, n_test: int = 30, classes=("cat", "dog", "frog"),
-                     seed: int = 0) -> dict:
+def make_competition(
+    folder: Path, n_train: int = 24, n_test: int = 30, classes=("cat", "dog", "frog"), seed: int = 0
+) -> dict:
     """Write a tiny competition download (noise PNGs, so archives are not tiny); return the test solution."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -387,8 +443,9 @@ def make_competition(folder: Path, n_train: int = 24, n_test: int = 30, classes=
                 archive.writestr(png.tobytes(), f"{split}/{i}.png")
     train_rows = "".join(f"{i},{classes[i % len(classes)]}\n" for i in range(1, n_train + 1))
     (folder / "trainLabels.csv").write_text("id,label\n" + train_rows)
-    (folder / "sampleSubmission.csv").write_text("id,label\n" + "".join(f"{i},{classes[0]}\n"
-                                                                      for i in range(1, n_test + 1)))
+    (folder / "sampleSubmission.csv").write_text(
+        "id,label\n" + "".join(f"{i},{classes[0]}\n" for i in range(1, n_test + 1))
+    )
     return {i: classes[int(rng.integers(len(classes)))] for i in range(1, n_test + 1)}
 
 

@@ -1,5 +1,6 @@
 """The airbench family and the parts of its recipe: whitening stem, checkpoint round trip, parameter groups,
 Lookahead, Muon for conv filters, the translate TTA views."""
+
 import copy
 
 import pytest
@@ -91,7 +92,7 @@ def test_convs_start_as_identity_on_their_first_channels():
     model = small()
     conv = model.groups[1].conv2  # 64 -> 64 at width 0.25
     x = torch.randn(2, conv.in_channels, 5, 5)
-    assert torch.allclose(conv(x)[:, :conv.in_channels], x, atol=1e-6)
+    assert torch.allclose(conv(x)[:, : conv.in_channels], x, atol=1e-6)
 
 
 def test_lookahead_pulls_back_and_finishes_on_the_slow_weights():

@@ -1,4 +1,5 @@
 """Augmentation presets and custom pipeline files (kagglecifar/augment.py)."""
+
 import albumentations as A
 import numpy as np
 import pytest
@@ -32,9 +33,16 @@ def test_standard_pads_by_reflection_crops_and_flips():
     padded = np.pad(images[0], ((4, 4), (4, 4), (0, 0)), mode="reflect")
     seen = set()
     for image in out:
-        matches = [(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (False, True)
-                   if np.array_equal(image, (padded[dy:dy + 32, dx:dx + 32, :][:, ::-1] if flip
-                                             else padded[dy:dy + 32, dx:dx + 32, :]))]
+        matches = [
+            (dy, dx, flip)
+            for dy in range(9)
+            for dx in range(9)
+            for flip in (False, True)
+            if np.array_equal(
+                image,
+                (padded[dy : dy + 32, dx : dx + 32, :][:, ::-1] if flip else padded[dy : dy + 32, dx : dx + 32, :]),
+            )
+        ]
         assert matches, "output is not a reflect-padded 32x32 crop, flipped or not"
         seen.add(matches[0])
     assert {flip for _, _, flip in seen} == {False, True}
@@ -56,8 +64,9 @@ def test_custom_pipeline_file_round_trip(tmp_path, suffix, data_format):
     A.save(build_pipeline("strong"), str(path), data_format=data_format)
     loaded = build_pipeline(str(path))
     images = gradient_images(16)
-    assert np.array_equal(augment_batch(loaded, images, (0, 1, 2)),
-                          augment_batch(build_pipeline("strong"), images, (0, 1, 2)))
+    assert np.array_equal(
+        augment_batch(loaded, images, (0, 1, 2)), augment_batch(build_pipeline("strong"), images, (0, 1, 2))
+    )
 
 
 def test_bad_pipeline_specs_give_clear_errors(tmp_path):

@@ -1,5 +1,6 @@
 """The batched engine against albumentations 2.0.8: pixels where parameters are fixed, statistics where
 they are drawn, determinism from the seed, and the one-line reason when a transform has no equivalent."""
+
 import albumentations as A
 import cv2
 import numpy as np
@@ -41,6 +42,7 @@ def albumentations(transform, x):
 
 # --- pixels ---------------------------------------------------------------------------------------
 
+
 def test_flip_with_p_1_is_albumentations_flip():
     x = images()
     assert np.array_equal(run(engine(A.HorizontalFlip(p=1)), x), albumentations(A.HorizontalFlip(p=1), x))
@@ -72,8 +74,9 @@ def test_pad_alone_and_scalar_fill_are_albumentations():
 def test_dropout_at_fixed_holes_is_albumentations(fill):
     x = images(2)
     holes = np.array([[3, 4, 11, 12], [20, 0, 32, 5]])  # x_min, y_min, x_max, y_max; the second at the edge
-    transform = A.CoarseDropout(num_holes_range=(2, 2), hole_height_range=(1, 8), hole_width_range=(1, 12),
-                                fill=fill, p=1)
+    transform = A.CoarseDropout(
+        num_holes_range=(2, 2), hole_height_range=(1, 8), hole_width_range=(1, 12), fill=fill, p=1
+    )
     expected = np.stack([transform.apply(image, holes=holes, seed=0) for image in x])
     step = engine(transform).steps[0]
     params = {"holes": torch.from_numpy(np.broadcast_to(holes, (len(x), 2, 4)).copy())}
@@ -104,8 +107,11 @@ def test_jitter_in_a_fixed_order_is_albumentations():
     factors = (1.21, 0.83, 1.37)
     for order in ([0, 1, 2, 3], [2, 3, 1, 0], [1, 0, 3, 2]):
         expected = np.stack([transform.apply(image, *factors, 0.0, order) for image in x])
-        params = {"factors": torch.tensor(factors, dtype=torch.float64).view(3, 1).expand(3, len(x)),
-                  "order": torch.tensor(order).expand(len(x), 4), "on": torch.ones(len(x), dtype=torch.bool)}
+        params = {
+            "factors": torch.tensor(factors, dtype=torch.float64).view(3, 1).expand(3, len(x)),
+            "order": torch.tensor(order).expand(len(x), 4),
+            "on": torch.ones(len(x), dtype=torch.bool),
+        }
         assert np.array_equal(step.apply(torch.from_numpy(x), params).numpy(), expected)
 
 
@@ -120,6 +126,7 @@ def test_saturation_and_contrast_match_over_many_random_factors():
 
 
 # --- parameter statistics -------------------------------------------------------------------------
+
 
 def test_flip_rate_is_p():
     x = np.zeros((4000, 4, 4, 3), np.uint8)
@@ -147,8 +154,9 @@ def test_pad_with_p_below_1_keeps_unpadded_images_in_place():
 
 
 def test_dropout_holes_have_the_configured_count_and_sizes():
-    transform = A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(4, 10), hole_width_range=(2, 6),
-                                fill=0, p=0.5)
+    transform = A.CoarseDropout(
+        num_holes_range=(1, 3), hole_height_range=(4, 10), hole_width_range=(2, 6), fill=0, p=0.5
+    )
     holes = engine(transform).sample(6000, 7, "cpu")[0]["holes"]
     heights, widths = holes[..., 3] - holes[..., 1], holes[..., 2] - holes[..., 0]
     used = heights > 0
@@ -163,8 +171,7 @@ def test_dropout_holes_have_the_configured_count_and_sizes():
 
 
 def test_dropout_fractional_sizes_scale_with_the_image():
-    transform = A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.25, 0.5),
-                                hole_width_range=(0.1, 0.2), p=1)
+    transform = A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.25, 0.5), hole_width_range=(0.1, 0.2), p=1)
     holes = engine(transform).sample(3000, 1, "cpu")[0]["holes"][:, 0]
     heights, widths = holes[:, 3] - holes[:, 1], holes[:, 2] - holes[:, 0]
     assert heights.min() == 8 and heights.max() == 15  # int(32 * U(0.25, 0.5))
@@ -183,6 +190,7 @@ def test_jitter_factors_and_orders_follow_the_ranges():
 
 
 # --- determinism ----------------------------------------------------------------------------------
+
 
 def test_same_seed_same_batch_other_step_other_batch():
     compiled = compile_pipeline(build_pipeline("standard"))
@@ -210,8 +218,8 @@ def test_translation_moves_pixels_without_changing_them():
     params = compiled.sample(200, 5, "cpu")[0]
     for i in range(0, 200, 23):
         dy, dx = int(params["y"][i]) - 4, int(params["x"][i]) - 4  # the crop's shift from centre
-        window = out[i][max(0, -dy):32 - max(0, dy), max(0, -dx):32 - max(0, dx)]
-        source = x[i][max(0, dy):32 - max(0, -dy), max(0, dx):32 - max(0, -dx)]
+        window = out[i][max(0, -dy) : 32 - max(0, dy), max(0, -dx) : 32 - max(0, dx)]
+        source = x[i][max(0, dy) : 32 - max(0, -dy), max(0, dx) : 32 - max(0, -dx)]
         assert torch.equal(window, source)
         assert (out[i] == 0).all(dim=2).sum() == 32 * 32 - window.shape[0] * window.shape[1]
 
@@ -226,14 +234,18 @@ def test_flip_override_replaces_the_drawn_flips():
 
 # --- fallback -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("pipeline, reason", [
-    (A.Compose([A.Pad(4), A.RandomCrop(32, 32), A.Affine(rotate=10)]), "Affine has no batched equivalent"),
-    (A.Compose([A.Rotate(limit=15)]), "Rotate has no batched equivalent"),
-    (A.Compose([A.ColorJitter(hue=0.1)]), "ColorJitter with hue=(-0.1, 0.1) has no batched equivalent"),
-    (A.Compose([A.OneOf([A.HorizontalFlip()])]), "OneOf (a nested composition) has no batched equivalent"),
-    (A.Compose([A.CoarseDropout(fill="inpaint_ns")]), "CoarseDropout with fill='inpaint_ns' has no batched"),
-    (A.Compose([A.Pad(4, p=0.5)]), "Pad with p=0.5 and no RandomCrop after it"),
-])
+
+@pytest.mark.parametrize(
+    "pipeline, reason",
+    [
+        (A.Compose([A.Pad(4), A.RandomCrop(32, 32), A.Affine(rotate=10)]), "Affine has no batched equivalent"),
+        (A.Compose([A.Rotate(limit=15)]), "Rotate has no batched equivalent"),
+        (A.Compose([A.ColorJitter(hue=0.1)]), "ColorJitter with hue=(-0.1, 0.1) has no batched equivalent"),
+        (A.Compose([A.OneOf([A.HorizontalFlip()])]), "OneOf (a nested composition) has no batched equivalent"),
+        (A.Compose([A.CoarseDropout(fill="inpaint_ns")]), "CoarseDropout with fill='inpaint_ns' has no batched"),
+        (A.Compose([A.Pad(4, p=0.5)]), "Pad with p=0.5 and no RandomCrop after it"),
+    ],
+)
 def test_unsupported_transform_gives_one_line_reason(pipeline, reason):
     result = compile_pipeline(pipeline)
     assert isinstance(result, str) and result.startswith(reason) and "\n" not in result
@@ -253,9 +265,15 @@ def test_wrong_input_is_refused():
 
 
 def test_fused_geometry_equals_the_steps_one_by_one():
-    compiled = engine(A.Pad(padding=(1, 2, 3, 0), border_mode=REFLECT_101), A.Pad(padding=3, border_mode=CONSTANT,
-                      fill=7), A.RandomCrop(30, 34), A.HorizontalFlip(p=0.5), A.Pad(padding=2, border_mode=CONSTANT,
-                      fill=9), A.VerticalFlip(p=0.5), A.RandomCrop(32, 32))
+    compiled = engine(
+        A.Pad(padding=(1, 2, 3, 0), border_mode=REFLECT_101),
+        A.Pad(padding=3, border_mode=CONSTANT, fill=7),
+        A.RandomCrop(30, 34),
+        A.HorizontalFlip(p=0.5),
+        A.Pad(padding=2, border_mode=CONSTANT, fill=9),
+        A.VerticalFlip(p=0.5),
+        A.RandomCrop(32, 32),
+    )
     x = torch.from_numpy(images(40))
     params = compiled.sample(len(x), (4, 5), "cpu")
     one_by_one = x

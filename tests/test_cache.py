@@ -1,4 +1,5 @@
 """build_cache on tiny competition-style archives made here: pixels, ids, labels, odd PNGs, failures, reruns."""
+
 import _thread
 import errno
 import io
@@ -82,8 +83,7 @@ def download(tmp_path, request):
     src.mkdir()
     train = rng.integers(0, 256, (N_TRAIN, 32, 32, 3), dtype=np.uint8)
     order = rng.permutation(N_TRAIN)  # member order differs from id order: rows must still follow ids
-    write_7z(src / "train.7z", [(f"train/{i + 1}.png", png(train[i])) for i in order], folder="train",
-             kind=kind)
+    write_7z(src / "train.7z", [(f"train/{i + 1}.png", png(train[i])) for i in order], folder="train", kind=kind)
     labels = [CLASSES[i % 3] for i in range(N_TRAIN)]
     (src / "trainLabels.csv").write_text("id,label\n" + "".join(f"{i + 1},{lab}\n" for i, lab in enumerate(labels)))
 
@@ -96,22 +96,39 @@ def download(tmp_path, request):
     big = np.repeat(np.repeat(rgb[1], 2, axis=0), 2, axis=1)  # 64x64 whose 2x2 block means are rgb[1]
     stripes = rng.integers(0, 256, (32, 1, 3), dtype=np.uint8)  # each row one colour: widening keeps it
     members = {
-        1: png(rgb[0]), 2: png(gray), 3: png(np.concatenate([rgb[2], alpha], axis=2)),
-        4: palette_png(index, palette), 5: png(deep), 6: png(big), 7: png(np.repeat(stripes, 31, axis=1)),
-        8: b"", 9: png(rgb[4])[:300],
+        1: png(rgb[0]),
+        2: png(gray),
+        3: png(np.concatenate([rgb[2], alpha], axis=2)),
+        4: palette_png(index, palette),
+        5: png(deep),
+        6: png(big),
+        7: png(np.repeat(stripes, 31, axis=1)),
+        8: b"",
+        9: png(rgb[4])[:300],
     }
     members.update({i: png(rgb[i - 10 + 5]) for i in range(10, 15)})
     names = [(f"test/{i}.png", members[i]) for i in sorted(members, reverse=True)]
     write_7z(src / "test.7z", names + [("test/README.txt", b"not an image")], folder="test", kind=kind)
     expected_test = {
-        1: rgb[0], 2: np.repeat(gray[..., None], 3, axis=2), 3: rgb[2], 4: palette[index],
-        5: ((deep.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8), 6: rgb[1],
+        1: rgb[0],
+        2: np.repeat(gray[..., None], 3, axis=2),
+        3: rgb[2],
+        4: palette[index],
+        5: ((deep.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8),
+        6: rgb[1],
         7: np.repeat(stripes, 32, axis=1),
-        8: np.zeros((32, 32, 3), np.uint8), 9: np.zeros((32, 32, 3), np.uint8),
+        8: np.zeros((32, 32, 3), np.uint8),
+        9: np.zeros((32, 32, 3), np.uint8),
         **{i: rgb[i - 10 + 5] for i in range(10, 15)},
     }
-    return {"src": src, "data": tmp_path / "data", "train": train, "labels": labels, "test": expected_test,
-            "test_members": members}
+    return {
+        "src": src,
+        "data": tmp_path / "data",
+        "train": train,
+        "labels": labels,
+        "test": expected_test,
+        "test_members": members,
+    }
 
 
 @pytest.mark.parametrize("download", list(FILTERS), indirect=True)
@@ -195,8 +212,10 @@ def test_labels_file_with_wrong_header_is_refused(download):
 
 
 @pytest.mark.parametrize("kind", ["lzma2", "bcj+lzma2"])
-@pytest.mark.parametrize("member", ["../evil.png", "/etc/evil.png", "test/../../evil.png", "test\\..\\..\\evil.png",
-                                    "C:evil.png", "test/2.png"])
+@pytest.mark.parametrize(
+    "member",
+    ["../evil.png", "/etc/evil.png", "test/../../evil.png", "test\\..\\..\\evil.png", "C:evil.png", "test/2.png"],
+)
 def test_members_escaping_the_folder_are_refused(tmp_path, member, kind):
     good = [("test/1.png", png(np.zeros((32, 32, 3), np.uint8)))]
     if member == "test/2.png":  # a symlink member
@@ -231,7 +250,7 @@ def test_damaged_archive_leaves_no_cache_and_a_rerun_succeeds(download, damage):
     good = archive.read_bytes()
     bad = bytearray(good)
     if damage == "truncated":
-        del bad[len(bad) // 2:]
+        del bad[len(bad) // 2 :]
     else:  # inside the compressed stream: fails only after some members were delivered
         bad[len(bad) // 2] ^= 0xFF
     archive.write_bytes(bytes(bad))
@@ -310,9 +329,11 @@ def test_full_disk_is_a_clear_error(download, monkeypatch):
 
 def test_reading_the_cache_needs_no_archive_library_threads_or_processes(tmp_path):
     cache.write_split(tmp_path, "test", np.zeros((2, 32, 32, 3), np.uint8), [2, 1], CLASSES)
-    code = ("import sys; from kagglecifar.cache import load_split; "
-            f"assert len(load_split({str(tmp_path)!r}, 'test')) == 2; "
-            "print(sorted(m for m in ('py7zr', 'multiprocessing', 'threading', 'cv2') if m in sys.modules))")
+    code = (
+        "import sys; from kagglecifar.cache import load_split; "
+        f"assert len(load_split({str(tmp_path)!r}, 'test')) == 2; "
+        "print(sorted(m for m in ('py7zr', 'multiprocessing', 'threading', 'cv2') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -410,8 +431,11 @@ def test_read_only_data_folder_is_one_line_naming_it(download, monkeypatch):
         return mkdir(path, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", read_only)
-    with pytest.raises(KaggleCifarError, match=rf"^{re.escape(str(data))}\S*: cannot write there \(Read-only file "
-                                               r"system\) while building the \w+ cache; make the data folder writable"):
+    with pytest.raises(
+        KaggleCifarError,
+        match=rf"^{re.escape(str(data))}\S*: cannot write there \(Read-only file "
+        r"system\) while building the \w+ cache; make the data folder writable",
+    ):
         build_cache(download["src"], data)
 
 
@@ -456,8 +480,14 @@ def test_a_ctrl_c_reaches_the_main_thread_while_it_waits_for_the_decoders(tmp_pa
     """It waited in a blocking join, which the interrupt never woke, while the decoder waited for the stop: a
     hang, seen once in a full run of the suite. Run apart, so the old code fails instead of hanging the suite."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
-    done = subprocess.run([sys.executable, "-c", INTERRUPTED_WHILE_CLOSING], capture_output=True, text=True,
-                          timeout=30, cwd=tmp_path, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_CLOSING],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env=env,
+    )
     assert done.returncode == 0 and done.stdout.split() == ["interrupted"], done.stderr[-2000:]
 
 
@@ -477,9 +507,13 @@ build_cache(sys.argv[1], sys.argv[2], workers=1)
 
 def test_nothing_outlives_a_fetch_killed_with_sigkill(download):
     psutil = pytest.importorskip("psutil")
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_FETCH, str(download["src"]), str(download["data"])],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            cwd=Path(__file__).resolve().parent.parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_FETCH, str(download["src"]), str(download["data"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     try:
         assert proc.stdout.readline() == "decoding\n"  # busy: archives open, threads decoding
         started = psutil.Process(proc.pid).children(recursive=True)

@@ -1,5 +1,6 @@
 """`kagglecifar compare`: three runs of different models, one evaluated with TTA and one submitted (predict's
 sidecar, submit's record, through the loopback fake Kaggle); the table, plots and reports."""
+
 import base64
 import csv
 import json
@@ -27,8 +28,11 @@ def setup(tmp_path_factory):
     pipeline.fetch("cifar-10", root / "data", from_dir=competition)
     runs = root / "runs"
     common = dict(epochs=2, batch_size=16, workers=0, device="cpu", data_dir=str(root / "data"), runs_dir=str(runs))
-    for name, model, options in (("mlp-run", "mlp", {}), ("cnn-run", "simplecnn", {"lr": 0.02}),
-                                 ("resnet-run", "resnet18", {"width": 0.125})):
+    for name, model, options in (
+        ("mlp-run", "mlp", {}),
+        ("cnn-run", "simplecnn", {"lr": 0.02}),
+        ("resnet-run", "resnet18", {"width": 0.125}),
+    ):
         train(make_config(model, "cpu", name=name, **common, **options))
     yield root, competition, solution, runs
     torch.set_num_threads(threads)
@@ -43,8 +47,9 @@ def test_compare_three_models_with_tta_and_a_public_score(setup, run_cli, monkey
     assert set(evaluation["accuracy"]) == {"none", "flip"} and evaluation["confusion"]["tta"] == "flip"
 
     csv_path = root / "submissions" / "mlp.csv"
-    code, _, err = run_cli("predict", runs / "mlp-run", "--tta", "none", "--out", csv_path, "--data-dir", data,
-                           "--device", "cpu")
+    code, _, err = run_cli(
+        "predict", runs / "mlp-run", "--tta", "none", "--out", csv_path, "--data-dir", data, "--device", "cpu"
+    )
     assert code == 0, err
     assert json.loads(csv_path.with_name("mlp.sources.json").read_text())["runs"] == [str((runs / "mlp-run").resolve())]
     with serving(monkeypatch, root / "home", competition, solution=solution):
@@ -54,8 +59,16 @@ def test_compare_three_models_with_tta_and_a_public_score(setup, run_cli, monkey
     assert record["runs"] == [str((runs / "mlp-run").resolve())] and record["public_score"] is not None
 
     out_file = root / "report.html"
-    code, out, err = run_cli("compare", runs / "mlp-run", runs / "cnn-run", runs / "resnet-run", "--out", out_file,
-                             "--submissions-dir", root / "submissions")
+    code, out, err = run_cli(
+        "compare",
+        runs / "mlp-run",
+        runs / "cnn-run",
+        runs / "resnet-run",
+        "--out",
+        out_file,
+        "--submissions-dir",
+        root / "submissions",
+    )
     assert code == 0, err
     lines = out.strip().splitlines()
     assert lines[0].split()[:4] == ["run", "model", "params", "recipe"] and "TTA flip" in lines[0]
@@ -94,10 +107,13 @@ def test_a_folder_of_runs_stands_for_its_runs_and_markdown_reports(setup, run_cl
     assert (root / "md" / "report-confusion.png").read_bytes()[:8] == PNG
 
 
-@pytest.mark.parametrize("target,message", [
-    ("nothing-here", "not a run folder (no run.json written by kagglecifar) and holds none"),
-    ("report.txt", "--out"),
-])
+@pytest.mark.parametrize(
+    "target,message",
+    [
+        ("nothing-here", "not a run folder (no run.json written by kagglecifar) and holds none"),
+        ("report.txt", "--out"),
+    ],
+)
 def test_bad_arguments_give_one_clear_line(setup, tmp_path, run_cli, target, message):
     root, _, _, runs = setup
     args = [tmp_path / target] if target == "nothing-here" else [runs / "mlp-run", "--out", tmp_path / target]

@@ -1,4 +1,5 @@
 """trainLabels.csv, the one parser: labels must be the competition's classes (or the ones given), one-line errors."""
+
 import pytest
 
 from kagglecifar import competition

@@ -63,6 +63,7 @@ def test_alternating_flips_mirror_every_image_on_odd_epochs(data):
 
     from kagglecifar.data import device_loader
     from kagglecifar.data.batch_augment import compile_pipeline
+
     engine = compile_pipeline(A.Compose([A.HorizontalFlip(p=0.5)]))
     made = device_loader.DeviceLoader(*data, engine=engine, batch_size=16, seed=3, alternate_flip=True)
 

@@ -1,5 +1,6 @@
 """Kaggle datasets: the real kaggle client downloads tiny CIFAR datasets from the loopback fake, and the
 formats readers take what arrives."""
+
 import zipfile
 
 import numpy as np
@@ -29,8 +30,9 @@ def sources(tmp_path_factory):
 @pytest.fixture
 def fake(sources, tmp_path, monkeypatch):
     monkeypatch.setattr(kaggle_io.downloads, "MAX_SEPARATE_FILES", 8)  # the image folder (15 files) comes as one zip
-    with serving(monkeypatch, tmp_path / "home", None,
-                 datasets={PYTHON: sources[PYTHON], IMAGES: sources[IMAGES]}) as fake:
+    with serving(
+        monkeypatch, tmp_path / "home", None, datasets={PYTHON: sources[PYTHON], IMAGES: sources[IMAGES]}
+    ) as fake:
         yield fake
 
 
@@ -44,8 +46,12 @@ def same_files(got, expected) -> None:
 def test_a_few_files_come_one_by_one_then_are_skipped(fake, sources, tmp_path, capsys):
     dest = tmp_path / "dest"
     summary = kaggle_io.download_dataset(PYTHON, dest)
-    assert sorted(summary.downloaded) == ["cifar-100-python.tar.gz", "cifar-100-python/meta",
-                                          "cifar-100-python/test", "cifar-100-python/train"]
+    assert sorted(summary.downloaded) == [
+        "cifar-100-python.tar.gz",
+        "cifar-100-python/meta",
+        "cifar-100-python/test",
+        "cifar-100-python/train",
+    ]
     same_files(dest, sources[PYTHON])
     assert [r.body for r in fake.called("DownloadDataset")][0].count(b'"fileName"') == 1
     splits = read_source(dest)
@@ -75,8 +81,11 @@ def test_many_files_come_as_the_dataset_zip_unpacked_in_place(fake, sources, tmp
     assert summary.line() == "all 15 files already downloaded" and len(fake.called("blob")) == 2
 
 
-@pytest.mark.parametrize("dataset, blob", [(PYTHON, f"datasets/{PYTHON}/files/cifar-100-python/train"),
-                                           (IMAGES, f"datasets/{IMAGES}/archive.zip")], ids=["file", "zip"])
+@pytest.mark.parametrize(
+    "dataset, blob",
+    [(PYTHON, f"datasets/{PYTHON}/files/cifar-100-python/train"), (IMAGES, f"datasets/{IMAGES}/archive.zip")],
+    ids=["file", "zip"],
+)
 def test_a_cut_download_leaves_a_part_file_and_the_next_run_resumes_it(fake, tmp_path, monkeypatch, dataset, blob):
     monkeypatch.setattr(kaggle_io.client, "ATTEMPTS", 1)
     dest = tmp_path / "dest"
@@ -113,8 +122,11 @@ def test_unknown_and_forbidden_datasets_are_explained(fake, tmp_path):
     with pytest.raises(KaggleCifarError, match=r"\(404 Dataset not found\); is --dataset 'alice/nope' right\?"):
         kaggle_io.download_dataset("alice/nope", tmp_path / "dest")
     fake.rules_accepted = False
-    with pytest.raises(KaggleCifarError, match=r"Kaggle refused \(403 .*\); open https://www.kaggle.com/datasets/"
-                                               r"alice/cifar100-python .* accept the dataset's terms"):
+    with pytest.raises(
+        KaggleCifarError,
+        match=r"Kaggle refused \(403 .*\); open https://www.kaggle.com/datasets/"
+        r"alice/cifar100-python .* accept the dataset's terms",
+    ):
         kaggle_io.download_dataset(PYTHON, tmp_path / "dest")
     assert not (tmp_path / "dest").exists() or not any((tmp_path / "dest").rglob("*"))
 
@@ -133,7 +145,7 @@ def test_zip_members_leaving_the_folder_or_links_are_refused(tmp_path):
             zf.writestr("fine.txt", b"ok")
             info = zipfile.ZipInfo(member)
             if name == "link.zip":
-                info.external_attr = (0o120777 << 16)
+                info.external_attr = 0o120777 << 16
             zf.writestr(info, b"/etc/passwd")
         dest = tmp_path / f"dest-{name}"
         with pytest.raises(KaggleCifarError, match="is a link or points outside"):

@@ -1,4 +1,5 @@
 """`kagglecifar fetch` end to end: the real kaggle client downloads a tiny competition from the loopback fake."""
+
 import pytest
 from fake_kaggle import make_competition, serving
 
@@ -43,8 +44,9 @@ def test_fetch_downloads_and_builds_the_cache_then_skips_everything_on_a_second_
     assert len(fake.called("blob")) == downloads
 
 
-def test_download_cut_midway_leaves_only_a_part_file_and_the_next_run_resumes_it(run_cli, fake, files, tmp_path,
-                                                                                   monkeypatch):
+def test_download_cut_midway_leaves_only_a_part_file_and_the_next_run_resumes_it(
+    run_cli, fake, files, tmp_path, monkeypatch
+):
     monkeypatch.setattr(kaggle_io.client, "ATTEMPTS", 1)
     data = tmp_path / "data"
     size = (files / "test.7z").stat().st_size

@@ -1,4 +1,5 @@
 """Reading CIFAR data in the python format and as image folders, and recognising what a path holds."""
+
 import io
 import os
 import pickle
@@ -30,6 +31,7 @@ def one_line(exc_info) -> str:
 
 # ---- CIFAR python format -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("archive", [True, False], ids=["tar.gz", "folder"])
 def test_cifar10_round_trip(tmp_path, archive):
     path, truth = make_cifar_python(tmp_path, "cifar-10", n_train=13, n_test=4, archive=archive)
@@ -56,8 +58,12 @@ def test_cifar100_fine_labels_keep_the_super_classes(tmp_path):
     mapping = np.array(train.fine_to_coarse)
     np.testing.assert_array_equal(mapping[seen], seen % 20)
     assert (mapping[np.setdiff1d(np.arange(100), seen)] == -1).all()
-    assert test.manifest_fields() == {"labelled": True, "conversions": {}, "coarse_classes": coarse_names(),
-                                      "fine_to_coarse": mapping.tolist()}
+    assert test.manifest_fields() == {
+        "labelled": True,
+        "conversions": {},
+        "coarse_classes": coarse_names(),
+        "fine_to_coarse": mapping.tolist(),
+    }
 
 
 def test_cifar100_coarse_labels(tmp_path):
@@ -78,8 +84,16 @@ def test_coarse_labels_of_cifar10_are_an_error(tmp_path):
 def test_splits_go_into_the_cache_and_come_back(tmp_path):
     path, truth = make_cifar_python(tmp_path / "src", "cifar-100", n_train=12, n_test=5)
     for name, split in read_source(path).items():
-        cache.write_split(tmp_path / "data", name, split.images, split.ids, split.classes, labels=split.labels,
-                          bad=split.bad, **split.manifest_fields())
+        cache.write_split(
+            tmp_path / "data",
+            name,
+            split.images,
+            split.ids,
+            split.classes,
+            labels=split.labels,
+            bad=split.bad,
+            **split.manifest_fields(),
+        )
     test = cache.load_split(tmp_path / "data", "test")
     np.testing.assert_array_equal(test.images, truth["test"]["images"])
     np.testing.assert_array_equal(test.labels, truth["test"]["labels"])
@@ -109,8 +123,7 @@ class ExecPayload:
 @pytest.mark.parametrize("payload", ["system", "exec"])
 def test_a_malicious_pickle_is_refused_and_its_payload_never_runs(tmp_path, archive, payload):
     marker = tmp_path / "pwned"
-    evil = (Payload(f"touch {marker}") if payload == "system"
-            else ExecPayload(f"open({str(marker)!r}, 'w').close()"))
+    evil = Payload(f"touch {marker}") if payload == "system" else ExecPayload(f"open({str(marker)!r}, 'w').close()")
     data = pickle.dumps({b"data": evil, b"labels": [0]}, protocol=2)
     path, _ = make_cifar_python(tmp_path / "src", "cifar-10", archive=archive, extra={"data_batch_3": data})
     with pytest.raises(KaggleCifarError) as exc:
@@ -137,7 +150,7 @@ def test_object_arrays_are_refused(tmp_path):
 def test_truncated_archive_is_a_one_line_error(tmp_path, keep):
     path, _ = make_cifar_python(tmp_path, "cifar-10", n_train=50, n_test=20)
     data = path.read_bytes()
-    path.write_bytes(data[:int(len(data) * keep)])
+    path.write_bytes(data[: int(len(data) * keep)])
     with pytest.raises(KaggleCifarError, match="damaged or truncated archive") as exc:
         read_source(path)
     assert str(path) in one_line(exc)
@@ -152,8 +165,9 @@ def test_truncated_pickle_in_a_folder_is_a_one_line_error(tmp_path):
     one_line(exc)
 
 
-@pytest.mark.parametrize("member, link", [("../outside", None), ("/etc/cifar", None),
-                                          ("cifar-10-batches-py/readme", "../../etc/passwd")])
+@pytest.mark.parametrize(
+    "member, link", [("../outside", None), ("/etc/cifar", None), ("cifar-10-batches-py/readme", "../../etc/passwd")]
+)
 def test_archive_members_leaving_the_folder_are_refused(tmp_path, member, link):
     path, _ = make_cifar_python(tmp_path, "cifar-10")
     with tarfile.open(path, "r:gz") as tar:
@@ -175,6 +189,7 @@ def test_wrong_labels_are_named(tmp_path):
 
 
 # ---- image folders -------------------------------------------------------------------------------
+
 
 def test_image_folder_with_labelled_test(tmp_path):
     written = make_image_folder(tmp_path, {"dog": 3, "cat": 2}, test={"cat": 1, "dog": 2})
@@ -248,6 +263,7 @@ def test_image_folder_mistakes_are_named(tmp_path):
 
 # ---- recognising the format ----------------------------------------------------------------------
 
+
 def test_detect_format_from_what_is_there(tmp_path):
     competition = tmp_path / "competition"
     competition.mkdir()
@@ -294,6 +310,7 @@ def test_several_or_no_sources_are_clear_errors(tmp_path):
 
 # ---- the restricted unpickler itself -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_python3_repickled_cifar_data_loads_too(protocol):
     from kagglecifar.cache.formats.safe_pickle import load_pickle
@@ -309,12 +326,16 @@ class CallsNdarray:
         return np.ndarray, ((2,),)
 
 
-@pytest.mark.parametrize("data, reason", [
-    (pickle.dumps(CallsNdarray(), 2), "numpy.ndarray called directly"),
-    (b"\x80\x02cnumpy\ndtype\n}U\x03fooK\x01sb.", "AttributeError"),  # BUILD with a dict on an allowed global
-    (b"\x80\x02cnumpy\ndtype\nN}X\x07\x00\x00\x00__doc__K\x01s\x86b.", "setting attributes of an allowed global"),
-    (b"\x80\x02cnumpy\ndtype\nU\x01OK\x00K\x01\x87R.", "dtype object is not a plain number type"),
-], ids=["ndarray-call", "build-dict", "build-slots", "object-dtype"])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (pickle.dumps(CallsNdarray(), 2), "numpy.ndarray called directly"),
+        (b"\x80\x02cnumpy\ndtype\n}U\x03fooK\x01sb.", "AttributeError"),  # BUILD with a dict on an allowed global
+        (b"\x80\x02cnumpy\ndtype\nN}X\x07\x00\x00\x00__doc__K\x01s\x86b.", "setting attributes of an allowed global"),
+        (b"\x80\x02cnumpy\ndtype\nU\x01OK\x00K\x01\x87R.", "dtype object is not a plain number type"),
+    ],
+    ids=["ndarray-call", "build-dict", "build-slots", "object-dtype"],
+)
 def test_allowed_globals_cannot_be_misused(data, reason):
     from kagglecifar.cache.formats import safe_pickle
 

@@ -1,4 +1,5 @@
 """kaggle_io through the real kaggle client against the loopback fake: credentials, retries, downloads, boards."""
+
 import os
 import time
 from email.utils import formatdate
@@ -72,8 +73,11 @@ def test_rate_limit_is_retried_after_retry_after_then_succeeds(fake, tmp_path, c
 
 def test_persistent_server_error_gives_up_with_the_servers_reason(fake, tmp_path):
     fake.fail("DownloadDataFile", 503, times=99)
-    with pytest.raises(KaggleCifarError, match=r"downloading train\.7z: Kaggle server error \(503 injected "
-                                               r"failure 503\) after 3 tries"):
+    with pytest.raises(
+        KaggleCifarError,
+        match=r"downloading train\.7z: Kaggle server error \(503 injected "
+        r"failure 503\) after 3 tries",
+    ):
         kaggle_io.download_competition("cifar-10", tmp_path / "data")
     assert len(fake.called("DownloadDataFile")) == 3
 
@@ -141,8 +145,11 @@ def test_closed_leaderboard_tells_where_your_best_score_would_rank(fake, files, 
 
 def test_download_that_disagrees_with_the_file_list_is_not_kept(fake, tmp_path):
     fake.listed_sizes = {"sampleSubmission.csv": 5}
-    with pytest.raises(KaggleCifarError, match=r"downloading sampleSubmission\.csv: got [\d,]+ bytes, the "
-                                               r"file list says 5"):
+    with pytest.raises(
+        KaggleCifarError,
+        match=r"downloading sampleSubmission\.csv: got [\d,]+ bytes, the "
+        r"file list says 5",
+    ):
         kaggle_io.download_competition("cifar-10", tmp_path / "data")
     assert not (tmp_path / "data" / "sampleSubmission.csv").exists()
     assert not (tmp_path / "data" / "sampleSubmission.csv.part").exists()

@@ -140,16 +140,19 @@ def test_imagenet_weights_are_read_from_the_torch_cache(empty_torch_home, monkey
         create_model("resnet50-imagenet")
 
 
-@pytest.mark.parametrize("name, kwargs, problem", [
-    ("resnet19", {}, "unknown model 'resnet19'"),
-    ("resnet18", {"depth": 3}, "takes no option depth"),
-    ("mlp", {"zero_init_residual": True}, "takes no option zero_init_residual"),
-    ("resnet18", {"width": 0}, "width must be positive"),
-    ("simplecnn", {"dropout": 1.0}, "dropout must be in"),
-    ("resnet50-imagenet", {"weights": None, "width": 0.5}, "width must be 1"),
-    ("resnet50-imagenet", {"weights": "cifar"}, "weights must be"),
-    ("resnet50-imagenet", {"weights": None, "freeze_stages": 5}, "freeze_stages must be 0..4"),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, problem",
+    [
+        ("resnet19", {}, "unknown model 'resnet19'"),
+        ("resnet18", {"depth": 3}, "takes no option depth"),
+        ("mlp", {"zero_init_residual": True}, "takes no option zero_init_residual"),
+        ("resnet18", {"width": 0}, "width must be positive"),
+        ("simplecnn", {"dropout": 1.0}, "dropout must be in"),
+        ("resnet50-imagenet", {"weights": None, "width": 0.5}, "width must be 1"),
+        ("resnet50-imagenet", {"weights": "cifar"}, "weights must be"),
+        ("resnet50-imagenet", {"weights": None, "freeze_stages": 5}, "freeze_stages must be 0..4"),
+    ],
+)
 def test_bad_model_or_option_is_a_clear_error(name, kwargs, problem):
     with pytest.raises(KaggleCifarError, match=problem):
         create_model(name, **kwargs)

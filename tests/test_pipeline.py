@@ -1,4 +1,5 @@
 """`kagglecifar run` end to end (real kaggle client, loopback fake Kaggle), and its CPU advice."""
+
 import json
 
 import pandas as pd
@@ -52,8 +53,9 @@ def test_run_goes_through_every_stage_then_skips_them_all(run_cli, tmp_path, mon
         assert code == 1 and f"{model}-cpu: was trained with another recipe (epochs 12 there, 2 now)" in err, err
         # ...and trains under another name, from --config and --set like `train` (e.g. tune's best.yaml).
         (tmp_path / "best.yaml").write_text("recipe:\n  epochs: 1\n  lr: 0.5\n")
-        code, out, err = run_cli("run", "--preset", "cpu", "--config", "best.yaml", "--set", "epochs=2",
-                                 "--name", "tuned", "--no-submit")
+        code, out, err = run_cli(
+            "run", "--preset", "cpu", "--config", "best.yaml", "--set", "epochs=2", "--name", "tuned", "--no-submit"
+        )
         assert code == 0, err
         saved = (tmp_path / "runs" / "tuned" / "config.yaml").read_text()
         assert "epochs: 2" in saved and "lr: 0.5" in saved
@@ -91,8 +93,19 @@ def test_run_refuses_names_that_are_not_plain_folder_names_before_touching_anyth
     (earlier / "notes.txt").write_text("mine")
     (tmp_path / "other").mkdir()
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    code, _, err = run_cli("run", "mlp", "--preset", "cpu", "--name", name, "--runs-dir", runs,
-                           "--data-dir", tmp_path / "data", "--no-submit")
+    code, _, err = run_cli(
+        "run",
+        "mlp",
+        "--preset",
+        "cpu",
+        "--name",
+        name,
+        "--runs-dir",
+        runs,
+        "--data-dir",
+        tmp_path / "data",
+        "--no-submit",
+    )
     assert code == 1 and "a run name is one plain folder name" in err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
@@ -101,8 +114,19 @@ def test_run_never_takes_over_a_folder_it_did_not_create(run_cli, tmp_path):
     mine = tmp_path / "runs" / "mine"
     mine.mkdir(parents=True)
     (mine / "notes.txt").write_text("keep me")
-    code, _, err = run_cli("run", "mlp", "--preset", "cpu", "--name", "mine", "--runs-dir", tmp_path / "runs",
-                           "--data-dir", tmp_path / "data", "--no-submit")
+    code, _, err = run_cli(
+        "run",
+        "mlp",
+        "--preset",
+        "cpu",
+        "--name",
+        "mine",
+        "--runs-dir",
+        tmp_path / "runs",
+        "--data-dir",
+        tmp_path / "data",
+        "--no-submit",
+    )
     assert code == 1 and "exists and is not a kagglecifar run" in err
     assert (mine / "notes.txt").read_text() == "keep me"
 

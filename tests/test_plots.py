@@ -1,18 +1,20 @@
 """Confusion matrices that stay readable at 100 classes, and the most frequent mistakes listed."""
+
 import numpy as np
 
 from kagglecifar.reports import plots
 
 
 def test_top_confusions_lists_the_most_frequent_mistakes_first():
-    counts = np.array([[50, 3, 0, 7],
-                       [1, 40, 3, 0],
-                       [0, 9, 30, 0],
-                       [2, 0, 0, 60]])
+    counts = np.array([[50, 3, 0, 7], [1, 40, 3, 0], [0, 9, 30, 0], [2, 0, 0, 60]])
     classes = ["cat", "dog", "frog", "ship"]
     top = plots.top_confusions(counts, classes, k=4)
     assert [(c.true, c.predicted, c.count) for c in top] == [
-        ("frog", "dog", 9), ("cat", "ship", 7), ("cat", "dog", 3), ("dog", "frog", 3)]  # tie: class order
+        ("frog", "dog", 9),
+        ("cat", "ship", 7),
+        ("cat", "dog", 3),
+        ("dog", "frog", 3),
+    ]  # tie: class order
     assert top[0].share == 9 / 39 and top[1].share == 7 / 60
     assert len(plots.top_confusions(counts, classes, k=100)) == 6  # only the non-zero mistakes
     assert plots.top_confusions(np.diag([5, 5]), ["a", "b"]) == []

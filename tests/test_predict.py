@@ -22,9 +22,19 @@ def images(count, seed=0):
 def make_run(folder, seed=0, classes=CLASSES, val_ids=()):
     torch.manual_seed(seed)
     model = create_model("mlp", num_classes=len(classes), width=0.125)
-    save_checkpoint({"model": "mlp", "model_kwargs": {"width": 0.125}, "classes": list(classes),
-                     "state_dict": model.state_dict(), "val_ids": list(val_ids), "epoch": 1,
-                     "val_accuracy": None, "config": {}}, folder / "best.pt")
+    save_checkpoint(
+        {
+            "model": "mlp",
+            "model_kwargs": {"width": 0.125},
+            "classes": list(classes),
+            "state_dict": model.state_dict(),
+            "val_ids": list(val_ids),
+            "epoch": 1,
+            "val_accuracy": None,
+            "config": {},
+        },
+        folder / "best.pt",
+    )
     return folder, model.eval()
 
 
@@ -35,8 +45,7 @@ def data(tmp_path):
     bad = np.isin(ids, [7, 11])
     write_split(tmp_path / "data", "test", images(12), ids, CLASSES, bad=bad)
     sample_order = [5, 1, 12, 3, 7, 2, 11, 9, 4, 10, 6, 8]
-    (tmp_path / "data" / "sampleSubmission.csv").write_text(
-        "id,label\n" + "".join(f"{i},cat\n" for i in sample_order))
+    (tmp_path / "data" / "sampleSubmission.csv").write_text("id,label\n" + "".join(f"{i},cat\n" for i in sample_order))
     return tmp_path / "data", sample_order
 
 
@@ -64,7 +73,7 @@ def reference_shift_views(batch):
     padded = np.pad(batch, ((0, 0), (0, 0), (2, 2), (2, 2)), mode="reflect")
     views = []
     for dy, dx in ((0, 0), (-2, 0), (2, 0), (0, -2), (0, 2)):
-        crop = padded[:, :, 2 + dy:34 + dy, 2 + dx:34 + dx]
+        crop = padded[:, :, 2 + dy : 34 + dy, 2 + dx : 34 + dx]
         views += [crop, crop[..., ::-1]]
     return views
 
@@ -137,8 +146,9 @@ def test_cli_predict_writes_rows_in_sample_order(tmp_path, data, run_cli, monkey
     data_dir, sample_order = data
     run, _ = make_run(tmp_path / "runs" / "tiny")
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli("predict", run, "--data-dir", data_dir, "--tta", "shift",
-                             "--save-probs", "probs.csv", "--ood-threshold", "0.99")
+    code, out, err = run_cli(
+        "predict", run, "--data-dir", data_dir, "--tta", "shift", "--save-probs", "probs.csv", "--ood-threshold", "0.99"
+    )
     assert code == 0, err
     csv_path = tmp_path / "submissions" / "tiny-shift.csv"
     table = pd.read_csv(csv_path)
@@ -265,6 +275,11 @@ def test_the_out_of_distribution_threshold_follows_the_class_count():
     assert default_ood_threshold(10) == 0.5 and default_ood_threshold(100) == pytest.approx(0.05)
     confidence = np.array([0.04, 0.3, 0.6], np.float32)
     for classes, expected in ((10, 2), (100, 1)):
-        p = Predictions(np.arange(3), np.zeros((3, classes), np.float32), confidence, np.zeros(3, bool),
-                        [f"c{i}" for i in range(classes)])
+        p = Predictions(
+            np.arange(3),
+            np.zeros((3, classes), np.float32),
+            confidence,
+            np.zeros(3, bool),
+            [f"c{i}" for i in range(classes)],
+        )
         assert p.ood_count() == expected and p.ood_count(0.7) == 3

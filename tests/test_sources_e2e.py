@@ -1,6 +1,7 @@
 """fetch -> train -> evaluate -> predict through the CLI on the other source formats: CIFAR-100 python data with
 fine and coarse labels, CIFAR-10 python data, an image folder with a broken image, a Kaggle dataset (loopback
 fake); and the ways they fail: a truncated archive, a malicious pickle, an ambiguous folder, submitting."""
+
 import csv
 import pickle
 import subprocess
@@ -17,8 +18,20 @@ from kagglecifar import cache
 from kagglecifar.checkpoint import load_model
 
 N_TRAIN, N_TEST = 200, 40  # CIFAR-100: two training images per class (labels cycle through all 100)
-TINY = ("--preset", "cpu", "--epochs", "1", "--batch-size", "32", "--augment", "none", "--device", "cpu",
-        "--workers", "0")
+TINY = (
+    "--preset",
+    "cpu",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "32",
+    "--augment",
+    "none",
+    "--device",
+    "cpu",
+    "--workers",
+    "0",
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,8 +76,9 @@ def test_cifar100_fine_labels_end_to_end(run_cli, cifar100, tmp_path):
     assert test.classes == fine_names() and test.manifest["labelled"] and test.manifest["format"] == "cifar-python"
     np.testing.assert_array_equal(test.labels, truth["test"]["labels"])
 
-    code, out, err = run_cli("train", "mlp", *TINY, "--val-fraction", "0.5", "--data-dir", data, "--runs-dir", runs,
-                             "--name", "fine")
+    code, out, err = run_cli(
+        "train", "mlp", *TINY, "--val-fraction", "0.5", "--data-dir", data, "--runs-dir", runs, "--name", "fine"
+    )
     assert code == 0, err
     run = runs / "fine"
     assert load_model(run / "best.pt", torch.device("cpu"))[0](torch.rand(2, 3, 32, 32)).shape == (2, 100)
@@ -134,8 +148,18 @@ def test_cifar100_coarse_labels_rebuild_the_cache_and_up_to_date_sources_are_ski
     accuracy = (predicted == truth["test"]["coarse"]).mean()
     assert f"{N_TEST} test images, accuracy none {accuracy:.2%}" in out
     assert "Super-classes" not in out and "coarse19" in out  # 20 classes: every one in the table
-    code, out, err = run_cli("predict", runs / "coarse", "--data-dir", data, "--tta", "none", "--device", "cpu",
-                             "--out", tmp_path / "coarse.csv")
+    code, out, err = run_cli(
+        "predict",
+        runs / "coarse",
+        "--data-dir",
+        data,
+        "--tta",
+        "none",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "coarse.csv",
+    )
     assert code == 0, err
     assert read_rows(tmp_path / "coarse.csv")[1:] == [[str(i + 1), coarse_names()[p]] for i, p in enumerate(predicted)]
 
@@ -159,20 +183,23 @@ def test_image_folder_with_a_broken_image_end_to_end(run_cli, tmp_path):
     assert "\r" not in out + err  # off a terminal: no progress-bar frames in a log file
     assert cache.load_split(data, "train").bad.sum() == 1
 
-    code, out, err = run_cli("train", "mlp", *TINY, "--val-fraction", "0.25", "--data-dir", data, "--runs-dir", runs,
-                             "--name", "pets")
+    code, out, err = run_cli(
+        "train", "mlp", *TINY, "--val-fraction", "0.25", "--data-dir", data, "--runs-dir", runs, "--name", "pets"
+    )
     assert code == 0, err
     code, out, err = run_cli("evaluate", runs / "pets", "--data-dir", data, "--tta", "none")
     assert code == 0 and "test images" not in out and "validation images" in out, err  # the test is unlabelled
 
-    code, out, err = run_cli("predict", runs / "pets", "--data-dir", data, "--tta", "none", "--device", "cpu",
-                             "--out", tmp_path / "pets.csv")
+    code, out, err = run_cli(
+        "predict", runs / "pets", "--data-dir", data, "--tta", "none", "--device", "cpu", "--out", tmp_path / "pets.csv"
+    )
     assert code == 0 and "1 undecodable ids" in out, err
     rows = read_rows(tmp_path / "pets.csv")
     predicted, classes = model_predictions(runs / "pets", images[[1, 0, 2]])  # ids follow the sorted file names
     assert rows[0] == ["id", "label", "file"]
-    assert rows[1:4] == [[str(i + 1), classes[p], f"test/{n}"] for i, (p, n) in
-                         enumerate(zip(predicted, ["a.jpg", "b.png", "c,d.png"]))]
+    assert rows[1:4] == [
+        [str(i + 1), classes[p], f"test/{n}"] for i, (p, n) in enumerate(zip(predicted, ["a.jpg", "b.png", "c,d.png"]))
+    ]
     assert rows[4][0::2] == ["4", "test/zz.png"] and rows[4][1] in classes
     assert (tmp_path / "pets.bad-ids.txt").read_text().splitlines()[1:] == ["4"]
 
@@ -185,8 +212,21 @@ def test_image_folder_with_a_broken_image_end_to_end(run_cli, tmp_path):
     assert "(up to date)" in run_cli("fetch", "--from-dir", root, "--data-dir", data)[1]
     code, out, err = run_cli("predict", runs / "pets", "--data-dir", data, "--out", tmp_path / "none.csv")
     one_line_error(code, err, "no test split (the image-folder source has no test images); nothing to predict")
-    code, out, err = run_cli("run", "mlp", "--preset", "cpu", "--from-dir", root, "--no-submit", "--data-dir", data,
-                             "--runs-dir", runs, "--submissions-dir", tmp_path / "submissions")
+    code, out, err = run_cli(
+        "run",
+        "mlp",
+        "--preset",
+        "cpu",
+        "--from-dir",
+        root,
+        "--no-submit",
+        "--data-dir",
+        data,
+        "--runs-dir",
+        runs,
+        "--submissions-dir",
+        tmp_path / "submissions",
+    )
     assert code == 0 and "nothing to predict: the image-folder source has no test images" in out, err
     assert "1 of 4 stages ran (train)" in out
 
@@ -239,10 +279,14 @@ def test_format_is_recognised_or_forced_and_options_that_do_not_apply_are_refuse
         (("--format", "zip"), "--format zip: choose from competition, cifar-python, image-folder"),
     ]:
         one_line_error(*run_cli("fetch", "--from-dir", mixed, "--data-dir", data, *args)[::2], message)
-    one_line_error(*run_cli("fetch", "--format", "cifar-python", "--data-dir", data)[::2],
-                   "give --from-dir PATH or --dataset OWNER/NAME")
-    one_line_error(*run_cli("fetch", "--from-dir", mixed, "--dataset", "a/b", "--data-dir", data)[::2],
-                   "--from-dir and --dataset: give one of them")
+    one_line_error(
+        *run_cli("fetch", "--format", "cifar-python", "--data-dir", data)[::2],
+        "give --from-dir PATH or --dataset OWNER/NAME",
+    )
+    one_line_error(
+        *run_cli("fetch", "--from-dir", mixed, "--dataset", "a/b", "--data-dir", data)[::2],
+        "--from-dir and --dataset: give one of them",
+    )
 
 
 def test_a_kaggle_dataset_is_downloaded_into_the_data_folder_then_skipped(run_cli, cifar100, tmp_path, monkeypatch):
@@ -279,6 +323,7 @@ def test_run_takes_other_data_with_no_submit_and_refuses_to_submit_it(run_cli, t
 
 # ---- stage details -------------------------------------------------------------------------------
 
+
 def test_training_needs_labels_and_two_classes_and_keeps_every_class_trainable(run_cli, tmp_path, capsys):
     from kagglecifar.data.loading import split_rows
 
@@ -294,10 +339,27 @@ def test_training_needs_labels_and_two_classes_and_keeps_every_class_trainable(r
     train_rows, val_rows = split_rows(labels, 0.6, seed=0)
     assert sorted(set(labels[train_rows])) == [0, 1, 2] and list(labels[val_rows]).count(1) == 0
     assert list(labels[val_rows]).count(0) == 2 and list(labels[val_rows]).count(2) == 1
-    cache.write_split(tmp_path / "small", "train", np.zeros((7, 32, 32, 3), np.uint8), range(1, 8),
-                      ["big", "tiny", "pair"], labels=labels)
-    code, out, err = run_cli("train", "mlp", *TINY, "--batch-size", "2", "--val-fraction", "0.6", "--data-dir",
-                             tmp_path / "small", "--runs-dir", tmp_path / "runs")
+    cache.write_split(
+        tmp_path / "small",
+        "train",
+        np.zeros((7, 32, 32, 3), np.uint8),
+        range(1, 8),
+        ["big", "tiny", "pair"],
+        labels=labels,
+    )
+    code, out, err = run_cli(
+        "train",
+        "mlp",
+        *TINY,
+        "--batch-size",
+        "2",
+        "--val-fraction",
+        "0.6",
+        "--data-dir",
+        tmp_path / "small",
+        "--runs-dir",
+        tmp_path / "runs",
+    )
     assert code == 0, err
     assert "1 of 3 classes have too few images for a validation share of 0.6 (e.g. tiny)" in err
 
@@ -308,8 +370,19 @@ def test_classes_without_a_super_class_and_without_images_are_shown_as_such(run_
     data = tmp_path / "data"
     assert run_cli("fetch", "--from-dir", source, "--data-dir", data)[0] == 0
     assert cache.read_manifest(data, "train")["fine_to_coarse"].count(-1) == n_unseen > 0
-    code, out, err = run_cli("train", "mlp", *TINY, "--val-fraction", "0.5", "--data-dir", data, "--runs-dir",
-                             tmp_path / "runs", "--name", "r")
+    code, out, err = run_cli(
+        "train",
+        "mlp",
+        *TINY,
+        "--val-fraction",
+        "0.5",
+        "--data-dir",
+        data,
+        "--runs-dir",
+        tmp_path / "runs",
+        "--name",
+        "r",
+    )
     assert code == 0, err
     code, out, err = run_cli("evaluate", tmp_path / "runs" / "r", "--data-dir", data, "--tta", "none")
     assert code == 0, err
@@ -328,8 +401,11 @@ def test_predictions_of_other_data_are_checked_before_they_are_written(tmp_path)
 
     path = write_predictions_csv(tmp_path / "p.csv", [3, 1, 2], ["b", "a", "b"], ["a", "b"], ["x.png", "y,1.png", "z"])
     assert read_rows(path) == [["id", "label", "file"], ["1", "a", "y,1.png"], ["2", "b", "z"], ["3", "b", "x.png"]]
-    with pytest.raises(KaggleCifarError, match=r"p2.csv: refusing to write invalid predictions: line 2: unknown "
-                                               r"label 'c'; expected one of a, b"):
+    with pytest.raises(
+        KaggleCifarError,
+        match=r"p2.csv: refusing to write invalid predictions: line 2: unknown "
+        r"label 'c'; expected one of a, b",
+    ):
         write_predictions_csv(tmp_path / "p2.csv", [1, 2], ["c", "a"], ["a", "b"])
     with pytest.raises(KaggleCifarError, match="id 1 again"):
         write_predictions_csv(tmp_path / "p2.csv", [1, 1], ["a", "a"], ["a", "b"])
@@ -362,8 +438,12 @@ def test_a_run_trained_on_other_classes_is_refused_by_predict(run_cli, tmp_path)
     assert code == 0, err
     assert run_cli("fetch", "--from-dir", cifar100, "--data-dir", data)[0] == 0
     code, out, err = run_cli("predict", tmp_path / "runs" / "r", "--data-dir", data, "--out", tmp_path / "p.csv")
-    one_line_error(code, err, "trained on 10 classes (airplane, automobile, bird, cat, deer, ...), the test cache",
-                   "has 100 (fine00, fine01, fine02, fine03, fine04, ...)")
+    one_line_error(
+        code,
+        err,
+        "trained on 10 classes (airplane, automobile, bird, cat, deer, ...), the test cache",
+        "has 100 (fine00, fine01, fine02, fine03, fine04, ...)",
+    )
     assert not (tmp_path / "p.csv").exists()
 
 

@@ -91,8 +91,13 @@ def test_check_submission_names_file_and_first_problems(tmp_path, sample):
 
 def test_write_submission_follows_sample_order_and_validates(tmp_path, sample):
     sample.write_text("id,label\n" + "".join(f"{i},cat\n" for i in (4, 2, 6, 1, 5, 3)))
-    out = write_submission(tmp_path / "subs" / "a.csv", [1, 2, 3, 4, 5, 6, 7],
-                           ["cat", "dog", "frog", "ship", "truck", "bird", "horse"], sample, CLASSES)
+    out = write_submission(
+        tmp_path / "subs" / "a.csv",
+        [1, 2, 3, 4, 5, 6, 7],
+        ["cat", "dog", "frog", "ship", "truck", "bird", "horse"],
+        sample,
+        CLASSES,
+    )
     assert out.read_text() == "id,label\n4,ship\n2,dog\n6,bird\n1,cat\n5,truck\n3,frog\n"
     assert os.listdir(out.parent) == ["a.csv"]
 

@@ -1,4 +1,5 @@
 """`kagglecifar submit / submissions / leaderboard` end to end through the real kaggle client and the loopback fake."""
+
 import os
 
 import pytest

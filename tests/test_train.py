@@ -1,4 +1,5 @@
 """Training: data split and loader, the loop, run folders, resume, time budget, Ctrl-C, DDP, errors."""
+
 import json
 import os
 import signal
@@ -30,8 +31,9 @@ def make_cache(data_dir, count=200, noise=25, seed=0):
     images = np.clip(colours[labels][:, None, None, :] + rng.normal(0, noise, (count, 32, 32, 3)), 0, 255)
     bad = np.isin(np.arange(count), BAD_ROWS)
     images[bad] = 0
-    cache.write_split(data_dir, "train", images.astype(np.uint8), np.arange(1, count + 1), CLASSES,
-                      labels=labels, bad=bad)
+    cache.write_split(
+        data_dir, "train", images.astype(np.uint8), np.arange(1, count + 1), CLASSES, labels=labels, bad=bad
+    )
     return data_dir
 
 
@@ -44,13 +46,28 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_config(data_dir, runs_dir, **options):
-    values = dict(model="mlp", epochs=2, batch_size=32, lr=0.05, momentum=0.9, schedule="onecycle", warmup_epochs=0.5,
-                  label_smoothing=0.1, lookahead=False, alternate_flip=False, augment="standard", workers=0,
-                  device="cpu", data_dir=data_dir, runs_dir=runs_dir)
+    values = dict(
+        model="mlp",
+        epochs=2,
+        batch_size=32,
+        lr=0.05,
+        momentum=0.9,
+        schedule="onecycle",
+        warmup_epochs=0.5,
+        label_smoothing=0.1,
+        lookahead=False,
+        alternate_flip=False,
+        augment="standard",
+        workers=0,
+        device="cpu",
+        data_dir=data_dir,
+        runs_dir=runs_dir,
+    )
     return make_config(preset="cpu", **{**values, **options})
 
 
 # ---- data ----------------------------------------------------------------------------------------
+
 
 def test_split_is_stratified_seeded_and_leaves_out_bad_images(data_dir):
     data = load_train_data(data_dir, 0.1, seed=0)
@@ -77,8 +94,9 @@ def test_loader_batches_depend_only_on_seed_and_epoch():
     labels = np.arange(100)  # row numbers, to see which rows a batch holds
     loader = TrainLoader(images, labels, augment="standard", batch_size=16, seed=1, workers=0)
     epoch3 = batches(loader, 3)
-    assert len(epoch3) == len(loader) == 6 and all(x.dtype == torch.uint8 and x.shape == (16, 32, 32, 3)
-                                                   for x, _ in epoch3)
+    assert len(epoch3) == len(loader) == 6 and all(
+        x.dtype == torch.uint8 and x.shape == (16, 32, 32, 3) for x, _ in epoch3
+    )
     with_workers = TrainLoader(images, labels, augment="standard", batch_size=16, seed=1, workers=2)
     for (x, y), (x2, y2) in zip(epoch3, batches(with_workers, 3), strict=True):
         assert torch.equal(x, x2) and torch.equal(y, y2)
@@ -86,8 +104,17 @@ def test_loader_batches_depend_only_on_seed_and_epoch():
         assert torch.equal(x, x2) and torch.equal(y, y2)
     assert not torch.equal(batches(loader, 4)[0][1], epoch3[0][1])
     # DDP shards: disjoint rows, together the whole epoch.
-    shards = [torch.cat([y for _, y in batches(TrainLoader(images, labels, augment="none", batch_size=10, seed=1,
-                                                           rank=rank, world_size=2), 3)]) for rank in (0, 1)]
+    shards = [
+        torch.cat(
+            [
+                y
+                for _, y in batches(
+                    TrainLoader(images, labels, augment="none", batch_size=10, seed=1, rank=rank, world_size=2), 3
+                )
+            ]
+        )
+        for rank in (0, 1)
+    ]
     assert not set(shards[0].tolist()) & set(shards[1].tolist())
     assert sorted(shards[0].tolist() + shards[1].tolist()) == list(range(100))
 
@@ -101,13 +128,25 @@ def test_model_input_is_float_nchw_in_unit_range():
 
 # ---- the training loop -----------------------------------------------------------------------------
 
+
 def test_a_model_overfits_a_small_batch(tmp_path):
     rng = np.random.default_rng(1)
     data_dir = tmp_path / "noise"  # random images with random labels: only memorising fits them
-    cache.write_split(data_dir, "train", rng.integers(0, 256, (32, 32, 32, 3)), np.arange(32), CLASSES,
-                      labels=rng.integers(0, 10, 32))
-    result = train(small_config(data_dir, tmp_path / "runs", epochs=40, batch_size=16, augment="none",
-                                val_fraction=0.0, label_smoothing=0.0, weight_decay=0.0))
+    cache.write_split(
+        data_dir, "train", rng.integers(0, 256, (32, 32, 32, 3)), np.arange(32), CLASSES, labels=rng.integers(0, 10, 32)
+    )
+    result = train(
+        small_config(
+            data_dir,
+            tmp_path / "runs",
+            epochs=40,
+            batch_size=16,
+            augment="none",
+            val_fraction=0.0,
+            label_smoothing=0.0,
+            weight_decay=0.0,
+        )
+    )
     rows = load_checkpoint(result.run_dir / "last.pt")["train_state"]["progress"]["metrics"]
     assert rows[-1]["train_acc"] == 1.0
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] / 10
@@ -115,9 +154,33 @@ def test_a_model_overfits_a_small_batch(tmp_path):
 
 
 def test_cli_train_writes_a_complete_run_folder(data_dir, tmp_path, run_cli):
-    code, out, err = run_cli("train", "resnet18", "--width", "0.125", "--preset", "cpu", "--epochs", "2",
-                             "--batch-size", "32", "--lr", "0.05", "--ema", "--ema-decay", "0.9", "--workers", "0",
-                             "--device", "cpu", "--name", "tiny", "--data-dir", data_dir, "--runs-dir", tmp_path)
+    code, out, err = run_cli(
+        "train",
+        "resnet18",
+        "--width",
+        "0.125",
+        "--preset",
+        "cpu",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.05",
+        "--ema",
+        "--ema-decay",
+        "0.9",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--name",
+        "tiny",
+        "--data-dir",
+        data_dir,
+        "--runs-dir",
+        tmp_path,
+    )
     assert code == 0, err
     run = tmp_path / "tiny"
     assert out.strip().splitlines()[-1].startswith("train: best val accuracy") and str(run) in out
@@ -135,8 +198,9 @@ def test_cli_train_writes_a_complete_run_folder(data_dir, tmp_path, run_cli):
     best = load_checkpoint(run / "best.pt")  # weights_only=True
     last = load_checkpoint(run / "last.pt")
     for checkpoint in (best, last):
-        assert {"model", "model_kwargs", "classes", "state_dict", "val_ids", "epoch", "val_accuracy",
-                "config"} <= set(checkpoint)
+        assert {"model", "model_kwargs", "classes", "state_dict", "val_ids", "epoch", "val_accuracy", "config"} <= set(
+            checkpoint
+        )
     assert best["model_kwargs"] == {"width": 0.125} and best["classes"] == CLASSES
     assert best["val_ids"] == load_train_data(data_dir, 0.1, seed=0).val_ids.tolist()
     assert last["epoch"] == 2 and {"optimizer", "rng", "progress", "model_state"} <= set(last["train_state"])
@@ -183,8 +247,14 @@ class StoppingLoader:
 
     def __init__(self, images, labels, config, at, action):
         recipe = config.recipe
-        self.loader, _ = choose_loader(images, labels, augment=recipe.augment, batch_size=recipe.batch_size,
-                                       seed=recipe.seed, alternate_flip=recipe.alternate_flip)
+        self.loader, _ = choose_loader(
+            images,
+            labels,
+            augment=recipe.augment,
+            batch_size=recipe.batch_size,
+            seed=recipe.seed,
+            alternate_flip=recipe.alternate_flip,
+        )
         self.at, self.action = at, action
 
     def __len__(self):
@@ -238,13 +308,39 @@ def test_ctrl_c_saves_last_and_resumes_identically(data_dir, tmp_path, straight_
 
 # ---- several processes ---------------------------------------------------------------------------
 
+
 def test_ddp_two_cpu_processes_train_in_sync(data_dir, tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "kagglecifar", "train", "mlp", "--preset", "cpu", "--epochs", "2", "--batch-size", "32",
-               "--workers", "0", "--device", "cpu", "--name", "ddp", "--data-dir", str(data_dir),
-               "--runs-dir", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "kagglecifar",
+        "train",
+        "mlp",
+        "--preset",
+        "cpu",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--name",
+        "ddp",
+        "--data-dir",
+        str(data_dir),
+        "--runs-dir",
+        str(tmp_path),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     # Each rank checks at the end that its weights equal every other rank's, and fails otherwise.
     assert done.returncode == 0, done.stderr[-3000:]
     assert "terminate called" not in done.stderr and "has NOT been destroyed" not in done.stderr
@@ -264,12 +360,41 @@ def test_ddp_trains_airbench_past_the_epoch_its_stem_bias_freezes(data_dir, tmp_
     from kagglecifar.models.airbench import WHITEN_BIAS_EPOCHS
 
     epochs = WHITEN_BIAS_EPOCHS + 1
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "kagglecifar", "train", "airbench94", "--preset", "cpu", "--width", "0.125", "--epochs",
-               str(epochs), "--batch-size", "32", "--lr", "0.2", "--workers", "0", "--device", "cpu",
-               "--name", "ddp", "--data-dir", str(data_dir), "--runs-dir", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "kagglecifar",
+        "train",
+        "airbench94",
+        "--preset",
+        "cpu",
+        "--width",
+        "0.125",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--name",
+        "ddp",
+        "--data-dir",
+        str(data_dir),
+        "--runs-dir",
+        str(tmp_path),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stderr[-3000:]  # each rank also checks its weights equal the others'
     assert len(load_checkpoint(tmp_path / "ddp" / "last.pt")["train_state"]["progress"]["metrics"]) == epochs
 
@@ -292,8 +417,11 @@ def test_process_group_outlives_everything_the_training_built(monkeypatch):
     monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: events.append("init"))
     monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
     monkeypatch.setattr(torch.distributed, "barrier", lambda: events.append("barrier"))
-    monkeypatch.setattr(torch.distributed, "destroy_process_group",
-                        lambda: events.append(f"destroy, body's objects alive: {built[0]() is not None}"))
+    monkeypatch.setattr(
+        torch.distributed,
+        "destroy_process_group",
+        lambda: events.append(f"destroy, body's objects alive: {built[0]() is not None}"),
+    )
     gc.disable()
     try:
         with runtime.distributed(torch.device("cpu"), batch_size=8):
@@ -305,28 +433,34 @@ def test_process_group_outlives_everything_the_training_built(monkeypatch):
 
 # ---- errors -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args,message", [
-    (["nosuchmodel"], "unknown model 'nosuchmodel'"),
-    (["mlp", "--epochs", "-1"], "--epochs -1: must be at least 1"),
-    (["mlp", "--val-fraction", "1"], "--val-fraction 1.0: must be in [0, 1)"),
-    (["mlp", "--augment", "strng"], "--augment strng: not a preset"),
-    (["mlp", "--optimizer", "lion"], "--optimizer lion: choose sgd, adamw or muon"),
-    (["mlp", "--preset", "tpu"], "--preset tpu: unknown preset"),
-    (["mlp", "--resume", "nope"], "--resume nope: no such run"),
-    (["mlp", "--name", "straight"], "already exists; continue it with --resume straight"),
-    (["--resume", "straight", "--epochs", "9"], "cannot change --epochs"),
-])
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["nosuchmodel"], "unknown model 'nosuchmodel'"),
+        (["mlp", "--epochs", "-1"], "--epochs -1: must be at least 1"),
+        (["mlp", "--val-fraction", "1"], "--val-fraction 1.0: must be in [0, 1)"),
+        (["mlp", "--augment", "strng"], "--augment strng: not a preset"),
+        (["mlp", "--optimizer", "lion"], "--optimizer lion: choose sgd, adamw or muon"),
+        (["mlp", "--preset", "tpu"], "--preset tpu: unknown preset"),
+        (["mlp", "--resume", "nope"], "--resume nope: no such run"),
+        (["mlp", "--name", "straight"], "already exists; continue it with --resume straight"),
+        (["--resume", "straight", "--epochs", "9"], "cannot change --epochs"),
+    ],
+)
 def test_bad_options_give_one_clear_line(data_dir, straight_run, run_cli, args, message):
-    code, out, err = run_cli("train", *args, "--device", "cpu", "--data-dir", data_dir,
-                             "--runs-dir", straight_run.parent)
+    code, out, err = run_cli(
+        "train", *args, "--device", "cpu", "--data-dir", data_dir, "--runs-dir", straight_run.parent
+    )
     assert code == 1
     assert err.strip().splitlines() == [f"kagglecifar: error: {err.strip().split('error: ', 1)[1]}"]
     assert message in err
 
 
 def test_missing_cache_and_missing_cuda_are_clear(tmp_path, run_cli):
-    code, _, err = run_cli("train", "mlp", "--device", "cpu", "--data-dir", tmp_path / "empty",
-                           "--runs-dir", tmp_path / "runs")
+    code, _, err = run_cli(
+        "train", "mlp", "--device", "cpu", "--data-dir", tmp_path / "empty", "--runs-dir", tmp_path / "runs"
+    )
     assert code == 1 and "no train cache here; run `kagglecifar fetch` first" in err
     if not torch.cuda.is_available():
         code, _, err = run_cli("train", "mlp", "--device", "cuda", "--data-dir", tmp_path)
@@ -338,14 +472,19 @@ def test_checkpoints_rebuild_pretrained_models_without_downloading_weights(tmp_p
     config = make_config("resnet50-imagenet", "cpu", freeze_stages=2)
     assert config.model_kwargs() == {"freeze_stages": 2}
     weights = models.create_model("resnet50-imagenet", num_classes=10, weights=None, **config.model_kwargs())
-    payload = {"model": "resnet50-imagenet", "model_kwargs": config.model_kwargs(), "classes": CLASSES,
-               "state_dict": weights.state_dict()}
+    payload = {
+        "model": "resnet50-imagenet",
+        "model_kwargs": config.model_kwargs(),
+        "classes": CLASSES,
+        "state_dict": weights.state_dict(),
+    }
     model = build_model(payload)  # would fail if it tried to download the ImageNet weights
     assert model(torch.rand(1, 3, 32, 32)).shape == (1, 10)
     assert make_config("simplecnn", "cpu").model_kwargs() == {}
 
 
 # ---- configuration: presets, recipe files, --set, --help ------------------------------------------
+
 
 def test_layers_apply_in_order_and_the_saved_config_trains_the_same_run_again(data_dir, tmp_path, run_cli):
     from kagglecifar.config import preset_values
@@ -356,8 +495,23 @@ def test_layers_apply_in_order_and_the_saved_config_trains_the_same_run_again(da
     assert (config.recipe.model, config.recipe.epochs, config.recipe.lr, config.recipe.seed) == ("mlp", 1, 0.25, 3)
     assert config.recipe.schedule == preset_values("cpu")["schedule"]  # from the preset: the file does not set it
     assert config.session.device == "cpu"  # from --set
-    code, _, err = run_cli("train", "--preset", "cpu", "--config", recipe, "--set", "seed=3", "--name", "first",
-                           "--device", "cpu", "--data-dir", data_dir, "--runs-dir", tmp_path / "runs")
+    code, _, err = run_cli(
+        "train",
+        "--preset",
+        "cpu",
+        "--config",
+        recipe,
+        "--set",
+        "seed=3",
+        "--name",
+        "first",
+        "--device",
+        "cpu",
+        "--data-dir",
+        data_dir,
+        "--runs-dir",
+        tmp_path / "runs",
+    )
     assert code == 0, err
     saved = tmp_path / "runs" / "first" / "config.yaml"
     code, _, err = run_cli("train", "--config", saved, "--name", "again", "--runs-dir", tmp_path / "runs")
@@ -369,15 +523,18 @@ def test_layers_apply_in_order_and_the_saved_config_trains_the_same_run_again(da
         assert torch.equal(first["state_dict"][key], second["state_dict"][key]), key
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--set", "lr"], "--set lr: expected key=value"),
-    (["--set", "nosuch=1"], "unknown train option 'nosuch'"),
-    (["--set", "epochs=two"], "--set epochs=two: expected an integer"),
-    (["--set", "ema=maybe"], "--set ema=maybe: expected true or false"),
-    (["--config", "missing.yaml"], "--config missing.yaml: no such recipe file"),
-    (["--name", ".."], "--name '..': a run name is one plain folder name"),
-    (["--name", "a/b"], "--name 'a/b': a run name is one plain folder name"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--set", "lr"], "--set lr: expected key=value"),
+        (["--set", "nosuch=1"], "unknown train option 'nosuch'"),
+        (["--set", "epochs=two"], "--set epochs=two: expected an integer"),
+        (["--set", "ema=maybe"], "--set ema=maybe: expected true or false"),
+        (["--config", "missing.yaml"], "--config missing.yaml: no such recipe file"),
+        (["--name", ".."], "--name '..': a run name is one plain folder name"),
+        (["--name", "a/b"], "--name 'a/b': a run name is one plain folder name"),
+    ],
+)
 def test_bad_recipe_values_give_one_clear_line(tmp_path, run_cli, args, message):
     code, _, err = run_cli("train", "mlp", "--preset", "cpu", "--device", "cpu", *args, "--data-dir", tmp_path)
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
@@ -390,13 +547,14 @@ def test_help_shows_real_defaults_and_each_presets_value(run_cli):
     assert code == 0
     others = [f"{p} preset: {preset_values(p)['epochs']}" for p in preset_names() if preset_values(p)["epochs"] != 40]
     flat = " ".join(out.split())
-    epochs = flat[flat.index("--epochs INT"):]
-    assert epochs[:epochs.index("]")].endswith(f"[default: (40; {'; '.join(others)})")
+    epochs = flat[flat.index("--epochs INT") :]
+    assert epochs[: epochs.index("]")].endswith(f"[default: (40; {'; '.join(others)})")
     assert "--ema / --no-ema" in flat and "<bool>" not in flat
     assert "Examples:" in out and "kagglecifar train --resume" in out
 
 
 # ---- what a careful user runs into ------------------------------------------------------------------
+
 
 class Payload:
     def __reduce__(self):
@@ -412,16 +570,36 @@ def test_a_malicious_checkpoint_is_refused_in_one_line_without_running_it(tmp_pa
     code, _, err = run_cli("evaluate", path, "--data-dir", tmp_path)
     assert code == 1 and err.strip().splitlines() == [
         f"kagglecifar: error: {path}: not a safe checkpoint (it holds objects other than tensors and plain data); "
-        "it will not be loaded"]
+        "it will not be loaded"
+    ]
     assert "weights_only" not in err and not os.path.exists(marker)
 
 
 def test_training_logged_to_a_file_writes_one_line_per_epoch_and_no_bar_frames(data_dir, tmp_path):
-    command = [sys.executable, "-m", "kagglecifar", "train", "mlp", "--preset", "cpu", "--epochs", "2",
-               "--batch-size", "32", "--device", "cpu", "--name", "logged", "--data-dir", str(data_dir),
-               "--runs-dir", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "kagglecifar",
+        "train",
+        "mlp",
+        "--preset",
+        "cpu",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--device",
+        "cpu",
+        "--name",
+        "logged",
+        "--data-dir",
+        str(data_dir),
+        "--runs-dir",
+        str(tmp_path),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stderr
     epochs = [line for line in done.stderr.splitlines() if line.startswith("epoch ")]
@@ -444,16 +622,40 @@ def test_an_unwritable_runs_folder_is_one_clear_line(data_dir, tmp_path, run_cli
     else:
         runs.write_text("a file where the runs folder should be")
         expected = str(runs)
-    code, _, err = run_cli("train", "mlp", "--preset", "cpu", "--device", "cpu", "--epochs", "1",
-                           "--data-dir", data_dir, "--runs-dir", runs)
+    code, _, err = run_cli(
+        "train",
+        "mlp",
+        "--preset",
+        "cpu",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--data-dir",
+        data_dir,
+        "--runs-dir",
+        runs,
+    )
     errors = [line for line in err.splitlines() if line.startswith("kagglecifar: error:")]
     assert code == 1 and len(errors) == 1 and expected in errors[0] and err.strip().endswith(errors[0]), err
 
 
 # ---- the airbench recipe's parts in the trainer -----------------------------------------------------
 
-AIRBENCH = dict(model="airbench94", width=0.125, epochs=2, batch_size=32, lr=0.2, momentum=0.85, schedule="triangle",
-                lookahead=True, alternate_flip=True, label_smoothing=0.2, weight_decay=5e-4, augment="standard")
+AIRBENCH = dict(
+    model="airbench94",
+    width=0.125,
+    epochs=2,
+    batch_size=32,
+    lr=0.2,
+    momentum=0.85,
+    schedule="triangle",
+    lookahead=True,
+    alternate_flip=True,
+    label_smoothing=0.2,
+    weight_decay=5e-4,
+    augment="standard",
+)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "muon"])

@@ -1,5 +1,6 @@
 """`kagglecifar tune`: search spaces, a pruned search, best.yaml retrained, a killed search resumed, two worker
 processes sharing one SQLite study, and the errors."""
+
 import os
 import signal
 import subprocess
@@ -45,6 +46,7 @@ def load(tune_dir, name):
 
 # ---- a search with pruning, its outputs, and best.yaml trained again -----------------------------------
 
+
 @pytest.fixture(scope="module")
 def searched(data_dir, tmp_path_factory):
     """Three trials through the real median pruner: two that learn, then one that cannot (lr 1e-9)."""
@@ -56,8 +58,19 @@ def searched(data_dir, tmp_path_factory):
     for lr in (0.01, 0.02, 1e-9):  # the queue fixes the order; the sampler would not
         queued.enqueue_trial({"lr": lr})
     said = []
-    result = tune.tune("mlp", preset="cpu", sets=SETS, space_file=write_space(root / "space.yaml"), trials=3,
-                       pruner="median", name="p", runs_dir=runs, data_dir=data_dir, device="cpu", echo=said.append)
+    result = tune.tune(
+        "mlp",
+        preset="cpu",
+        sets=SETS,
+        space_file=write_space(root / "space.yaml"),
+        trials=3,
+        pruner="median",
+        name="p",
+        runs_dir=runs,
+        data_dir=data_dir,
+        device="cpu",
+        echo=said.append,
+    )
     return result, runs, said
 
 
@@ -103,9 +116,18 @@ def test_a_trial_is_never_pruned_at_its_last_epoch(data_dir, tmp_path):
         queued.enqueue_trial({"lr": lr})
     (tmp_path / "tune-last").mkdir()
     (tmp_path / "study.db").rename(tmp_path / "tune-last" / "study.db")
-    result = tune.tune("mlp", preset="cpu", sets=[*SETS, "epochs=2"], space_file=write_space(tmp_path / "s.yaml"),
-                       trials=3, name="last", runs_dir=tmp_path, data_dir=data_dir, device="cpu",
-                       echo=lambda line: None)
+    result = tune.tune(
+        "mlp",
+        preset="cpu",
+        sets=[*SETS, "epochs=2"],
+        space_file=write_space(tmp_path / "s.yaml"),
+        trials=3,
+        name="last",
+        runs_dir=tmp_path,
+        data_dir=data_dir,
+        device="cpu",
+        echo=lambda line: None,
+    )
     trials = load(tmp_path / "tune-last", "last").trials
     assert [t.state for t in trials] == [STATES.COMPLETE] * 3 and result.counts["pruned"] == 0
     assert trials[2].value < min(t.value for t in trials[:2])
@@ -130,8 +152,17 @@ def test_outputs_table_csv_best_recipe_and_plots(searched):
 
 def test_best_recipe_trains_again_through_train_config(searched, data_dir, tmp_path, run_cli):
     result, runs, _ = searched
-    code, out, err = run_cli("train", "--config", runs / "tune-p" / "best.yaml", "--name", "again",
-                             "--data-dir", data_dir, "--runs-dir", tmp_path)
+    code, out, err = run_cli(
+        "train",
+        "--config",
+        runs / "tune-p" / "best.yaml",
+        "--name",
+        "again",
+        "--data-dir",
+        data_dir,
+        "--runs-dir",
+        tmp_path,
+    )
     assert code == 0, err
     trial = runs / "tune-p" / f"trial-{result.best_number:04d}"
     assert rundir.read_config(tmp_path / "again")["recipe"] == rundir.read_config(trial)["recipe"]
@@ -141,18 +172,49 @@ def test_best_recipe_trains_again_through_train_config(searched, data_dir, tmp_p
 
 def test_the_same_command_on_a_finished_search_trains_nothing_more(searched, data_dir):
     result, runs, _ = searched
-    again = tune.tune("mlp", preset="cpu", sets=SETS, space_file=write_space(runs.parent / "space.yaml"), trials=3,
-                      name="p", runs_dir=runs, data_dir=data_dir, device="cpu", echo=lambda line: None)
+    again = tune.tune(
+        "mlp",
+        preset="cpu",
+        sets=SETS,
+        space_file=write_space(runs.parent / "space.yaml"),
+        trials=3,
+        name="p",
+        runs_dir=runs,
+        data_dir=data_dir,
+        device="cpu",
+        echo=lambda line: None,
+    )
     assert again.counts == result.counts and len(load(runs / "tune-p", "p").trials) == 3
 
 
 # ---- resuming, sharing -------------------------------------------------------------------------------
 
+
 def tune_command(data_dir, runs, space_file, *options):
     base = [arg for setting in BASE for arg in ("--set", setting)]
-    return [sys.executable, "-m", "kagglecifar", "tune", "mlp", "--preset", "cpu", "--set", "batch_size=16",
-            "--set", "augment=none", *base, "--space", str(space_file), "--data-dir", str(data_dir), "--runs-dir",
-            str(runs), "--device", "cpu", *options]
+    return [
+        sys.executable,
+        "-m",
+        "kagglecifar",
+        "tune",
+        "mlp",
+        "--preset",
+        "cpu",
+        "--set",
+        "batch_size=16",
+        "--set",
+        "augment=none",
+        *base,
+        "--space",
+        str(space_file),
+        "--data-dir",
+        str(data_dir),
+        "--runs-dir",
+        str(runs),
+        "--device",
+        "cpu",
+        *options,
+    ]
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
@@ -164,8 +226,9 @@ def test_a_killed_search_continues_where_it_stopped(tmp_path):
     # Rates that always learn: with the default space's top (0.2) a sampled trial sometimes diverged and was
     # pruned, which this test (about kills, not sampling) must not depend on.
     space = write_space(tmp_path / "space.yaml", "lr: {low: 0.005, high: 0.05, log: true}\n")
-    command = tune_command(data_dir, tmp_path / "runs", space, "--set", "epochs=6",
-                           "--trials", "3", "--pruner", "none", "--name", "k")
+    command = tune_command(
+        data_dir, tmp_path / "runs", space, "--set", "epochs=6", "--trials", "3", "--pruner", "none", "--name", "k"
+    )
     tune_dir = tmp_path / "runs" / "tune-k"
     victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     try:
@@ -198,10 +261,20 @@ def test_a_killed_search_continues_where_it_stopped(tmp_path):
 @pytest.mark.slow
 def test_two_worker_processes_share_one_sqlite_study(data_dir, tmp_path):
     # A fresh study: both race to create the database, and both want the queued preset trial first.
-    command = tune_command(data_dir, tmp_path / "runs", write_space(tmp_path / "space.yaml"), "--set", "epochs=2",
-                           "--timeout", "5", "--name", "shared")
-    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-               for _ in range(2)]
+    command = tune_command(
+        data_dir,
+        tmp_path / "runs",
+        write_space(tmp_path / "space.yaml"),
+        "--set",
+        "epochs=2",
+        "--timeout",
+        "5",
+        "--name",
+        "shared",
+    )
+    workers = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV) for _ in range(2)
+    ]
     outputs = [worker.communicate(timeout=300) for worker in workers]
     for worker, (out, err) in zip(workers, outputs):
         assert worker.returncode == 0, err[-3000:]
@@ -225,12 +298,15 @@ def test_sqlite_workers_never_take_one_queued_trial_twice(tmp_path):
     study = optuna.create_study(study_name="q", storage=tune_storage.open_storage(url), direction="maximize")
     for i in range(15):
         study.enqueue_trial({"x": i})
-    script = ("import optuna\nfrom kagglecifar.tune import storage as tune_storage\n"
-              "optuna.logging.set_verbosity(optuna.logging.ERROR)\n"
-              f"study = optuna.load_study(study_name='q', storage=tune_storage.open_storage({url!r}))\n"
-              "study.optimize(lambda t: t.suggest_int('x', 0, 100), n_trials=10)\n")
-    workers = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env=ENV)
-               for _ in range(3)]
+    script = (
+        "import optuna\nfrom kagglecifar.tune import storage as tune_storage\n"
+        "optuna.logging.set_verbosity(optuna.logging.ERROR)\n"
+        f"study = optuna.load_study(study_name='q', storage=tune_storage.open_storage({url!r}))\n"
+        "study.optimize(lambda t: t.suggest_int('x', 0, 100), n_trials=10)\n"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env=ENV) for _ in range(3)
+    ]
     errors = [worker.communicate(timeout=300)[1] for worker in workers]
     assert [w.returncode for w in workers] == [0, 0, 0], errors
     trials = optuna.load_study(study_name="q", storage=url).trials
@@ -239,12 +315,14 @@ def test_sqlite_workers_never_take_one_queued_trial_twice(tmp_path):
 
 # ---- spaces and errors ---------------------------------------------------------------------------------
 
+
 def test_default_space_per_family_and_grid_points():
     assert space.default_space_path("simplecnn").name == "baselines.yaml"
     assert space.default_space_path("resnet18").name == "resnet.yaml"
     dimensions = {d.key: d for d in space.read_space(space.default_space_path("simplecnn"))}
-    assert {"lr", "weight_decay", "label_smoothing", "width", "dropout", "augment", "batch_size",
-            "epochs"} <= set(dimensions)
+    assert {"lr", "weight_decay", "label_smoothing", "width", "dropout", "augment", "batch_size", "epochs"} <= set(
+        dimensions
+    )
     assert dimensions["epochs"].kind is int and dimensions["epochs"].grid() == [4, 6, 8]
     assert dimensions["lr"].log and dimensions["lr"].grid()[1] == pytest.approx((0.01 * 0.3) ** 0.5)
     assert dimensions["augment"].grid() == ["none", "standard", "strong"]
@@ -261,10 +339,20 @@ def test_every_preset_s_own_recipe_lies_inside_its_model_s_default_space(preset)
 
 def test_a_base_recipe_outside_the_space_is_said_and_its_first_trial_sampled(data_dir, tmp_path):
     said = []
-    space_file = write_space(tmp_path / "s.yaml",
-                             "lr: {low: 0.01, high: 0.02}\nlabel_smoothing: {low: 0.0, high: 0.1}\n")
-    tune.tune("mlp", preset="cpu", sets=[*SETS, "epochs=1"], space_file=space_file, trials=1, runs_dir=tmp_path,
-              data_dir=data_dir, device="cpu", echo=said.append)
+    space_file = write_space(
+        tmp_path / "s.yaml", "lr: {low: 0.01, high: 0.02}\nlabel_smoothing: {low: 0.0, high: 0.1}\n"
+    )
+    tune.tune(
+        "mlp",
+        preset="cpu",
+        sets=[*SETS, "epochs=1"],
+        space_file=space_file,
+        trials=1,
+        runs_dir=tmp_path,
+        data_dir=data_dir,
+        device="cpu",
+        echo=said.append,
+    )
     assert "tune: the base recipe's lr 0.05 lies outside the space; its first trial samples it instead" in said
     (first,) = load(tmp_path / "tune-mlp", "mlp").trials
     assert 0.01 <= first.params["lr"] <= 0.02 and first.params["label_smoothing"] == 0.0  # SETS' value, inside
@@ -272,38 +360,69 @@ def test_a_base_recipe_outside_the_space_is_said_and_its_first_trial_sampled(dat
 
 def test_grid_sampler_runs_each_point_once(data_dir, tmp_path):
     space_file = write_space(tmp_path / "s.yaml", "lr: {choices: [0.01, 0.02]}\nepochs: {choices: [1]}\n")
-    result = tune.tune("mlp", preset="cpu", sets=SETS, space_file=space_file, sampler="grid", trials=5,
-                       runs_dir=tmp_path, data_dir=data_dir, device="cpu", echo=lambda line: None)
+    result = tune.tune(
+        "mlp",
+        preset="cpu",
+        sets=SETS,
+        space_file=space_file,
+        sampler="grid",
+        trials=5,
+        runs_dir=tmp_path,
+        data_dir=data_dir,
+        device="cpu",
+        echo=lambda line: None,
+    )
     trials = load(tmp_path / "tune-mlp", "mlp").trials
     assert result.counts["complete"] == 2 and sorted(t.params["lr"] for t in trials) == [0.01, 0.02]
 
 
-@pytest.mark.parametrize("text,message", [
-    ("lr: {low: 0.1, high: 0.01}", "lr: low (0.1) must be below high (0.01)"),
-    ("lr: {low: 0, high: 1, log: true}", "lr: a log range needs low > 0"),
-    ("device: {choices: [cpu]}", "device: not a searchable recipe option; choose from width, dropout"),
-    ("model: {choices: [mlp]}", "model: not a searchable recipe option"),
-    ("nosuch: {low: 1, high: 2}", "nosuch: not a searchable recipe option"),
-    ("augment: {low: 1, high: 2}", "augment: a str option takes {choices: [...]}"),
-    ("epochs: {choices: [two]}", "epochs: expected an integer"),
-    ("lr: {low: 0.1}", "lr: a range needs both low and high"),
-    ("lr: [0.1, 0.2]", "lr: expected {low: A, high: B} or {choices: [...]}"),
-    ("augment: {choices: [strng]}", "--augment strng: not a preset"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("lr: {low: 0.1, high: 0.01}", "lr: low (0.1) must be below high (0.01)"),
+        ("lr: {low: 0, high: 1, log: true}", "lr: a log range needs low > 0"),
+        ("device: {choices: [cpu]}", "device: not a searchable recipe option; choose from width, dropout"),
+        ("model: {choices: [mlp]}", "model: not a searchable recipe option"),
+        ("nosuch: {low: 1, high: 2}", "nosuch: not a searchable recipe option"),
+        ("augment: {low: 1, high: 2}", "augment: a str option takes {choices: [...]}"),
+        ("epochs: {choices: [two]}", "epochs: expected an integer"),
+        ("lr: {low: 0.1}", "lr: a range needs both low and high"),
+        ("lr: [0.1, 0.2]", "lr: expected {low: A, high: B} or {choices: [...]}"),
+        ("augment: {choices: [strng]}", "--augment strng: not a preset"),
+    ],
+)
 def test_bad_space_files_give_one_clear_line(tmp_path, run_cli, text, message):
-    code, _, err = run_cli("tune", "mlp", "--preset", "cpu", "--space", write_space(tmp_path / "s.yaml", text),
-                           "--trials", "1", "--device", "cpu", "--runs-dir", tmp_path / "runs")
+    code, _, err = run_cli(
+        "tune",
+        "mlp",
+        "--preset",
+        "cpu",
+        "--space",
+        write_space(tmp_path / "s.yaml", text),
+        "--trials",
+        "1",
+        "--device",
+        "cpu",
+        "--runs-dir",
+        tmp_path / "runs",
+    )
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--trials", "1", "--sampler", "cmaes"], "--sampler cmaes: choose tpe, random, grid"),
-    (["--trials", "1", "--pruner", "sha"], "--pruner sha: choose median, hyperband, none"),
-    ([], "give --trials N or --timeout SECONDS"),
-    (["--trials", "1", "--set", "val_fraction=0"], "trials are scored on the validation split"),
-    (["--trials", "1", "--storage", "postgresql://me:s3cret@db-host/optuna"], "--storage postgresql://me:***@db-host"),
-    (["--trials", "1", "--storage", "nonsense"], "--storage nonsense"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--trials", "1", "--sampler", "cmaes"], "--sampler cmaes: choose tpe, random, grid"),
+        (["--trials", "1", "--pruner", "sha"], "--pruner sha: choose median, hyperband, none"),
+        ([], "give --trials N or --timeout SECONDS"),
+        (["--trials", "1", "--set", "val_fraction=0"], "trials are scored on the validation split"),
+        (
+            ["--trials", "1", "--storage", "postgresql://me:s3cret@db-host/optuna"],
+            "--storage postgresql://me:***@db-host",
+        ),
+        (["--trials", "1", "--storage", "nonsense"], "--storage nonsense"),
+    ],
+)
 def test_bad_options_give_one_clear_line(tmp_path, run_cli, args, message):
     code, out, err = run_cli("tune", "mlp", "--preset", "cpu", "--device", "cpu", "--runs-dir", tmp_path, *args)
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
@@ -313,14 +432,33 @@ def test_bad_options_give_one_clear_line(tmp_path, run_cli, args, message):
 def test_a_study_refuses_another_base_recipe(searched, data_dir):
     _, runs, _ = searched
     with pytest.raises(KaggleCifarError, match="this study searches another recipe \\(differs in epochs\\)"):
-        tune.tune("mlp", preset="cpu", sets=[*SETS, "epochs=5"], space_file=write_space(runs.parent / "space.yaml"),
-                  trials=4, name="p", runs_dir=runs, data_dir=data_dir, device="cpu")
+        tune.tune(
+            "mlp",
+            preset="cpu",
+            sets=[*SETS, "epochs=5"],
+            space_file=write_space(runs.parent / "space.yaml"),
+            trials=4,
+            name="p",
+            runs_dir=runs,
+            data_dir=data_dir,
+            device="cpu",
+        )
 
 
 def test_a_diverged_trial_is_pruned_at_once_even_among_the_startup_trials(data_dir, tmp_path):
     space_file = write_space(tmp_path / "s.yaml", "lr: {choices: [1.0e+6]}\n")  # the loss overflows at once
-    result = tune.tune("mlp", preset="cpu", sets=SETS, space_file=space_file, trials=1, pruner="none",
-                       runs_dir=tmp_path, data_dir=data_dir, device="cpu", echo=lambda line: None)
+    result = tune.tune(
+        "mlp",
+        preset="cpu",
+        sets=SETS,
+        space_file=space_file,
+        trials=1,
+        pruner="none",
+        runs_dir=tmp_path,
+        data_dir=data_dir,
+        device="cpu",
+        echo=lambda line: None,
+    )
     (trial,) = load(tmp_path / "tune-mlp", "mlp").trials
     assert result.counts["pruned"] == 1 and trial.user_attrs["diverged"] and trial.user_attrs["epochs"] == 1
     assert "diverged" in (tmp_path / "tune-mlp" / "results.csv").read_text()

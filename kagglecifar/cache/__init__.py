@@ -7,19 +7,31 @@
 store: the format and reading it back; build: archives -> cache; archive: 7z reading; decode: PNG -> pixels;
 sources: the other source formats -> cache.
 """
+
 from kagglecifar.cache.store import (
-                                     CACHE_VERSION,
-                                     IMAGE_SHAPE,
-                                     SPLITS,
-                                     ImageSet,
-                                     SplitWriter,
-                                     is_complete,
-                                     labelled_classes,
-                                     load_split,
-                                     read_manifest,
-                                     split_dir,
-                                     write_split,
+    CACHE_VERSION,
+    IMAGE_SHAPE,
+    SPLITS,
+    ImageSet,
+    SplitWriter,
+    is_complete,
+    labelled_classes,
+    load_split,
+    read_manifest,
+    split_dir,
+    write_split,
 )
 
-__all__ = ["CACHE_VERSION", "IMAGE_SHAPE", "SPLITS", "ImageSet", "SplitWriter", "is_complete", "labelled_classes",
-           "load_split", "read_manifest", "split_dir", "write_split"]
+__all__ = [
+    "CACHE_VERSION",
+    "IMAGE_SHAPE",
+    "SPLITS",
+    "ImageSet",
+    "SplitWriter",
+    "is_complete",
+    "labelled_classes",
+    "load_split",
+    "read_manifest",
+    "split_dir",
+    "write_split",
+]

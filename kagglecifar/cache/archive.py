@@ -9,6 +9,7 @@ Both hand members on in batches through emit(buffer, starts, ends, rows, crcs): 
 buffer[starts[i]:ends[i]], bound for cache row rows[i] (-1: not an image), with the header's CRC32 crcs[i]
 still to be checked (None: already checked).
 """
+
 from __future__ import annotations
 
 import array
@@ -18,9 +19,9 @@ import os
 import re
 import stat
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import py7zr
@@ -63,9 +64,16 @@ def read_members(z: py7zr.SevenZipFile, archive: Path, split: str) -> Members:
     """Check every member of an archive py7zr opened and list the split's images."""
     files = list(z.files)  # z.list() would build a datetime per member: 5x slower
     data = [m for m in files if not m.emptystream]
-    return check_members(archive, split, [m.filename for m in files], [m.is_directory for m in files],
-                         [m.is_symlink for m in files], [m.emptystream for m in files],
-                         [m.uncompressed for m in data], [-1 if m.crc32 is None else m.crc32 for m in data])
+    return check_members(
+        archive,
+        split,
+        [m.filename for m in files],
+        [m.is_directory for m in files],
+        [m.is_symlink for m in files],
+        [m.emptystream for m in files],
+        [m.uncompressed for m in data],
+        [-1 if m.crc32 is None else m.crc32 for m in data],
+    )
 
 
 def check_members(archive: Path, split: str, names, is_dir, is_symlink, empty, sizes, crcs) -> Members:
@@ -94,11 +102,17 @@ def check_members(archive: Path, split: str, names, is_dir, is_symlink, empty, s
         raise KaggleCifarError(f"{archive}: {len(duplicates)} image ids appear twice (first: {duplicates[0]})")
     member_ids, empty_ids = np.frombuffer(member_ids, np.int64), np.frombuffer(empty_ids, np.int64)
     rows = np.where(member_ids >= 0, np.searchsorted(ids, member_ids), -1)
-    return Members(ids, rows, np.asarray(sizes, np.int64), np.asarray(crcs, np.int64),
-                   np.searchsorted(ids, empty_ids[empty_ids >= 0]).tolist())
+    return Members(
+        ids,
+        rows,
+        np.asarray(sizes, np.int64),
+        np.asarray(crcs, np.int64),
+        np.searchsorted(ids, empty_ids[empty_ids >= 0]).tolist(),
+    )
 
 
 # ---- the fast path: the header read compactly, the data decompressed by the standard library
+
 
 class _Header(py7zr.archiveinfo.Header):
     """py7zr's header reader (signature, encoded header, streams: coders, sizes, CRCs), except the file list:
@@ -139,14 +153,23 @@ def _read_file_list(fp) -> _FileList | None:
             names = data[1:].decode("utf-16-le").split("\x00")[:-1]
             names = [name.replace("\\", "/") for name in names]
         elif prop == PROPERTY.ATTRIBUTES:
-            defined = np.ones(count, bool) if data[:1] != b"\x00" else \
-                np.unpackbits(np.frombuffer(data[1:], np.uint8))[:count].astype(bool)
+            defined = (
+                np.ones(count, bool)
+                if data[:1] != b"\x00"
+                else np.unpackbits(np.frombuffer(data[1:], np.uint8))[:count].astype(bool)
+            )
             start = 1 if data[:1] != b"\x00" else 1 + (count + 7) // 8
-            if data[start:start + 1] != b"\x00":
+            if data[start : start + 1] != b"\x00":
                 return None  # attributes stored elsewhere
             attributes[defined] = np.frombuffer(data, "<u4", int(defined.sum()), start + 1)
-        elif prop not in (PROPERTY.EMPTY_FILE, PROPERTY.CREATION_TIME, PROPERTY.LAST_ACCESS_TIME,
-                          PROPERTY.LAST_WRITE_TIME, PROPERTY.START_POS, PROPERTY.DUMMY):
+        elif prop not in (
+            PROPERTY.EMPTY_FILE,
+            PROPERTY.CREATION_TIME,
+            PROPERTY.LAST_ACCESS_TIME,
+            PROPERTY.LAST_WRITE_TIME,
+            PROPERTY.START_POS,
+            PROPERTY.DUMMY,
+        ):
             return None  # anti-items, comments, ...
     if names is None or len(names) != count or len(empty) != count:
         return None
@@ -162,8 +185,7 @@ def read_fast(archive: Path, split: str) -> tuple[Members, LzmaStream] | None:
             after_header = fp.tell()
             fp.seek(signature.nextheaderofs, os.SEEK_CUR)
             header_bytes = fp.read(signature.nextheadersize)
-            if len(header_bytes) != signature.nextheadersize or \
-                    zlib.crc32(header_bytes) != signature.nextheadercrc:
+            if len(header_bytes) != signature.nextheadersize or zlib.crc32(header_bytes) != signature.nextheadercrc:
                 return None  # py7zr will say what is wrong
             header = _Header.retrieve(fp, io.BytesIO(header_bytes), after_header)
     except Exception:  # noqa: BLE001 - not an archive this reader understands: py7zr will say what is wrong
@@ -174,17 +196,24 @@ def read_fast(archive: Path, split: str) -> tuple[Members, LzmaStream] | None:
         return None
     data_count = int((~files.empty).sum())
     sub = streams.substreamsinfo
-    if stream is None or sub is None or sub.num_unpackstreams_folders != [data_count] or \
-            sub.unpacksizes is None or len(sub.unpacksizes) != data_count:
+    if (
+        stream is None
+        or sub is None
+        or sub.num_unpackstreams_folders != [data_count]
+        or sub.unpacksizes is None
+        or len(sub.unpacksizes) != data_count
+    ):
         return None
     crcs = [crc if defined else -1 for crc, defined in zip(sub.digests, sub.digestsdefined)]
     attributes = files.attributes
     unix = (attributes & FILE_ATTRIBUTE_UNIX_EXTENSION) != 0
-    is_symlink = np.where(unix, (attributes >> 16) & 0o170000 == stat.S_IFLNK,
-                          (attributes & stat.FILE_ATTRIBUTE_REPARSE_POINT) != 0)
+    is_symlink = np.where(
+        unix, (attributes >> 16) & 0o170000 == stat.S_IFLNK, (attributes & stat.FILE_ATTRIBUTE_REPARSE_POINT) != 0
+    )
     is_dir = (attributes & stat.FILE_ATTRIBUTE_DIRECTORY) != 0
-    members = check_members(archive, split, files.names, is_dir.tolist(), is_symlink.tolist(), files.empty.tolist(),
-                            sub.unpacksizes, crcs)
+    members = check_members(
+        archive, split, files.names, is_dir.tolist(), is_symlink.tolist(), files.empty.tolist(), sub.unpacksizes, crcs
+    )
     if int(members.sizes.sum()) != streams.unpackinfo.folders[0].get_unpack_size():
         return None
     return members, stream
@@ -223,8 +252,9 @@ def lzma_stream(streams, after_header: int) -> LzmaStream | None:
     return LzmaStream(after_header + streams.packinfo.packpos, streams.packinfo.packsizes[0], filters)
 
 
-def stream_lzma(archive: Path, stream: LzmaStream, members: Members, emit: Callable,
-                stopped: Callable[[], bool]) -> None:
+def stream_lzma(
+    archive: Path, stream: LzmaStream, members: Members, emit: Callable, stopped: Callable[[], bool]
+) -> None:
     """Decompress the archive's one folder with the standard library and emit its members chunk by chunk.
 
     Memory: the decoder's dictionary, one chunk of output, and what the caller keeps of earlier chunks.
@@ -267,14 +297,14 @@ def stream_lzma(archive: Path, stream: LzmaStream, members: Members, emit: Calla
                     done = end
                     continue
                 member = b"".join(pending) + out[:need]
-                emit(member, [0], [len(member)], members.rows[k:k + 1], members.crcs[k:k + 1])
+                emit(member, [0], [len(member)], members.rows[k : k + 1], members.crcs[k : k + 1])
                 pending, k = [], k + 1
             j = int(np.searchsorted(ends, end, side="right"))
             if j > k:
                 emit(out, starts[k:j] - done, ends[k:j] - done, members.rows[k:j], members.crcs[k:j])
                 k = j
             if k < n and starts[k] < end:
-                pending = [out[int(starts[k]) - done:]]
+                pending = [out[int(starts[k]) - done :]]
             done = end
 
 

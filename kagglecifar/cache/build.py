@@ -5,6 +5,7 @@ DecodeThreads turn its PNGs into rows. The main thread opens the archives, waits
 error or Ctrl-C (KeyboardInterrupt) it stops every thread and removes what the build had begun. A split
 whose own archive turns out damaged fails alone: the others are still published.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -89,9 +90,17 @@ class _Plan:
     downloaded: bool  # by `kagglecifar fetch`: a damaged archive can be downloaded again
 
 
-def build_cache(source_dir: Path, data_dir: Path, *, force: bool = False, keep_png: bool = False,
-                workers: int | None = None, splits=SPLITS, classes: list[str] | None = None,
-                downloaded: bool = False) -> CacheSummary:
+def build_cache(
+    source_dir: Path,
+    data_dir: Path,
+    *,
+    force: bool = False,
+    keep_png: bool = False,
+    workers: int | None = None,
+    splits=SPLITS,
+    classes: list[str] | None = None,
+    downloaded: bool = False,
+) -> CacheSummary:
     """Turn the competition download in source_dir (train.7z, test.7z, trainLabels.csv) into the image cache.
 
     A split whose cache matches its source files (size and mtime) and classes is skipped unless force is set.
@@ -125,8 +134,9 @@ def build_cache(source_dir: Path, data_dir: Path, *, force: bool = False, keep_p
     return CacheSummary(data_dir / "cache", {split: results[split] for split in splits})
 
 
-def _plan_split(source_dir: Path, data_dir: Path, split: str, force: bool, keep_png: bool, classes: list[str],
-                downloaded: bool) -> _Plan | SplitSummary:
+def _plan_split(
+    source_dir: Path, data_dir: Path, split: str, force: bool, keep_png: bool, classes: list[str], downloaded: bool
+) -> _Plan | SplitSummary:
     """What building the split needs, or its summary when its cache is up to date."""
     archive = _source_file(source_dir / competition.archive_name(split))
     labels_path = _source_file(source_dir / competition.LABELS_FILE) if split == "train" else None
@@ -210,8 +220,11 @@ class _SplitBuild:
         """Read the header, make the private folders, start the reading thread (critical: it is the longest
         chain of work: other threads yield the CPU to it)."""
         plan = self.plan
-        self.hashes = {key: _sha256_in_background(path, self.stopped)
-                       for key, path in (("source", plan.archive), ("labels_file", plan.labels_path)) if path}
+        self.hashes = {
+            key: _sha256_in_background(path, self.stopped)
+            for key, path in (("source", plan.archive), ("labels_file", plan.labels_path))
+            if path
+        }
         z, fast = None, read_fast(plan.archive, plan.split)
         if fast is not None:
             members, stream = fast
@@ -227,8 +240,9 @@ class _SplitBuild:
             members, stream = read_members(z, plan.archive, plan.split), None
         if plan.labels is not None:
             competition.check_labels_match(plan.labels_path, plan.labels, members.ids.tolist(), plan.archive)
-        self.writer = SplitWriter(data_dir, plan.split, len(members.ids), with_labels=plan.labels is not None,
-                                  mmap=False)
+        self.writer = SplitWriter(
+            data_dir, plan.split, len(members.ids), with_labels=plan.labels is not None, mmap=False
+        )
         self.writer.ids[:] = members.ids
         if plan.labels is not None:
             index = {name: i for i, name in enumerate(plan.classes)}
@@ -237,8 +251,12 @@ class _SplitBuild:
             self.png_partial = data_dir / f".{plan.split}.png-partial-{os.getpid()}"
             self.png_partial.mkdir(parents=True)
         self.output = SplitOutput(self.writer, self.png_partial, self.stopped)
-        self.thread = threading.Thread(target=self._read, args=(z, members, stream, decoders, critical),
-                                       name=f"kagglecifar-{plan.split}.7z", daemon=True)
+        self.thread = threading.Thread(
+            target=self._read,
+            args=(z, members, stream, decoders, critical),
+            name=f"kagglecifar-{plan.split}.7z",
+            daemon=True,
+        )
         self.thread.start()
 
     def _read(self, z, members, stream, decoders: DecodeThreads, critical: bool) -> None:
@@ -275,13 +293,19 @@ class _SplitBuild:
         if self.png_partial:
             publish(self.png_partial, data_dir / plan.split)
             self.png_partial = None
-        manifest = {"split": plan.split, "classes": plan.classes, "bad_ids": bad_ids, "conversions": conversions,
-                    "seconds": round(time.perf_counter() - self.started, 2)}
+        manifest = {
+            "split": plan.split,
+            "classes": plan.classes,
+            "bad_ids": bad_ids,
+            "conversions": conversions,
+            "seconds": round(time.perf_counter() - self.started, 2),
+        }
         for key, stamp in plan.stamps.items():
             manifest[key] = {**stamp, "sha256": self.hashes[key][0].result()}
         writer.finish(manifest)
-        return SplitSummary(plan.split, len(writer.ids), len(bad_ids), False, time.perf_counter() - self.started,
-                            conversions)
+        return SplitSummary(
+            plan.split, len(writer.ids), len(bad_ids), False, time.perf_counter() - self.started, conversions
+        )
 
     def cleanup(self, threads_ended: bool) -> None:
         """Remove what an unfinished build began. Its open files stay open while a thread may still
@@ -303,8 +327,11 @@ class _SplitBuild:
 def _explain(exc: BaseException, plan: _Plan, data_dir: Path) -> BaseException:
     """The user's error for a split's failure; errors that are not the user's go on unchanged."""
     if isinstance(exc, (DamagedArchive, CorruptMember)):
-        advice = ("download it again with `kagglecifar fetch --force`" if plan.downloaded else
-                  "replace it with a complete copy of the competition's file")
+        advice = (
+            "download it again with `kagglecifar fetch --force`"
+            if plan.downloaded
+            else "replace it with a complete copy of the competition's file"
+        )
         return KaggleCifarError(f"{plan.archive}: damaged or truncated 7z archive ({exc}); {advice}")
     if isinstance(exc, OSError):
         if exc.filename and Path(exc.filename) == plan.archive:
@@ -330,11 +357,14 @@ def _os_error(exc: OSError, split: str, data_dir: Path) -> KaggleCifarError:
     OSError here comes from writing into data_dir, or from reading an archive that was readable when opened."""
     where = exc.filename or data_dir
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return KaggleCifarError(f"{where}: no space left on device while building the {split} cache; "
-                                "free some space and run again")
+        return KaggleCifarError(
+            f"{where}: no space left on device while building the {split} cache; free some space and run again"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return KaggleCifarError(f"{where}: cannot write there ({exc.strerror}) while building the {split} cache; "
-                                "make the data folder writable or choose another with --data-dir")
+        return KaggleCifarError(
+            f"{where}: cannot write there ({exc.strerror}) while building the {split} cache; "
+            "make the data folder writable or choose another with --data-dir"
+        )
     return KaggleCifarError(f"{where}: {exc.strerror or exc} while building the {split} cache")
 
 
@@ -356,8 +386,7 @@ def _up_to_date(data_dir: Path, split: str, stamps: dict, classes: list[str], ke
         manifest = read_manifest(data_dir, split)
     except KaggleCifarError:
         return False
-    same_sources = all(
-        {k: (manifest.get(key) or {}).get(k) for k in stamp} == stamp for key, stamp in stamps.items())
+    same_sources = all({k: (manifest.get(key) or {}).get(k) for k in stamp} == stamp for key, stamp in stamps.items())
     return manifest.get("version") == CACHE_VERSION and same_sources and manifest.get("classes") == classes
 
 

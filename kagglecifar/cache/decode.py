@@ -4,6 +4,7 @@ and the threads that decode batches while the archives are being decompressed.
 Threads, not processes: the LZMA decoder, cv2.imdecode, zlib.crc32 on large buffers and os.pwrite all
 release the GIL, so threads use every core, and nothing can outlive the process that started them.
 """
+
 from __future__ import annotations
 
 import collections
@@ -116,7 +117,7 @@ class SplitOutput:
         targets = rows[keep]
         breaks = np.flatnonzero((np.diff(targets) != 1) | (np.diff(keep) != 1)) + 1
         for first, last in zip(np.r_[0, breaks], np.r_[breaks, len(keep)]):
-            data = memoryview(block[keep[first]:keep[last - 1] + 1]).cast("B")
+            data = memoryview(block[keep[first] : keep[last - 1] + 1]).cast("B")
             offset = self.writer.images_offset + int(targets[first]) * ROW_BYTES
             try:
                 while data:
@@ -167,8 +168,9 @@ class DecodeThreads:
 
     def __init__(self, count: int):
         self.queue: queue.Queue = queue.Queue(MAX_QUEUED)
-        self.threads = [threading.Thread(target=self._run, name=f"kagglecifar-png-{i}", daemon=True)
-                        for i in range(count)]
+        self.threads = [
+            threading.Thread(target=self._run, name=f"kagglecifar-png-{i}", daemon=True) for i in range(count)
+        ]
         for thread in self.threads:
             thread.start()
 

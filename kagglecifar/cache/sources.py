@@ -13,6 +13,7 @@ store.write_split. Beside store's fields, each split's manifest records:
     coarse_classes, fine_to_coarse   CIFAR-100 with fine labels: the super-class of each class
     names           the test split of an image folder: the file of each id (ascending id order), for predict
 """
+
 from __future__ import annotations
 
 import os
@@ -67,8 +68,9 @@ def build_from_source(found, data_dir: Path, *, labels: str = "fine", force: boo
         for split in SPLITS:
             if is_complete(data_dir, split):
                 manifest = read_manifest(data_dir, split)
-                summaries[split] = SplitSummary(split, manifest["count"], manifest["bad"], True, 0.0,
-                                                manifest.get("conversions", {}))
+                summaries[split] = SplitSummary(
+                    split, manifest["count"], manifest["bad"], True, 0.0, manifest.get("conversions", {})
+                )
         return CacheSummary(data_dir / "cache", summaries)
 
     started = time.perf_counter()
@@ -84,12 +86,25 @@ def build_from_source(found, data_dir: Path, *, labels: str = "fine", force: boo
         extra = {"kind": found.kind} if found.kind else {}
         if split == "test" and found.format == "image-folder" and source.names:
             extra["names"] = [source.names[i] for i in order]
-        write_split(data_dir, split, source.images, source.ids, source.classes, labels=source.labels,
-                    bad=source.bad, format=found.format, **extra, label_set=labels, source=stamp,
-                    source_splits=sorted(splits), bad_ids=source.ids[order][source.bad[order]].tolist(),
-                    **source.manifest_fields())
-        summaries[split] = SplitSummary(split, len(source), int(source.bad.sum()), False,
-                                        time.perf_counter() - started, source.conversions)
+        write_split(
+            data_dir,
+            split,
+            source.images,
+            source.ids,
+            source.classes,
+            labels=source.labels,
+            bad=source.bad,
+            format=found.format,
+            **extra,
+            label_set=labels,
+            source=stamp,
+            source_splits=sorted(splits),
+            bad_ids=source.ids[order][source.bad[order]].tolist(),
+            **source.manifest_fields(),
+        )
+        summaries[split] = SplitSummary(
+            split, len(source), int(source.bad.sum()), False, time.perf_counter() - started, source.conversions
+        )
         started = time.perf_counter()
     return CacheSummary(data_dir / "cache", summaries)
 

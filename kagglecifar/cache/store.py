@@ -13,6 +13,7 @@ A split folder only ever appears under its final name once every file in it is w
 (it is built in a hidden ".NAME.partial-PID" sibling and renamed), so a folder that exists is complete.
 Reading needs numpy only: no archive library, no threads, no processes.
 """
+
 from __future__ import annotations
 
 import errno
@@ -70,9 +71,11 @@ def labelled_classes(data_dir: Path, split: str = "train") -> list[str]:
     manifest = read_manifest(data_dir, split)
     folder = split_dir(data_dir, split)
     if manifest.get("labelled") is False or not (folder / "labels.npy").is_file():
-        raise KaggleCifarError(f"{folder}: the {split} images have no labels, so no model can learn from them; "
-                               "fetch a source whose training images are labelled (train/CLASS/ folders, CIFAR "
-                               "python data, or train.7z with trainLabels.csv)")
+        raise KaggleCifarError(
+            f"{folder}: the {split} images have no labels, so no model can learn from them; "
+            "fetch a source whose training images are labelled (train/CLASS/ folders, CIFAR "
+            "python data, or train.7z with trainLabels.csv)"
+        )
     classes = list(manifest.get("classes") or [])
     if len(classes) < 2:
         raise KaggleCifarError(f"{folder}: {len(classes)} class ({', '.join(classes)}); a classifier needs two or more")
@@ -166,8 +169,9 @@ class SplitWriter:
             shutil.rmtree(self.partial, ignore_errors=True)
 
 
-def write_split(data_dir: Path, split: str, images: np.ndarray, ids, classes: list[str],
-                labels=None, bad=None, **manifest) -> Path:
+def write_split(
+    data_dir: Path, split: str, images: np.ndarray, ids, classes: list[str], labels=None, bad=None, **manifest
+) -> Path:
     """Write a whole split from in-memory arrays (small data and tests)."""
     ids = np.asarray(ids, np.int64)
     order = np.argsort(ids, kind="stable")
@@ -218,7 +222,7 @@ def remove_stale(folder: Path, prefixes: list[str]) -> None:
         prefix = next((p for p in prefixes if path.name.startswith(p)), None)
         if prefix is None:
             continue
-        pid = path.name[len(prefix):]
+        pid = path.name[len(prefix) :]
         if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
             continue
         shutil.rmtree(path, ignore_errors=True)

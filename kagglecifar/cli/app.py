@@ -1,11 +1,12 @@
 """The Typer app, the options several commands share, and the console entry point: one-line errors,
 a non-zero exit, no traceback for user mistakes or OS problems; Ctrl-C and SIGTERM stop cleanly (exit 130)."""
+
 from __future__ import annotations
 
 import signal
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -26,14 +27,22 @@ RUNS_DIR = typer.Option(Path("runs"), "--runs-dir", help="Where training runs ar
 SUBMISSIONS_DIR = typer.Option(Path("submissions"), "--submissions-dir", help="Where submission CSVs are written.")
 COMPETITION = typer.Option("cifar-10", "--competition", help="Kaggle competition slug.")
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")
-BATCH_SIZE = typer.Option(None, "--batch-size", min=1,
-                          help="Images per forward pass (default: 1024 on CUDA, 256 on CPU).")
-CONFIG_FILE = typer.Option(None, "--config", metavar="FILE", help="A recipe file (YAML/JSON), e.g. a run's "
-                           "config.yaml or tune's best.yaml; overrides the preset.")
-SETS = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override any config field, e.g. --set lr=0.1 "
-                    "(repeatable).")
-TTA_HELP = ("Test-time augmentation: none (1 view), flip (2 views), translate (airbench's: flips + 1 px "
-            "shifts, 6 views) or shift (flips + 2 px shifts, 10 views).")  # tta.py's modes; a test keeps them in step
+BATCH_SIZE = typer.Option(
+    None, "--batch-size", min=1, help="Images per forward pass (default: 1024 on CUDA, 256 on CPU)."
+)
+CONFIG_FILE = typer.Option(
+    None,
+    "--config",
+    metavar="FILE",
+    help="A recipe file (YAML/JSON), e.g. a run's config.yaml or tune's best.yaml; overrides the preset.",
+)
+SETS = typer.Option(
+    None, "--set", metavar="KEY=VALUE", help="Override any config field, e.g. --set lr=0.1 (repeatable)."
+)
+TTA_HELP = (
+    "Test-time augmentation: none (1 view), flip (2 views), translate (airbench's: flips + 1 px "
+    "shifts, 6 views) or shift (flips + 2 px shifts, 10 views)."
+)  # tta.py's modes; a test keeps them in step
 
 
 def summary(line: str) -> None:
@@ -45,20 +54,37 @@ def examples(*lines: str) -> str:
     """A help epilog; click keeps a paragraph that starts with \\b as written."""
     return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
 
-FROM_DIR_HELP = ("a folder or file already here: the competition's files (train.7z, test.7z, trainLabels.csv, "
-                 "sampleSubmission.csv), a cifar-10/100-python.tar.gz or its folder, or an image folder "
-                 "(train/CLASS/*.png|jpg, optional test/); no network.")
-DATASET = typer.Option(None, "--dataset", metavar="OWNER/NAME", help="A Kaggle dataset in any of those shapes, "
-                       "downloaded (resumable) into DATA_DIR/datasets/OWNER/NAME.")
-FORMAT = typer.Option(None, "--format", metavar="FORMAT", help="competition, cifar-python or image-folder: what "
-                      "--from-dir/--dataset holds (default: recognised from what is there).")
-LABELS = typer.Option(None, "--labels", metavar="fine|coarse", help="CIFAR-100: its 100 classes (fine, the "
-                      "default) or its 20 super-classes (coarse).")
+
+FROM_DIR_HELP = (
+    "a folder or file already here: the competition's files (train.7z, test.7z, trainLabels.csv, "
+    "sampleSubmission.csv), a cifar-10/100-python.tar.gz or its folder, or an image folder "
+    "(train/CLASS/*.png|jpg, optional test/); no network."
+)
+DATASET = typer.Option(
+    None,
+    "--dataset",
+    metavar="OWNER/NAME",
+    help="A Kaggle dataset in any of those shapes, downloaded (resumable) into DATA_DIR/datasets/OWNER/NAME.",
+)
+FORMAT = typer.Option(
+    None,
+    "--format",
+    metavar="FORMAT",
+    help="competition, cifar-python or image-folder: what "
+    "--from-dir/--dataset holds (default: recognised from what is there).",
+)
+LABELS = typer.Option(
+    None,
+    "--labels",
+    metavar="fine|coarse",
+    help="CIFAR-100: its 100 classes (fine, the default) or its 20 super-classes (coarse).",
+)
 
 
 def _stop_on_sigterm() -> None:
     """SIGTERM stops like Ctrl-C: a KeyboardInterrupt in the main thread, so every stage cleans up the same way
     (training installs its own handler for a clean stop at a step boundary)."""
+
     def handler(signum, frame):
         raise KeyboardInterrupt
 
@@ -66,7 +92,7 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[list[str]] = None) -> None:
     """Console entry point: one-line errors, non-zero exit, no traceback for user mistakes or OS problems."""
     from kagglecifar.files import os_error
 

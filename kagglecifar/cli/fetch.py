@@ -1,4 +1,5 @@
 """`kagglecifar fetch`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,22 +20,34 @@ from kagglecifar.cli.app import (
 )
 
 
-@app.command(epilog=examples("kagglecifar fetch", "kagglecifar fetch --from-dir ~/Downloads/cifar-10",
-                             "kagglecifar fetch --from-dir ~/Downloads/cifar-100-python.tar.gz --labels coarse",
-                             "kagglecifar fetch --dataset OWNER/NAME --format image-folder"))
+@app.command(
+    epilog=examples(
+        "kagglecifar fetch",
+        "kagglecifar fetch --from-dir ~/Downloads/cifar-10",
+        "kagglecifar fetch --from-dir ~/Downloads/cifar-100-python.tar.gz --labels coarse",
+        "kagglecifar fetch --dataset OWNER/NAME --format image-folder",
+    )
+)
 def fetch(
     competition: str = COMPETITION,
     data_dir: Path = DATA_DIR,
-    from_dir: Optional[Path] = typer.Option(None, "--from-dir", metavar="PATH", help="Build the cache from "
-                                            + FROM_DIR_HELP),
+    from_dir: Optional[Path] = typer.Option(
+        None, "--from-dir", metavar="PATH", help="Build the cache from " + FROM_DIR_HELP
+    ),
     dataset: Optional[str] = DATASET,
     fmt: Optional[str] = FORMAT,
     labels: Optional[str] = LABELS,
     force: bool = typer.Option(False, "--force", help="Download again and rebuild the cache even when up to date."),
-    keep_png: bool = typer.Option(False, "--keep-png", help="Also write the PNG files to DATA_DIR/train/ and test/ "
-                                  "(competition files only)."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="PNG decoding processes beside the main one; "
-                                         "0 decodes in the main process (default: 1 for big splits on 2+ cores)."),
+    keep_png: bool = typer.Option(
+        False, "--keep-png", help="Also write the PNG files to DATA_DIR/train/ and test/ (competition files only)."
+    ),
+    workers: Optional[int] = typer.Option(
+        None,
+        "--workers",
+        min=0,
+        help="PNG decoding processes beside the main one; "
+        "0 decodes in the main process (default: 1 for big splits on 2+ cores).",
+    ),
 ) -> None:
     """Download the competition files from Kaggle (resumable), or take another CIFAR source, and build the uint8
     image cache from it."""
@@ -43,6 +56,15 @@ def fetch(
     from kagglecifar import pipeline
 
     started = time.perf_counter()
-    line, _ = pipeline.fetch(competition, data_dir, from_dir=from_dir, dataset=dataset, fmt=fmt, labels=labels,
-                             force=force, keep_png=keep_png, workers=workers)
+    line, _ = pipeline.fetch(
+        competition,
+        data_dir,
+        from_dir=from_dir,
+        dataset=dataset,
+        fmt=fmt,
+        labels=labels,
+        force=force,
+        keep_png=keep_png,
+        workers=workers,
+    )
     summary(f"fetch: {line}; {time.perf_counter() - started:.1f} s")

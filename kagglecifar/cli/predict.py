@@ -1,8 +1,9 @@
 """`kagglecifar predict` and `kagglecifar evaluate`."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -18,27 +19,41 @@ from kagglecifar.cli.app import (
 )
 
 
-@app.command(epilog=examples("kagglecifar predict runs/resnet18-gpu", "kagglecifar predict runs/a runs/b --weights 2,1 "
-                             "--tta shift --save-probs probs.npz"))
+@app.command(
+    epilog=examples(
+        "kagglecifar predict runs/resnet18-gpu",
+        "kagglecifar predict runs/a runs/b --weights 2,1 --tta shift --save-probs probs.npz",
+    )
+)
 def predict(
-    runs: List[Path] = typer.Argument(..., metavar="RUN_OR_CHECKPOINT...",
-                                      help="Run folders (their best.pt) or checkpoint files; several make an ensemble. "
-                                      "Probabilities saved earlier with --save-probs x.npz can join it."),
+    runs: list[Path] = typer.Argument(
+        ...,
+        metavar="RUN_OR_CHECKPOINT...",
+        help="Run folders (their best.pt) or checkpoint files; several make an ensemble. "
+        "Probabilities saved earlier with --save-probs x.npz can join it.",
+    ),
     tta: str = typer.Option("flip", "--tta", metavar="MODE", help=TTA_HELP),
     weights: Optional[str] = typer.Option(None, "--weights", help="Ensemble weights, one per checkpoint, e.g. 2,1."),
     data_dir: Path = DATA_DIR,
     submissions_dir: Path = SUBMISSIONS_DIR,
-    out: Optional[Path] = typer.Option(None, "--out", help="Submission CSV (default: "
-                                       "SUBMISSIONS_DIR/RUN[-ensemble]-TTA.csv)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Submission CSV (default: SUBMISSIONS_DIR/RUN[-ensemble]-TTA.csv)."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
-    save_probs: Optional[Path] = typer.Option(None, "--save-probs", help="Also save ids, probabilities and confidence "
-                                              "(.npz for ensembling later, or .csv)."),
+    save_probs: Optional[Path] = typer.Option(
+        None, "--save-probs", help="Also save ids, probabilities and confidence (.npz for ensembling later, or .csv)."
+    ),
     batch_size: Optional[int] = BATCH_SIZE,
     device: str = DEVICE,
-    ood_threshold: Optional[float] = typer.Option(None, "--ood-threshold", min=0.0, max=1.0,
-                                        help="Confidence (top probability) below which an image counts as "
-                                        "out-of-distribution in the summary (default: 0.5 with 10 classes, "
-                                        "5/classes with more: 0.05 for CIFAR-100)."),
+    ood_threshold: Optional[float] = typer.Option(
+        None,
+        "--ood-threshold",
+        min=0.0,
+        max=1.0,
+        help="Confidence (top probability) below which an image counts as "
+        "out-of-distribution in the summary (default: 0.5 with 10 classes, "
+        "5/classes with more: 0.05 for CIFAR-100).",
+    ),
 ) -> None:
     """Predict every test image (undecodable ones get a fallback label) and write a submission CSV (for other
     data than the competition's: id,label for every test id, and the file of each for an image folder)."""
@@ -48,16 +63,28 @@ def predict(
     check_tta_mode(tta)
     out = out or prediction.default_submission_path(runs, tta, submissions_dir)
     result = prediction.predict_to_submission(
-        runs, data_dir, out, tta=tta, weights=prediction.parse_weights(weights, len(runs)), batch_size=batch_size,
-        device=device, force=force, save_probs_path=save_probs, ood_threshold=ood_threshold)
+        runs,
+        data_dir,
+        out,
+        tta=tta,
+        weights=prediction.parse_weights(weights, len(runs)),
+        batch_size=batch_size,
+        device=device,
+        force=force,
+        save_probs_path=save_probs,
+        ood_threshold=ood_threshold,
+    )
     summary(f"predict: {result.line()}")
 
 
-@app.command(epilog=examples("kagglecifar evaluate runs/resnet18-gpu", "kagglecifar evaluate runs/resnet18-gpu --tta flip"))
+@app.command(
+    epilog=examples("kagglecifar evaluate runs/resnet18-gpu", "kagglecifar evaluate runs/resnet18-gpu --tta flip")
+)
 def evaluate(
     run: Path = typer.Argument(..., metavar="RUN", help="Run folder (its best.pt) or checkpoint file."),
-    tta: Optional[List[str]] = typer.Option(None, "--tta", metavar="MODE", help=TTA_HELP + " Repeatable; "
-                                            "default: every mode. `none` is always included."),
+    tta: Optional[list[str]] = typer.Option(
+        None, "--tta", metavar="MODE", help=TTA_HELP + " Repeatable; default: every mode. `none` is always included."
+    ),
     data_dir: Path = DATA_DIR,
     batch_size: Optional[int] = BATCH_SIZE,
     device: str = DEVICE,
@@ -75,7 +102,8 @@ def evaluate(
         accuracies = ", ".join(f"{mode} {accuracy:.2%}" for mode, accuracy in scores.overall.items())
         parts.append(f"{scores.count} {scores.name} images, accuracy {accuracies}")
     for scores in report.super_splits().values():
-        parts.append(f"super-class {scores.name} accuracy {scores.overall[report.largest_mode]:.2%} "
-                     f"({report.largest_mode})")
+        parts.append(
+            f"super-class {scores.name} accuracy {scores.overall[report.largest_mode]:.2%} ({report.largest_mode})"
+        )
     figures = ", ".join(str(p) for p in report.confusion_paths.values())
     summary(f"evaluate: {'; '.join(parts)}; confusion matrix {figures}; per class {report.csv_path}")

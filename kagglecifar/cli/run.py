@@ -1,8 +1,9 @@
 """`kagglecifar run`: the whole pipeline."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -25,23 +26,37 @@ from kagglecifar.cli.app import (
 )
 
 
-@app.command(epilog=examples("kagglecifar run", "kagglecifar run resnet18 --preset gpu -m \"resnet18, 40 epochs\"",
-                             "kagglecifar run --config runs/tune-airbench94/best.yaml --name tuned",
-                             "kagglecifar run --from-dir ~/Downloads/cifar-10 --no-submit",
-                             "kagglecifar run --from-dir ~/Downloads/cifar-100-python.tar.gz --no-submit"))
+@app.command(
+    epilog=examples(
+        "kagglecifar run",
+        'kagglecifar run resnet18 --preset gpu -m "resnet18, 40 epochs"',
+        "kagglecifar run --config runs/tune-airbench94/best.yaml --name tuned",
+        "kagglecifar run --from-dir ~/Downloads/cifar-10 --no-submit",
+        "kagglecifar run --from-dir ~/Downloads/cifar-100-python.tar.gz --no-submit",
+    )
+)
 def run(
-    model: Optional[str] = typer.Argument(None, metavar="MODEL", help="Model to train (see `kagglecifar models`; "
-                                          "default: the preset's)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="gpu (ResNet-18) or cpu (minutes on a laptop). "
-                                         "Default: gpu with CUDA; without it you are told what to expect and offered cpu."),
+    model: Optional[str] = typer.Argument(
+        None, metavar="MODEL", help="Model to train (see `kagglecifar models`; default: the preset's)."
+    ),
+    preset: Optional[str] = typer.Option(
+        None,
+        "--preset",
+        help="gpu (ResNet-18) or cpu (minutes on a laptop). "
+        "Default: gpu with CUDA; without it you are told what to expect and offered cpu.",
+    ),
     config_file: Optional[Path] = CONFIG_FILE,
-    sets: Optional[List[str]] = SETS,
+    sets: Optional[list[str]] = SETS,
     data_dir: Path = DATA_DIR,
     runs_dir: Path = RUNS_DIR,
     submissions_dir: Path = SUBMISSIONS_DIR,
     competition: str = COMPETITION,
-    from_dir: Optional[Path] = typer.Option(None, "--from-dir", metavar="PATH", help="Take the data from "
-                                            + FROM_DIR_HELP + " Other data than the competition's needs --no-submit."),
+    from_dir: Optional[Path] = typer.Option(
+        None,
+        "--from-dir",
+        metavar="PATH",
+        help="Take the data from " + FROM_DIR_HELP + " Other data than the competition's needs --no-submit.",
+    ),
     dataset: Optional[str] = DATASET,
     fmt: Optional[str] = FORMAT,
     labels: Optional[str] = LABELS,
@@ -51,7 +66,9 @@ def run(
     message: Optional[str] = typer.Option(None, "-m", "--message", help="Submission message."),
     submit: bool = typer.Option(True, "--submit/--no-submit", help="Upload the CSV at the end."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for Kaggle's score."),
-    force: bool = typer.Option(False, "--force", help="Re-download, rebuild the cache and re-predict even when up to date."),
+    force: bool = typer.Option(
+        False, "--force", help="Re-download, rebuild the cache and re-predict even when up to date."
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Don't ask; take the CPU preset when there is no GPU."),
 ) -> None:
     """The whole pipeline: fetch, train, predict with TTA, submit; stages already complete are skipped."""
@@ -63,11 +80,31 @@ def run(
     check_tta_mode(tta)
     started = time.perf_counter()
     confirm = None if yes or not pipeline.interactive() else (lambda q: typer.confirm(q, default=True))
-    reports = pipeline.run(model, preset=preset, config_file=config_file, sets=sets or [], data_dir=data_dir,
-                           runs_dir=runs_dir, submissions_dir=submissions_dir, competition=competition, from_dir=from_dir,
-                           dataset=dataset, fmt=fmt, labels=labels, tta=tta,
-                           device=device, message=message, submit=submit, wait=wait, force=force, name=name,
-                           confirm=confirm, echo=typer.echo)
+    reports = pipeline.run(
+        model,
+        preset=preset,
+        config_file=config_file,
+        sets=sets or [],
+        data_dir=data_dir,
+        runs_dir=runs_dir,
+        submissions_dir=submissions_dir,
+        competition=competition,
+        from_dir=from_dir,
+        dataset=dataset,
+        fmt=fmt,
+        labels=labels,
+        tta=tta,
+        device=device,
+        message=message,
+        submit=submit,
+        wait=wait,
+        force=force,
+        name=name,
+        confirm=confirm,
+        echo=typer.echo,
+    )
     done = [r.name for r in reports if not r.skipped]
-    summary(f"run: {len(done)} of {len(reports)} stages ran ({', '.join(done) or 'all up to date'}) "
-            f"in {time.perf_counter() - started:.1f} s")
+    summary(
+        f"run: {len(done)} of {len(reports)} stages ran ({', '.join(done) or 'all up to date'}) "
+        f"in {time.perf_counter() - started:.1f} s"
+    )

@@ -1,4 +1,5 @@
 """`kagglecifar submit`, `submissions` and `leaderboard`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,11 +17,16 @@ from kagglecifar.cli.app import (
 )
 
 
-@app.command(epilog=examples('kagglecifar submit -m "resnet18, flip TTA"',
-                             'kagglecifar submit submissions/resnet18-gpu-flip.csv -m "first try" --no-wait'))
+@app.command(
+    epilog=examples(
+        'kagglecifar submit -m "resnet18, flip TTA"',
+        'kagglecifar submit submissions/resnet18-gpu-flip.csv -m "first try" --no-wait',
+    )
+)
 def submit(
-    csv_path: Optional[Path] = typer.Argument(None, metavar="CSV", help="Submission file (default: the newest "
-                                              "CSV in SUBMISSIONS_DIR)."),
+    csv_path: Optional[Path] = typer.Argument(
+        None, metavar="CSV", help="Submission file (default: the newest CSV in SUBMISSIONS_DIR)."
+    ),
     message: str = typer.Option(..., "-m", "--message", help="Description shown with the submission on Kaggle."),
     competition: str = COMPETITION,
     data_dir: Path = DATA_DIR,
@@ -34,11 +40,15 @@ def submit(
     csv_path = csv_path or submission.newest_submission(submissions_dir)
     result = submission.submit(csv_path, message, competition, data_dir=data_dir, wait=wait, timeout=timeout)
     if result.status == "complete":
-        summary(f"submit: {csv_path} scored {result.public_score:.5f} (public) on {competition}, "
-                f"submission {result.ref}, {result.seconds:.1f} s")
+        summary(
+            f"submit: {csv_path} scored {result.public_score:.5f} (public) on {competition}, "
+            f"submission {result.ref}, {result.seconds:.1f} s"
+        )
     else:
-        summary(f"submit: {csv_path} uploaded to {competition} as submission {result.ref}, not scored yet"
-                f"{'' if wait else ' (--no-wait)'}; see `kagglecifar submissions`")
+        summary(
+            f"submit: {csv_path} uploaded to {competition} as submission {result.ref}, not scored yet"
+            f"{'' if wait else ' (--no-wait)'}; see `kagglecifar submissions`"
+        )
 
 
 @app.command(epilog=examples("kagglecifar submissions"))

@@ -1,9 +1,10 @@
 """`kagglecifar models` and `kagglecifar train` (its options generated from config.TrainConfig)."""
+
 from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -26,8 +27,10 @@ def models_command(
 
     for line in models.model_table(width):
         typer.echo(line)
-    summary(f"{len(models.model_names())} models at width {width:g}; GFLOPs = forward pass of one image "
-            "(2 per multiply-add); train one with `kagglecifar train MODEL`")
+    summary(
+        f"{len(models.model_names())} models at width {width:g}; GFLOPs = forward pass of one image "
+        "(2 per multiply-add); train one with `kagglecifar train MODEL`"
+    )
 
 
 def _config_parameters() -> tuple[list[inspect.Parameter], dict]:
@@ -44,17 +47,28 @@ def _config_parameters() -> tuple[list[inspect.Parameter], dict]:
                 continue
             flag = "--" + name.replace("_", "-")
             shown = f"{spec.default}" if spec.default not in (None, "") else "none"
-            differ = [f"{preset} preset: {values[name]}" for preset, values in presets.items()
-                      if name in values and values[name] != spec.default]
+            differ = [
+                f"{preset} preset: {values[name]}"
+                for preset, values in presets.items()
+                if name in values and values[name] != spec.default
+            ]
             kind = types[name]
             decls = [f"{flag}/--no-{name.replace('_', '-')}"] if kind is bool else [flag]
-            metavar = spec.metadata["metavar"] or ("|".join(spec.metadata["choices"] or ()) or
-                                                   {int: "INT", float: "NUMBER", str: "TEXT"}.get(kind))
-            option = typer.Option(None, *decls, help=spec.metadata["help"], metavar=metavar,
-                                  show_default="; ".join([shown, *differ]), rich_help_panel=section.__name__)
+            metavar = spec.metadata["metavar"] or (
+                "|".join(spec.metadata["choices"] or ()) or {int: "INT", float: "NUMBER", str: "TEXT"}.get(kind)
+            )
+            option = typer.Option(
+                None,
+                *decls,
+                help=spec.metadata["help"],
+                metavar=metavar,
+                show_default="; ".join([shown, *differ]),
+                rich_help_panel=section.__name__,
+            )
             annotations[name] = Optional[kind]
-            parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                                                annotation=Optional[kind]))
+            parameters.append(
+                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
+            )
     return parameters, annotations
 
 
@@ -67,8 +81,10 @@ def _train_command(model, preset, config_file, sets, **options):
     resume = options.pop("resume", None)
     if resume:
         if preset or config_file or sets:
-            raise KaggleCifarError(f"--resume {resume}: a resumed run keeps its recipe; --preset, --config and "
-                                   "--set cannot be combined with it")
+            raise KaggleCifarError(
+                f"--resume {resume}: a resumed run keeps its recipe; --preset, --config and "
+                "--set cannot be combined with it"
+            )
         runs_dir = options.pop("runs_dir") or "runs"
         config = train.resume_config(resume, runs_dir, model=model, **options)
     else:
@@ -82,17 +98,32 @@ def _train_command(model, preset, config_file, sets, **options):
 
 def _build_train_command():
     fixed = [
-        inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[str],
-                          default=typer.Argument(None, metavar="MODEL", help="Model to train (see `kagglecifar "
-                                                 "models`; default: the preset's).")),
-        inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-                          default=typer.Option(None, "--preset", metavar="NAME", help="Base recipe, one of "
-                                               "kagglecifar/presets/NAME.yaml: gpu (ResNet-18), fast (airbench94), "
-                                               "fast96 (airbench96), cpu (minutes on a laptop). Default: gpu with "
-                                               "CUDA, else cpu.")),
-        inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                          default=CONFIG_FILE),
-        inspect.Parameter("sets", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[List[str]], default=SETS),
+        inspect.Parameter(
+            "model",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=Optional[str],
+            default=typer.Argument(
+                None, metavar="MODEL", help="Model to train (see `kagglecifar models`; default: the preset's)."
+            ),
+        ),
+        inspect.Parameter(
+            "preset",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Optional[str],
+            default=typer.Option(
+                None,
+                "--preset",
+                metavar="NAME",
+                help="Base recipe, one of "
+                "kagglecifar/presets/NAME.yaml: gpu (ResNet-18), fast (airbench94), "
+                "fast96 (airbench96), cpu (minutes on a laptop). Default: gpu with "
+                "CUDA, else cpu.",
+            ),
+        ),
+        inspect.Parameter(
+            "config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=CONFIG_FILE
+        ),
+        inspect.Parameter("sets", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]], default=SETS),
     ]
     generated, annotations = _config_parameters()
 
@@ -103,17 +134,21 @@ def _build_train_command():
         Values come from, later winning: the defaults, the preset, --config FILE, --set KEY=VALUE, then the
         options below. Several GPUs: torchrun --nproc_per_node N -m kagglecifar train MODEL ...
         """
-        _train_command(kwargs.pop("model"), kwargs.pop("preset"), kwargs.pop("config_file"), kwargs.pop("sets"),
-                       **kwargs)
+        _train_command(
+            kwargs.pop("model"), kwargs.pop("preset"), kwargs.pop("config_file"), kwargs.pop("sets"), **kwargs
+        )
 
     train_command.__signature__ = inspect.Signature(fixed + generated)
     train_command.__annotations__ = {**{p.name: p.annotation for p in fixed}, **annotations}
     return train_command
 
 
-app.command("train", epilog=examples(
-    "kagglecifar train                                   # the preset for this machine",
-    "kagglecifar train resnet18 --preset gpu --epochs 60",
-    "kagglecifar train --config runs/resnet18-20261123-101500/config.yaml --set seed=1",
-    "kagglecifar train --resume resnet18-20261123-101500",
-))(_build_train_command())
+app.command(
+    "train",
+    epilog=examples(
+        "kagglecifar train                                   # the preset for this machine",
+        "kagglecifar train resnet18 --preset gpu --epochs 60",
+        "kagglecifar train --config runs/resnet18-20261123-101500/config.yaml --set seed=1",
+        "kagglecifar train --resume resnet18-20261123-101500",
+    ),
+)(_build_train_command())

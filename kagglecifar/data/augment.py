@@ -19,6 +19,7 @@ start from a preset, for example:
 then edit the file. Randomness never comes from global state: each batch reseeds the pipeline from
 (seed, epoch, batch number), so a run's augmentations are the same whatever the worker count.
 """
+
 from __future__ import annotations
 
 import random
@@ -38,9 +39,13 @@ def build_pipeline(spec: str):
 
     if spec == "none":
         return None
+
     def pad_crop_flip(pad: int) -> list:
-        return [A.Pad(padding=pad, border_mode=cv2.BORDER_REFLECT_101),  # numpy's "reflect": edge not repeated
-                A.RandomCrop(height=32, width=32), A.HorizontalFlip(p=0.5)]
+        return [
+            A.Pad(padding=pad, border_mode=cv2.BORDER_REFLECT_101),  # numpy's "reflect": edge not repeated
+            A.RandomCrop(height=32, width=32),
+            A.HorizontalFlip(p=0.5),
+        ]
 
     standard = pad_crop_flip(4)
     if spec == "light":
@@ -48,15 +53,31 @@ def build_pipeline(spec: str):
     if spec == "standard":
         return A.Compose(standard)
     if spec == "cutout":
-        return A.Compose(standard + [A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(12, 12),
-                                                     hole_width_range=(12, 12), fill=0, p=1.0)])
+        return A.Compose(
+            standard
+            + [
+                A.CoarseDropout(
+                    num_holes_range=(1, 1), hole_height_range=(12, 12), hole_width_range=(12, 12), fill=0, p=1.0
+                )
+            ]
+        )
     if spec == "strong":
-        return A.Compose(standard + [
-            A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(8, 8), hole_width_range=(8, 8), fill=0, p=0.5),
-            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-10, 10),
-                     border_mode=cv2.BORDER_REFLECT_101, p=0.3),
-            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05, p=0.5),
-        ])
+        return A.Compose(
+            standard
+            + [
+                A.CoarseDropout(
+                    num_holes_range=(1, 1), hole_height_range=(8, 8), hole_width_range=(8, 8), fill=0, p=0.5
+                ),
+                A.Affine(
+                    scale=(0.9, 1.1),
+                    translate_percent=(-0.05, 0.05),
+                    rotate=(-10, 10),
+                    border_mode=cv2.BORDER_REFLECT_101,
+                    p=0.3,
+                ),
+                A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05, p=0.5),
+            ]
+        )
     return load_pipeline(Path(spec))
 
 
@@ -66,15 +87,15 @@ def load_pipeline(path: Path):
 
     suffix = path.suffix.lower()
     if suffix not in (".json", ".yaml", ".yml"):
-        raise KaggleCifarError(f"--augment {path}: not a preset ({', '.join(PRESETS)}) "
-                               "nor a .json/.yaml pipeline file")
+        raise KaggleCifarError(f"--augment {path}: not a preset ({', '.join(PRESETS)}) nor a .json/.yaml pipeline file")
     if not path.is_file():
         raise KaggleCifarError(f"--augment {path}: no such pipeline file (presets: {', '.join(PRESETS)})")
     try:
         pipeline = A.load(str(path), data_format="json" if suffix == ".json" else "yaml")
     except Exception as exc:  # A.load raises whatever the parser or the transform constructors raise
-        raise KaggleCifarError(f"{path}: not a readable albumentations pipeline "
-                               f"({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+        raise KaggleCifarError(
+            f"{path}: not a readable albumentations pipeline ({type(exc).__name__}: {exc})".replace("\n", " ")
+        ) from None
     if not isinstance(pipeline, A.BaseCompose):
         pipeline = A.Compose([pipeline])
     try:
@@ -82,9 +103,11 @@ def load_pipeline(path: Path):
     except Exception as exc:
         raise KaggleCifarError(f"{path}: pipeline fails on a 32x32 RGB image ({type(exc).__name__}: {exc})") from None
     if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != (32, 32, 3):
-        raise KaggleCifarError(f"{path}: pipeline must return uint8 32x32x3 images (got "
-                               f"{getattr(out, 'dtype', type(out).__name__)} {tuple(getattr(out, 'shape', ()))}); "
-                               "drop ToFloat/Normalize/ToTensorV2, the models normalise themselves")
+        raise KaggleCifarError(
+            f"{path}: pipeline must return uint8 32x32x3 images (got "
+            f"{getattr(out, 'dtype', type(out).__name__)} {tuple(getattr(out, 'shape', ()))}); "
+            "drop ToFloat/Normalize/ToTensorV2, the models normalise themselves"
+        )
     return pipeline
 
 

@@ -23,6 +23,7 @@ Anything else (Affine, Rotate, a OneOf, ...) makes compile_pipeline return the r
 and training keeps albumentations in CPU workers. The random numbers are torch's, not numpy's, so a
 batch is not the one albumentations would draw: the distributions are the same, the streams are not.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,6 +32,7 @@ import torch
 from kagglecifar.data.batch_ops import BORDER_NAMES, CONSTANT, Dropout, Flip, Geometry, Jitter, PadCrop, seed_generator
 
 # --- the engine -----------------------------------------------------------------------------------
+
 
 class BatchAugment:
     """A compiled pipeline: `engine(images, seed)` augments a uint8 NHWC batch on its own device."""
@@ -66,8 +68,10 @@ class BatchAugment:
     def __call__(self, images: torch.Tensor, seed, flip: torch.Tensor | None = None) -> torch.Tensor:
         """Augment uint8 (B, H, W, C) images; `flip` (B,) bool, if given, replaces HorizontalFlip's draw."""
         if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:3]) != self.size:
-            raise ValueError(f"expected uint8 (B, {self.size[0]}, {self.size[1]}, C) images, got "
-                             f"{images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"expected uint8 (B, {self.size[0]}, {self.size[1]}, C) images, got "
+                f"{images.dtype} {tuple(images.shape)}"
+            )
         params = self.sample(len(images), seed, images.device)
         if flip is not None:
             for step, p in zip(self.steps, params):

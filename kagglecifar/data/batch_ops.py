@@ -1,6 +1,7 @@
 """The batched operations behind batch_augment: per-sample random draws from a seeded torch.Generator,
 geometry (pad, crop, flip) fused into one gather, CoarseDropout holes, and ColorJitter's colour ops with
 albumentations' uint8 arithmetic."""
+
 from __future__ import annotations
 
 import functools
@@ -11,8 +12,13 @@ import torch
 
 # OpenCV border modes (cv2.BORDER_*), named here so that importing this module needs no cv2.
 CONSTANT, REPLICATE, REFLECT, WRAP, REFLECT_101 = 0, 1, 2, 3, 4
-BORDER_NAMES = {CONSTANT: "constant", REPLICATE: "replicate", REFLECT: "reflect", WRAP: "wrap",
-                REFLECT_101: "reflect_101"}
+BORDER_NAMES = {
+    CONSTANT: "constant",
+    REPLICATE: "replicate",
+    REFLECT: "reflect",
+    WRAP: "wrap",
+    REFLECT_101: "reflect_101",
+}
 # cv2.cvtColor(RGB2GRAY) on uint8 in OpenCV 5 (the one albumentations installs here): Y = (9798 R + 19235 G
 # + 3735 B + 2^14) >> 15, that is 0.299, 0.587, 0.114 in Q15 (tested against cv2 bit for bit).
 GRAY_WEIGHTS, GRAY_SHIFT = (9798, 19235, 3735), 15
@@ -47,6 +53,7 @@ def applied(n: int, p: float, g: torch.Generator, device) -> torch.Tensor:
 
 
 # --- geometry -------------------------------------------------------------------------------------
+
 
 def border_index(positions: np.ndarray, size: int, mode: int) -> np.ndarray:
     """Source index of each position of an axis of `size` pixels extended by `mode`; -1 = constant fill.
@@ -90,8 +97,10 @@ class Geometry:
     fill: tuple[int, ...] | None = None
 
     @classmethod
-    def identity(cls, n: int, size: tuple[int, int], device) -> "Geometry":
-        return cls(torch.arange(size[0], device=device).expand(n, -1), torch.arange(size[1], device=device).expand(n, -1))
+    def identity(cls, n: int, size: tuple[int, int], device) -> Geometry:
+        return cls(
+            torch.arange(size[0], device=device).expand(n, -1), torch.arange(size[1], device=device).expand(n, -1)
+        )
 
     @staticmethod
     def follow(previous: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -181,6 +190,7 @@ class Flip:
 
 # --- CoarseDropout --------------------------------------------------------------------------------
 
+
 @dataclass
 class Dropout:
     num_holes: tuple[int, int]
@@ -207,7 +217,9 @@ class Dropout:
         used = (torch.arange(k, device=device) < count.view(-1, 1)) & applied(n, self.p, g, device).view(-1, 1)
         params = {"holes": torch.where(used.unsqueeze(2), holes, 0)}
         if self.fill == "random":
-            params["noise"] = torch.randint(0, 256, (n, height, width, 3), generator=g, device=device, dtype=torch.uint8)
+            params["noise"] = torch.randint(
+                0, 256, (n, height, width, 3), generator=g, device=device, dtype=torch.uint8
+            )
         elif self.fill == "random_uniform":
             params["colors"] = torch.randint(0, 256, (n, k, 3), generator=g, device=device, dtype=torch.uint8)
         return params
@@ -233,6 +245,7 @@ class Dropout:
 
 # --- ColorJitter ----------------------------------------------------------------------------------
 
+
 def to_uint8(values: torch.Tensor) -> torch.Tensor:
     """numpy's clip(values, 0, 255).astype(uint8): clip, then truncate toward zero."""
     return values.clamp(0, 255).to(torch.uint8)
@@ -243,7 +256,9 @@ def gray(images: torch.Tensor) -> torch.Tensor:
 
     Every partial sum is an integer below 2^24, so float32 arithmetic is exact here.
     """
-    total = images.to(torch.float32) @ constant(GRAY_WEIGHTS, torch.float32, str(images.device)) + (1 << (GRAY_SHIFT - 1))
+    total = images.to(torch.float32) @ constant(GRAY_WEIGHTS, torch.float32, str(images.device)) + (
+        1 << (GRAY_SHIFT - 1)
+    )
     return total.mul_(1 / (1 << GRAY_SHIFT)).floor_().to(torch.uint8)
 
 

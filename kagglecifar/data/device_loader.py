@@ -11,6 +11,7 @@ nothing else, so a run resumed at any step sees the batches an uninterrupted one
 device type). With `alternate_flip` (airbench) each image gets one random flip for the whole run and
 every odd epoch mirrors it, instead of a fresh coin per epoch; it replaces a HorizontalFlip(p=0.5).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,19 @@ class DeviceLoader:
     """Same interface as data.TrainLoader: len() = batches per epoch, epoch(e, start) yields (images, labels)
     as uint8 (B, H, W, C) and int64 (B,) tensors on `device`."""
 
-    def __init__(self, images, labels, *, engine: BatchAugment, batch_size: int, seed: int, device="cpu",
-                 rank: int = 0, world_size: int = 1, alternate_flip: bool = False):
+    def __init__(
+        self,
+        images,
+        labels,
+        *,
+        engine: BatchAugment,
+        batch_size: int,
+        seed: int,
+        device="cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        alternate_flip: bool = False,
+    ):
         self.sampler = EpochBatches(len(images), batch_size, seed, rank, world_size)
         self.images = torch.as_tensor(images).to(device)
         self.labels = torch.as_tensor(labels).to(device)
@@ -49,7 +61,7 @@ class DeviceLoader:
         order = torch.tensor(list(self.sampler.rows), device=self.device)
         size = self.sampler.batch_size
         for number in range(start, self.sampler.batches):
-            rows = order[number * size:(number + 1) * size]
+            rows = order[number * size : (number + 1) * size]
             flips = None
             if self.base_flips is not None:
                 flips = self.base_flips[rows] ^ bool(epoch % 2)
@@ -57,9 +69,20 @@ class DeviceLoader:
             yield images, self.labels[rows]
 
 
-def choose_loader(images: np.ndarray, labels: np.ndarray, *, augment: str, batch_size: int, seed: int,
-                  device="cpu", workers: int = 0, rank: int = 0, world_size: int = 1,
-                  alternate_flip: bool = False, batched: bool = True):
+def choose_loader(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    augment: str,
+    batch_size: int,
+    seed: int,
+    device="cpu",
+    workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    alternate_flip: bool = False,
+    batched: bool = True,
+):
     """(loader, one line saying where augmentation runs and, on a fallback, which transform forced it).
 
     The batched DeviceLoader whenever the pipeline compiles (and `batched`); otherwise data.TrainLoader
@@ -68,11 +91,28 @@ def choose_loader(images: np.ndarray, labels: np.ndarray, *, augment: str, batch
     pipeline = build_pipeline(augment)
     engine = compile_pipeline(pipeline) if batched else "batched augmentation is switched off"
     if isinstance(engine, BatchAugment):
-        loader = DeviceLoader(images, labels, engine=engine, batch_size=batch_size, seed=seed, device=device,
-                              rank=rank, world_size=world_size, alternate_flip=alternate_flip)
+        loader = DeviceLoader(
+            images,
+            labels,
+            engine=engine,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+            rank=rank,
+            world_size=world_size,
+            alternate_flip=alternate_flip,
+        )
         flips = ", alternating flips" if loader.base_flips is not None else ""
         return loader, f"augmentation: batched on {torch.device(device).type} ({engine.describe()}{flips})"
-    loader = TrainLoader(images, labels, augment=augment, batch_size=batch_size, seed=seed, workers=workers,
-                         device=device, rank=rank, world_size=world_size)
-    return loader, (f"augmentation: albumentations in {workers} CPU worker(s), not batched on the device: "
-                    f"{engine}")
+    loader = TrainLoader(
+        images,
+        labels,
+        augment=augment,
+        batch_size=batch_size,
+        seed=seed,
+        workers=workers,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+    )
+    return loader, (f"augmentation: albumentations in {workers} CPU worker(s), not batched on the device: {engine}")

@@ -6,6 +6,7 @@ workers one whole batch at a time, reseeded from (seed, epoch, batch number), an
 from a DistributedSampler seeded by (seed, epoch): an epoch's batches depend on nothing else, so a run
 resumed at any step sees exactly the batches an uninterrupted one would.
 """
+
 from __future__ import annotations
 
 import signal
@@ -51,9 +52,13 @@ def load_train_data(data_dir: Path, val_fraction: float, seed: int) -> TrainData
     train_rows, val_rows = split_rows(split.labels[good], val_fraction, seed)
     train_rows, val_rows = good[train_rows], good[val_rows]
     return TrainData(
-        train_images=np.ascontiguousarray(split.images[train_rows]), train_labels=split.labels[train_rows].copy(),
-        val_images=np.ascontiguousarray(split.images[val_rows]), val_labels=split.labels[val_rows].copy(),
-        val_ids=split.ids[val_rows].copy(), classes=split.classes, excluded_bad=int(split.bad.sum()),
+        train_images=np.ascontiguousarray(split.images[train_rows]),
+        train_labels=split.labels[train_rows].copy(),
+        val_images=np.ascontiguousarray(split.images[val_rows]),
+        val_labels=split.labels[val_rows].copy(),
+        val_ids=split.ids[val_rows].copy(),
+        classes=split.classes,
+        excluded_bad=int(split.bad.sum()),
     )
 
 
@@ -78,7 +83,7 @@ class EpochBatches(Sampler):
     def __iter__(self):
         rows = list(self.rows)
         for number in range(self.start, self.batches):
-            yield self.epoch, number, rows[number * self.batch_size:(number + 1) * self.batch_size]
+            yield self.epoch, number, rows[number * self.batch_size : (number + 1) * self.batch_size]
 
 
 class AugmentedBatches(Dataset):
@@ -107,8 +112,20 @@ class TrainLoader:
     training device. Otherwise a DataLoader with persistent workers augments whole batches.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, *, augment: str, batch_size: int, seed: int,
-                 workers: int = 0, device: str = "cpu", rank: int = 0, world_size: int = 1, prefetch: int = 4):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        augment: str,
+        batch_size: int,
+        seed: int,
+        workers: int = 0,
+        device: str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        prefetch: int = 4,
+    ):
         self.sampler = EpochBatches(len(images), batch_size, seed, rank, world_size)
         pipeline = build_pipeline(augment)
         self.on_device = None
@@ -116,9 +133,14 @@ class TrainLoader:
             self.on_device = (torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device))
             return
         self.loader = DataLoader(
-            AugmentedBatches(images, labels, pipeline, seed), batch_size=None, sampler=self.sampler,
-            num_workers=workers, persistent_workers=workers > 0, prefetch_factor=prefetch if workers else None,
-            pin_memory=str(device).startswith("cuda"), worker_init_fn=_ignore_sigint if workers else None,
+            AugmentedBatches(images, labels, pipeline, seed),
+            batch_size=None,
+            sampler=self.sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            prefetch_factor=prefetch if workers else None,
+            pin_memory=str(device).startswith("cuda"),
+            worker_init_fn=_ignore_sigint if workers else None,
             generator=torch.Generator(),  # else every epoch's iterator draws from the global torch RNG
         )
 

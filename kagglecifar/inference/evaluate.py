@@ -3,6 +3,7 @@ and (test=True) on the cache's test split when that is labelled (CIFAR's test se
 super-class when the cache has them (CIFAR-100, fine labels); the most frequent confusions. Writes into the
 run folder a confusion matrix per split and per_class.csv (per_superclass.csv too). The one evaluation path:
 `train` calls it too when a run ends (validation only: the test split is for the user to look at)."""
+
 from __future__ import annotations
 
 import csv
@@ -130,8 +131,9 @@ class EvalReport:
         if confusions:
             lines.append(f"Most frequent confusions ({main.name}, TTA {mode}):")
             width = max(len(c.true) for c in confusions)
-            lines += [f"  {c.true:>{width}} -> {c.predicted}: {c.count} ({c.share:.1%} of {c.true})"
-                      for c in confusions]
+            lines += [
+                f"  {c.true:>{width}} -> {c.predicted}: {c.count} ({c.share:.1%} of {c.true})" for c in confusions
+            ]
         return "\n".join(lines)
 
     def _table(self, what: str, names: list[str], splits: dict[str, SplitScores], rows, overall: bool = True):
@@ -163,8 +165,10 @@ class EvalReport:
                 row.append(self.super_classes[self.super_class_of[i]])
             for s in splits.values():
                 images, accuracy = per_class[s.name]
-                row += [int(images[i]), *("" if np.isnan(accuracy[m][i]) else f"{accuracy[m][i]:.4f}"
-                                          for m in s.counts)]
+                row += [
+                    int(images[i]),
+                    *("" if np.isnan(accuracy[m][i]) else f"{accuracy[m][i]:.4f}" for m in s.counts),
+                ]
             writer.writerow(row)
         return out.getvalue()
 
@@ -173,8 +177,16 @@ def _percent(value: float) -> str:
     return "-" if np.isnan(value) else f"{value:.1%}"
 
 
-def evaluate(run: Path, data_dir: Path, tta_modes=("flip", "shift"), *, test: bool = False,
-             batch_size: int | None = None, device: str = "auto", progress: bool = True) -> EvalReport:
+def evaluate(
+    run: Path,
+    data_dir: Path,
+    tta_modes=("flip", "shift"),
+    *,
+    test: bool = False,
+    batch_size: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> EvalReport:
     """Accuracy on the run's validation split (and, with test, on a labelled test split of the cache) without
     TTA and with each mode.
 
@@ -193,8 +205,10 @@ def evaluate(run: Path, data_dir: Path, tta_modes=("flip", "shift"), *, test: bo
     if len(val_ids):
         rows = np.clip(np.searchsorted(train.ids, val_ids), 0, len(train.ids) - 1)
         if not np.array_equal(train.ids[rows], val_ids):
-            raise KaggleCifarError(f"{path}: some validation ids are not in the train cache of {data_dir}; "
-                                   "was the run trained on another download?")
+            raise KaggleCifarError(
+                f"{path}: some validation ids are not in the train cache of {data_dir}; "
+                "was the run trained on another download?"
+            )
         rows = np.sort(rows[~train.bad[rows]])
         parts["validation"] = (train.images[rows], _to_checkpoint(path, classes, train)[train.labels[rows]])
     if test and is_complete(data_dir, "test"):
@@ -203,23 +217,35 @@ def evaluate(run: Path, data_dir: Path, tta_modes=("flip", "shift"), *, test: bo
             rows = np.flatnonzero(~held_out.bad)
             parts["test"] = (held_out.images[rows], _to_checkpoint(path, classes, held_out)[held_out.labels[rows]])
     if not parts:
-        raise KaggleCifarError(f"{path}: the run has no validation split (val_ids is empty)"
-                               + (" and the test split of the cache has no labels" if test else "")
-                               + "; train with a validation split to evaluate it")
+        raise KaggleCifarError(
+            f"{path}: the run has no validation split (val_ids is empty)"
+            + (" and the test split of the cache has no labels" if test else "")
+            + "; train with a validation split to evaluate it"
+        )
 
     report = EvalReport(path, classes)
     for name, (images, labels) in parts.items():
-        probs = predict_images([(model, 1.0)], images, modes, len(classes), batch_size, dev,
-                               "evaluate" if name == "validation" else f"evaluate {name}", progress)
-        report.splits[name] = SplitScores(name, {m: plots.confusion_matrix(labels, probs[m].argmax(axis=1),
-                                                                           len(classes)) for m in modes})
+        probs = predict_images(
+            [(model, 1.0)],
+            images,
+            modes,
+            len(classes),
+            batch_size,
+            dev,
+            "evaluate" if name == "validation" else f"evaluate {name}",
+            progress,
+        )
+        report.splits[name] = SplitScores(
+            name, {m: plots.confusion_matrix(labels, probs[m].argmax(axis=1), len(classes)) for m in modes}
+        )
     _add_super_classes(report, train)
     largest = report.largest_mode
     for name, scores in report.splits.items():
         title = f"{path.parent.name} epoch {ckpt.get('epoch')} {name}, TTA {largest}"
         counts = scores.counts[largest]
         report.confusion_paths[name] = write_figure(
-            path.parent / FIGURES[name], lambda p: plots.plot_confusion_matrix(counts, classes, p, title=title))
+            path.parent / FIGURES[name], lambda p: plots.plot_confusion_matrix(counts, classes, p, title=title)
+        )
     report.csv_path = write_text_atomic(path.parent / PER_CLASS_CSV, report.csv_text())
     if report.super_class_of is not None:
         write_text_atomic(path.parent / PER_SUPERCLASS_CSV, report.csv_text(super_classes=True))
@@ -246,11 +272,17 @@ def _record(report: EvalReport, ckpt: dict) -> Path:
     previous = read_evaluation(report.checkpoint.parent)
     kept = previous if previous.get("checkpoint") == checkpoint and previous.get("count") == report.count else {}
     mode = report.largest_mode
-    record = {"checkpoint": checkpoint, "count": report.count, "classes": report.classes,
-              "accuracy": {**kept.get("accuracy", {}), **report.overall},
-              "per_class": {**kept.get("per_class", {}),
-                            **{m: [None if v != v else float(v) for v in a] for m, a in report.per_class.items()}},
-              "confusion": {"tta": mode, "counts": report.splits["validation"].counts[mode].tolist()}}
+    record = {
+        "checkpoint": checkpoint,
+        "count": report.count,
+        "classes": report.classes,
+        "accuracy": {**kept.get("accuracy", {}), **report.overall},
+        "per_class": {
+            **kept.get("per_class", {}),
+            **{m: [None if v != v else float(v) for v in a] for m, a in report.per_class.items()},
+        },
+        "confusion": {"tta": mode, "counts": report.splits["validation"].counts[mode].tolist()},
+    }
     return write_text_atomic(report.checkpoint.parent / EVALUATION, json.dumps(record, indent=1) + "\n")
 
 

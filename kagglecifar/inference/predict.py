@@ -14,6 +14,7 @@ Confidence = the highest averaged class probability. A decodable image whose con
 out-of-distribution threshold (default 0.5: no class gets half the probability) "looks out-of-distribution";
 the competition's test set pads its 10,000 real images with 290,000 junk ones, most of which land there.
 """
+
 from __future__ import annotations
 
 import time
@@ -43,6 +44,8 @@ def default_ood_threshold(num_classes: int) -> float:
     """0.5 for CIFAR-10; five times the uniform probability with more classes (0.05 for 100), where a
     top probability below one half is normal for a real image."""
     return min(OOD_THRESHOLD, 5 / num_classes)
+
+
 BATCH_SIZE = {"cuda": 1024, "cpu": 256}  # measured on 2 CPU cores: 256 ran 2.2x faster than 1024
 SAVED_PROBS_SUFFIX = ".npz"
 SAVE_PROBS_ELSEWHERE = "another --save-probs path"
@@ -94,9 +97,16 @@ def _check_weights(weights: list[float], count: int) -> None:
         raise KaggleCifarError("--weights: every weight must be a positive number")
 
 
-def predict_images(models: list[tuple[nn.Module, float]], images: np.ndarray, modes: list[str], num_classes: int,
-                   batch_size: int | None = None, device: torch.device = torch.device("cpu"),
-                   desc: str = "predict", progress: bool = True) -> dict[str, np.ndarray]:
+def predict_images(
+    models: list[tuple[nn.Module, float]],
+    images: np.ndarray,
+    modes: list[str],
+    num_classes: int,
+    batch_size: int | None = None,
+    device: torch.device = torch.device("cpu"),
+    desc: str = "predict",
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
     """Weighted sum over models of each mode's weighted mean softmax over its views, for uint8 NHWC images
     (a memory map is fine). One pass over the images: batches are read in order, moved to the device as uint8
     and scaled there; a view that several modes share is computed once.
@@ -107,7 +117,7 @@ def predict_images(models: list[tuple[nn.Module, float]], images: np.ndarray, mo
     cuda = device.type == "cuda"
     with torch.inference_mode(), progress_bar(len(images), desc, "img", enabled=progress) as bar:
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.array(images[start:start + batch_size]))  # a writable copy off the memory map
+            batch = torch.from_numpy(np.array(images[start : start + batch_size]))  # a writable copy off the memory map
             x = to_model_input(batch, device, channels_last=True)
             rows = slice(start, start + len(batch))
             for model, weight in models:
@@ -122,8 +132,15 @@ def predict_images(models: list[tuple[nn.Module, float]], images: np.ndarray, mo
     return out
 
 
-def predict(checkpoints: list[Path], data_dir: Path, *, tta: str = "none", weights: list[float] | None = None,
-            batch_size: int | None = None, device: str = "auto") -> Predictions:
+def predict(
+    checkpoints: list[Path],
+    data_dir: Path,
+    *,
+    tta: str = "none",
+    weights: list[float] | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+) -> Predictions:
     """Predict every id of the test cache with one checkpoint or a weighted ensemble.
 
     `checkpoints`: run folders, checkpoint files, or .npz probabilities saved earlier (see save_probs).
@@ -154,9 +171,11 @@ def predict(checkpoints: list[Path], data_dir: Path, *, tta: str = "none", weigh
     classes = _agreeing_classes(class_lists)
     if sorted(classes) != sorted(test.classes):  # e.g. a CIFAR-10 run on a CIFAR-100 cache
         shown = ", ".join(test.classes[:5]) + (", ..." if len(test.classes) > 5 else "")
-        raise KaggleCifarError(f"{next(iter(class_lists))}: trained on {len(classes)} classes ({', '.join(classes[:5])}"
-                               f"{', ...' if len(classes) > 5 else ''}), the test cache in {data_dir} has "
-                               f"{len(test.classes)} ({shown}); predict with a run trained on this data")
+        raise KaggleCifarError(
+            f"{next(iter(class_lists))}: trained on {len(classes)} classes ({', '.join(classes[:5])}"
+            f"{', ...' if len(classes) > 5 else ''}), the test cache in {data_dir} has "
+            f"{len(test.classes)} ({shown}); predict with a run trained on this data"
+        )
 
     started = time.perf_counter()
     probs = np.zeros((len(test), len(classes)), np.float32)
@@ -172,8 +191,10 @@ def _agreeing_classes(class_lists: dict[Path, list[str]]) -> list[str]:
     (first, classes), *others = class_lists.items()
     for path, other in others:
         if list(other) != list(classes):
-            raise KaggleCifarError(f"{path}: its classes {other} differ from those of {first} {classes}; "
-                                   "an ensemble needs models trained on the same class list")
+            raise KaggleCifarError(
+                f"{path}: its classes {other} differ from those of {first} {classes}; "
+                "an ensemble needs models trained on the same class list"
+            )
     return list(classes)
 
 
@@ -197,8 +218,15 @@ def save_probs(predictions: Predictions, path: Path, force: bool = False) -> Pat
     with atomic_output(path, force, SAVE_PROBS_ELSEWHERE) as tmp:
         if path.suffix == ".npz":
             with open(tmp, "wb") as f:
-                np.savez(f, ids=p.ids, probs=p.probs, confidence=p.confidence, bad=p.bad,
-                         classes=np.array(p.classes), tta=np.array(p.tta))
+                np.savez(
+                    f,
+                    ids=p.ids,
+                    probs=p.probs,
+                    confidence=p.confidence,
+                    bad=p.bad,
+                    classes=np.array(p.classes),
+                    tta=np.array(p.tta),
+                )
         else:
             import pandas as pd
 
@@ -215,10 +243,18 @@ def load_probs(path: Path) -> Predictions:
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as saved:
-            return Predictions(saved["ids"], saved["probs"].astype(np.float32), saved["confidence"], saved["bad"],
-                               [str(c) for c in saved["classes"]], str(saved["tta"]))
+            return Predictions(
+                saved["ids"],
+                saved["probs"].astype(np.float32),
+                saved["confidence"],
+                saved["bad"],
+                [str(c) for c in saved["classes"]],
+                str(saved["tta"]),
+            )
     except (OSError, ValueError, KeyError) as exc:
-        raise KaggleCifarError(f"{path}: not probabilities saved by `kagglecifar predict --save-probs` ({exc})") from None
+        raise KaggleCifarError(
+            f"{path}: not probabilities saved by `kagglecifar predict --save-probs` ({exc})"
+        ) from None
 
 
 def default_submission_path(sources: list[Path], tta: str, folder: Path = Path("submissions")) -> Path:
@@ -249,16 +285,27 @@ class PredictResult:
         probs = f", probabilities {self.probs_path}" if self.probs_path else ""
         views = TTA_VIEWS[p.tta]
         threshold = default_ood_threshold(len(p.classes)) if self.ood_threshold is None else self.ood_threshold
-        return (f"{self.rows} rows, TTA {p.tta} ({views} view{'s' if views > 1 else ''}), "
-                f"{int(p.bad.sum())} undecodable ids -> {p.fallback!r} (listed in {self.bad_ids_path}), "
-                f"{p.ood_count(threshold)} look out-of-distribution (confidence < {threshold:g}), "
-                f"{p.images_per_second:,.0f} images/s{probs} -> {self.csv_path}")
+        return (
+            f"{self.rows} rows, TTA {p.tta} ({views} view{'s' if views > 1 else ''}), "
+            f"{int(p.bad.sum())} undecodable ids -> {p.fallback!r} (listed in {self.bad_ids_path}), "
+            f"{p.ood_count(threshold)} look out-of-distribution (confidence < {threshold:g}), "
+            f"{p.images_per_second:,.0f} images/s{probs} -> {self.csv_path}"
+        )
 
 
-def predict_to_submission(sources: list[Path], data_dir: Path, out: Path, *, tta: str = "flip",
-                          weights: list[float] | None = None, batch_size: int | None = None, device: str = "auto",
-                          force: bool = False, save_probs_path: Path | None = None,
-                          ood_threshold: float | None = None) -> PredictResult:
+def predict_to_submission(
+    sources: list[Path],
+    data_dir: Path,
+    out: Path,
+    *,
+    tta: str = "flip",
+    weights: list[float] | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    force: bool = False,
+    save_probs_path: Path | None = None,
+    ood_threshold: float | None = None,
+) -> PredictResult:
     """`kagglecifar predict`: predictions -> submission CSV (+ bad-ids report, + probabilities).
 
     A test cache built from other data than the competition's has no sampleSubmission.csv: the CSV then
@@ -271,8 +318,10 @@ def predict_to_submission(sources: list[Path], data_dir: Path, out: Path, *, tta
         refuse_existing(save_probs_path, force, SAVE_PROBS_ELSEWHERE)
     built_from, train_from = cache_format(data_dir, "test"), cache_format(data_dir, "train")
     if built_from is None and train_from not in (None, COMPETITION):
-        raise KaggleCifarError(f"{Path(data_dir) / 'cache'}: no test split (the {train_from} source has no test "
-                               "images); nothing to predict")
+        raise KaggleCifarError(
+            f"{Path(data_dir) / 'cache'}: no test split (the {train_from} source has no test "
+            "images); nothing to predict"
+        )
     competition = built_from in (None, COMPETITION)
     sample_ids = read_sample_ids(sample) if competition else None
     predictions = predict(sources, data_dir, tta=tta, weights=weights, batch_size=batch_size, device=device)
@@ -283,15 +332,24 @@ def predict_to_submission(sources: list[Path], data_dir: Path, out: Path, *, tta
     else:
         names = read_manifest(data_dir, "test").get("names")
         if names is not None and len(names) != len(predictions.ids):
-            raise KaggleCifarError(f"{data_dir}: the test cache's file names do not match its images; "
-                                   "run `kagglecifar fetch --force`")
+            raise KaggleCifarError(
+                f"{data_dir}: the test cache's file names do not match its images; run `kagglecifar fetch --force`"
+            )
         write_predictions_csv(out, predictions.ids, predictions.labels(), predictions.classes, names, force)
     report = bad_ids_path(out)
     bad_ids = predictions.ids[predictions.bad]
     with atomic_output(report, force=True) as tmp:
-        tmp.write_text(f"# {len(bad_ids)} test images in {data_dir} could not be decoded; each is labelled "
-                       f"{predictions.fallback!r} (highest mean probability over the decodable images) in {out.name}\n"
-                       + "".join(f"{i}\n" for i in bad_ids.tolist()))
+        tmp.write_text(
+            f"# {len(bad_ids)} test images in {data_dir} could not be decoded; each is labelled "
+            f"{predictions.fallback!r} (highest mean probability over the decodable images) in {out.name}\n"
+            + "".join(f"{i}\n" for i in bad_ids.tolist())
+        )
     provenance.write_sources(out, sources, tta, weights)  # which runs the CSV came from, for submit and compare
-    return PredictResult(predictions, out, report, Path(save_probs_path) if save_probs_path else None,
-                         ood_threshold, len(predictions.ids) if sample_ids is None else len(sample_ids))
+    return PredictResult(
+        predictions,
+        out,
+        report,
+        Path(save_probs_path) if save_probs_path else None,
+        ood_threshold,
+        len(predictions.ids) if sample_ids is None else len(sample_ids),
+    )

@@ -12,6 +12,7 @@
 A view is (dy, dx, mirrored): the batch reflect-padded and cropped dy, dx px from its place, then mirrored.
 Views shared by several modes are computed once when several modes are asked for together (evaluate).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,10 +27,10 @@ SHIFT_OFFSETS = ((-SHIFT, 0), (SHIFT, 0), (0, -SHIFT), (0, SHIFT))  # up, down, 
 MODES: dict[str, dict[View, float]] = {
     "none": {(0, 0, False): 1.0},
     "flip": {view: 1 / 2 for view in FLIP_VIEWS},
-    "shift": {view: 1 / 10 for view in FLIP_VIEWS + tuple((dy, dx, m) for dy, dx in SHIFT_OFFSETS
-                                                         for m in (False, True))},
-    "translate": {**{view: 1 / 4 for view in FLIP_VIEWS},
-                  **{(d, d, m): 1 / 8 for d in (-1, 1) for m in (False, True)}},
+    "shift": {
+        view: 1 / 10 for view in FLIP_VIEWS + tuple((dy, dx, m) for dy, dx in SHIFT_OFFSETS for m in (False, True))
+    },
+    "translate": {**{view: 1 / 4 for view in FLIP_VIEWS}, **{(d, d, m): 1 / 8 for d in (-1, 1) for m in (False, True)}},
 }
 TTA_VIEWS = {mode: len(views) for mode, views in MODES.items()}
 
@@ -52,7 +53,7 @@ def make_view(x: torch.Tensor, view: View) -> torch.Tensor:
         pad = max(abs(dy), abs(dx))
         height, width = x.shape[2:]
         padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        x = padded[:, :, pad + dy:pad + dy + height, pad + dx:pad + dx + width]
+        x = padded[:, :, pad + dy : pad + dy + height, pad + dx : pad + dx + width]
     return x.flip(3) if mirrored else x
 
 

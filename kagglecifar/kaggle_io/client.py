@@ -7,6 +7,7 @@ goes to the client: we never print it, log it, put it in an error message or wri
 kaggle 2.2 never retries a 429 or a 5xx, so every call goes through `retrying`: ATTEMPTS tries,
 the server's Retry-After when it sends one, else exponential backoff with a cap.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +19,7 @@ import stat
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
@@ -72,17 +73,21 @@ def _find_credentials(folder: Path) -> str:
         except (OSError, ValueError, UnicodeDecodeError):
             doc = None
         if not (isinstance(doc, dict) and doc.get("username") and doc.get("key")):
-            raise KaggleCifarError(f"{path}: not a Kaggle API token file (needs \"username\" and \"key\"); "
-                                   f"download a new one at {TOKEN_PAGE} (API -> Create New Token)")
+            raise KaggleCifarError(
+                f'{path}: not a Kaggle API token file (needs "username" and "key"); '
+                f"download a new one at {TOKEN_PAGE} (API -> Create New Token)"
+            )
         return str(path)
     for token_file in (Path.home() / ".kaggle" / "access_token", Path.home() / ".kaggle" / "access_token.txt"):
         if token_file.is_file():
             return str(token_file)
     if (Path.home() / ".kaggle" / "credentials.json").is_file():
         return "`kaggle auth login` credentials"
-    raise KaggleCifarError(f"no Kaggle credentials: save your API token file (from {TOKEN_PAGE}, API -> Create New "
-                           f"Token) as {path} and chmod 600 it, or set KAGGLE_USERNAME and KAGGLE_KEY "
-                           f"(or KAGGLE_API_TOKEN)")
+    raise KaggleCifarError(
+        f"no Kaggle credentials: save your API token file (from {TOKEN_PAGE}, API -> Create New "
+        f"Token) as {path} and chmod 600 it, or set KAGGLE_USERNAME and KAGGLE_KEY "
+        f"(or KAGGLE_API_TOKEN)"
+    )
 
 
 def connect(competition: str) -> Connection:
@@ -103,8 +108,10 @@ def connect(competition: str) -> Connection:
     try:
         retrying(conn, "signing in to Kaggle", sign_in)
     except SystemExit:  # the client gave up on every kind of credentials
-        raise KaggleCifarError(f"{conn.credentials}: Kaggle did not accept these credentials (expired or revoked "
-                               f"token?); create a new API token at {TOKEN_PAGE}") from None
+        raise KaggleCifarError(
+            f"{conn.credentials}: Kaggle did not accept these credentials (expired or revoked "
+            f"token?); create a new API token at {TOKEN_PAGE}"
+        ) from None
     conn.username = api.config_values.get("username") or ""
     return conn
 
@@ -131,7 +138,7 @@ def retry_delay(attempt: int, retry_after: str | None = None) -> float:
             seconds = float(retry_after)
         except ValueError:
             try:
-                seconds = (parsedate_to_datetime(retry_after) - datetime.now(timezone.utc)).total_seconds()
+                seconds = (parsedate_to_datetime(retry_after) - datetime.now(UTC)).total_seconds()
             except (TypeError, ValueError):
                 seconds = None
         if seconds is not None:
@@ -179,14 +186,20 @@ def _error(conn: Connection, what: str, exc: Exception, status: int | None, atte
     why, tries = reason(exc), f" after {attempts} tries" if attempts > 1 else ""
     page = f"https://www.kaggle.com/competitions/{conn.competition}"
     if status == 401:
-        return KaggleCifarError(f"{what}: Kaggle rejected the credentials from {conn.credentials} ({why}); check "
-                                f"the username and key, or create a new API token at {TOKEN_PAGE}")
+        return KaggleCifarError(
+            f"{what}: Kaggle rejected the credentials from {conn.credentials} ({why}); check "
+            f"the username and key, or create a new API token at {TOKEN_PAGE}"
+        )
     if status == 403:
-        return KaggleCifarError(f"{what}: Kaggle refused ({why}); accept the competition's rules at {page}/rules "
-                                f"with the account of {conn.credentials}")
+        return KaggleCifarError(
+            f"{what}: Kaggle refused ({why}); accept the competition's rules at {page}/rules "
+            f"with the account of {conn.credentials}"
+        )
     if status == 404:
-        return KaggleCifarError(f"{what}: not found ({why}); is --competition {conn.competition!r} right? "
-                                f"(the SLUG in https://www.kaggle.com/competitions/SLUG)")
+        return KaggleCifarError(
+            f"{what}: not found ({why}); is --competition {conn.competition!r} right? "
+            f"(the SLUG in https://www.kaggle.com/competitions/SLUG)"
+        )
     if status == 429:
         return KaggleCifarError(f"{what}: Kaggle keeps rate-limiting us ({why}){tries}; wait a few minutes")
     if status is not None and status >= 500:

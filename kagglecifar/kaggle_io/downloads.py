@@ -4,6 +4,7 @@ A data file is fetched by the client's own resumable `download_file` into NAME.p
 marker lets a later run continue it with a Range request), checked against the size in the file list, and
 only then renamed to NAME: a file under its final name is always complete.
 """
+
 from __future__ import annotations
 
 import errno
@@ -37,8 +38,7 @@ class DownloadSummary:
     def line(self) -> str:
         if not self.downloaded:
             return f"all {len(self.skipped)} files already downloaded"
-        return (f"{len(self.downloaded)} files downloaded ({_size(self.bytes)}), "
-                f"{len(self.skipped)} already complete")
+        return f"{len(self.downloaded)} files downloaded ({_size(self.bytes)}), {len(self.skipped)} already complete"
 
 
 def download_competition(competition: str, data_dir: Path, force: bool = False) -> DownloadSummary:
@@ -49,8 +49,10 @@ def download_competition(competition: str, data_dir: Path, force: bool = False) 
     sizes = _file_sizes(conn)
     missing = [name for name in REQUIRED_FILES if name not in sizes]
     if missing:
-        raise KaggleCifarError(f"competition {competition!r} has no {', '.join(missing)} (it has: "
-                               f"{', '.join(sorted(sizes)) or 'no files'}); is --competition right?")
+        raise KaggleCifarError(
+            f"competition {competition!r} has no {', '.join(missing)} (it has: "
+            f"{', '.join(sorted(sizes)) or 'no files'}); is --competition right?"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     result = DownloadSummary()
     for name in REQUIRED_FILES:
@@ -69,6 +71,7 @@ def _file_sizes(conn: Connection) -> dict[str, int | None]:
     """Name -> size in bytes (None when Kaggle does not say) of every file of the competition."""
     sizes, token = {}, None
     while True:
+
         def list_page(token=token):
             with client_output():
                 return conn.api.competition_list_files(conn.competition, token)
@@ -121,8 +124,10 @@ def _discard(path: Path) -> None:
 MAX_SEPARATE_FILES = 32  # a dataset with more files than this (an image folder) comes as Kaggle's one zip of it
 DATASET_RECORD = ".kagglecifar-dataset.json"  # written once a dataset's zip is unpacked: what it held
 DATASET_PAGE_SIZE = 200
-_DATASET_REF = re.compile(r"(?:https?://(?:www\.)?kaggle\.com/datasets/)?([A-Za-z0-9][\w.-]*)/([A-Za-z0-9][\w.-]*)"
-                          r"(?:/(?:versions/)?(\d+))?/?")
+_DATASET_REF = re.compile(
+    r"(?:https?://(?:www\.)?kaggle\.com/datasets/)?([A-Za-z0-9][\w.-]*)/([A-Za-z0-9][\w.-]*)"
+    r"(?:/(?:versions/)?(\d+))?/?"
+)
 
 
 def download_dataset(dataset: str, dest_dir: Path, force: bool = False) -> DownloadSummary:
@@ -190,8 +195,10 @@ def dataset_folder(dataset: str) -> Path:
 def _dataset_parts(dataset: str) -> tuple[str, str, int | None]:
     match = _DATASET_REF.fullmatch(dataset.strip())
     if not match:
-        raise KaggleCifarError(f"--dataset {dataset!r}: expected OWNER/NAME, as in "
-                               "https://www.kaggle.com/datasets/OWNER/NAME (optionally OWNER/NAME/VERSION)")
+        raise KaggleCifarError(
+            f"--dataset {dataset!r}: expected OWNER/NAME, as in "
+            "https://www.kaggle.com/datasets/OWNER/NAME (optionally OWNER/NAME/VERSION)"
+        )
     owner, slug, version = match.groups()
     return owner, slug, int(version) if version else None
 
@@ -207,12 +214,16 @@ def _dataset_errors(conn: Connection, ref: str, what: str, call):
             status = exc.response.status_code if exc.response is not None else None
             page = "https://www.kaggle.com/datasets/" + "/".join(ref.split("/")[:2])
             if status == 403:
-                raise KaggleCifarError(f"{what}: Kaggle refused ({reason(exc)}); open {page} signed in with the "
-                                       f"account of {conn.credentials} and accept the dataset's terms") from None
+                raise KaggleCifarError(
+                    f"{what}: Kaggle refused ({reason(exc)}); open {page} signed in with the "
+                    f"account of {conn.credentials} and accept the dataset's terms"
+                ) from None
             if status == 404:
-                raise KaggleCifarError(f"{what}: not found ({reason(exc)}); is --dataset {ref!r} right? (OWNER/NAME "
-                                       "as in https://www.kaggle.com/datasets/OWNER/NAME; a private dataset needs "
-                                       "its owner's credentials)") from None
+                raise KaggleCifarError(
+                    f"{what}: not found ({reason(exc)}); is --dataset {ref!r} right? (OWNER/NAME "
+                    "as in https://www.kaggle.com/datasets/OWNER/NAME; a private dataset needs "
+                    "its owner's credentials)"
+                ) from None
             raise
 
     return translated
@@ -222,9 +233,9 @@ def _dataset_files(conn: Connection, owner: str, slug: str, version: int | None)
     """({name: size or None}, whether that is all of them): listing stops past MAX_SEPARATE_FILES files."""
     from kagglesdk.datasets.types.dataset_api_service import ApiListDatasetFilesRequest
 
-
     ref, sizes, token = conn.competition, {}, None
     while True:
+
         def list_page(kaggle_token=token):
             r = ApiListDatasetFilesRequest()
             r.owner_slug, r.dataset_slug, r.dataset_version_number = owner, slug, version
@@ -263,8 +274,15 @@ def _fetch(conn: Connection, name: str, final: Path, size: int | None, open_down
             zipped = urlsplit(response.url).path.endswith(".zip") and not name.endswith(".zip")
             target = final.with_name(final.name + ".zip.part") if zipped else part
             try:
-                conn.api.download_file(response, str(target), kaggle.http_client(), quiet=not interactive(),
-                                       resume=True, chunk_size=CHUNK_BYTES, max_retries=0)
+                conn.api.download_file(
+                    response,
+                    str(target),
+                    kaggle.http_client(),
+                    quiet=not interactive(),
+                    resume=True,
+                    chunk_size=CHUNK_BYTES,
+                    max_retries=0,
+                )
             except ValueError as exc:  # the client's size check failed: these bytes are not the file, start over
                 _discard(target)
                 raise Transient(str(exc)) from None
@@ -275,8 +293,10 @@ def _fetch(conn: Connection, name: str, final: Path, size: int | None, open_down
         got = part.stat().st_size
         if size is not None and got != size:  # the same bytes would come again: no point in retrying
             _discard(part)
-            raise KaggleCifarError(f"downloading {name}: got {got:,} bytes, the file list says {size:,}; "
-                                   "run `kagglecifar fetch` again later")
+            raise KaggleCifarError(
+                f"downloading {name}: got {got:,} bytes, the file list says {size:,}; "
+                "run `kagglecifar fetch` again later"
+            )
 
     try:
         retrying(conn, f"downloading {name}", attempt)
@@ -285,9 +305,11 @@ def _fetch(conn: Connection, name: str, final: Path, size: int | None, open_down
         os.replace(part, final)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise KaggleCifarError(f"{part}: disk full while downloading {name}"
-                                   + (f" ({_size(size)})" if size else "")
-                                   + "; free some space and run `kagglecifar fetch` again (it resumes)") from None
+            raise KaggleCifarError(
+                f"{part}: disk full while downloading {name}"
+                + (f" ({_size(size)})" if size else "")
+                + "; free some space and run `kagglecifar fetch` again (it resumes)"
+            ) from None
         raise KaggleCifarError(f"{part}: cannot write the download ({exc.strerror or exc})") from None
 
 
@@ -306,8 +328,9 @@ def _unpack_dataset_zip(archive: Path, dest_dir: Path) -> dict[str, int]:
             for m in members:
                 is_link = stat.S_ISLNK(m.external_attr >> 16)
                 if escapes_folder(m.filename) or is_link:
-                    raise KaggleCifarError(f"{archive}: member {m.filename!r} is a link or points outside "
-                                           f"{dest_dir}; refusing the archive")
+                    raise KaggleCifarError(
+                        f"{archive}: member {m.filename!r} is a link or points outside {dest_dir}; refusing the archive"
+                    )
             for m in members:
                 out = dest_dir / m.filename
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -321,11 +344,14 @@ def _unpack_dataset_zip(archive: Path, dest_dir: Path) -> dict[str, int]:
                 files[m.filename] = m.file_size
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
         _discard(archive)
-        raise KaggleCifarError(f"{archive}: the dataset's zip from Kaggle is damaged ({exc}); run `kagglecifar "
-                               "fetch` again to download it anew") from None
+        raise KaggleCifarError(
+            f"{archive}: the dataset's zip from Kaggle is damaged ({exc}); run `kagglecifar "
+            "fetch` again to download it anew"
+        ) from None
     except OSError as exc:
-        raise KaggleCifarError(f"{exc.filename or dest_dir}: cannot unpack the dataset "
-                               f"({exc.strerror or exc})") from None
+        raise KaggleCifarError(
+            f"{exc.filename or dest_dir}: cannot unpack the dataset ({exc.strerror or exc})"
+        ) from None
     os.sync()
     return files
 
@@ -335,8 +361,9 @@ def _unpacked_files(record: Path, ref: str, dest_dir: Path) -> list[str] | None:
     try:
         doc = json.loads(record.read_text())
         files = doc["files"] if doc.get("dataset") == ref else None
-        if files and all((dest_dir / name).is_file() and (dest_dir / name).stat().st_size == size
-                         for name, size in files.items()):
+        if files and all(
+            (dest_dir / name).is_file() and (dest_dir / name).stat().st_size == size for name, size in files.items()
+        ):
             return sorted(files)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass

@@ -6,6 +6,7 @@ exactly one row per id of sampleSubmission.csv (ids written exactly as there: Ka
 as text; no extras, no duplicates) and a class
 name in every label cell.
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,8 +49,9 @@ def read_sample_ids(sample_path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise KaggleCifarError(f"{sample_path}: not found; run `kagglecifar fetch` first") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise KaggleCifarError(f"{sample_path}: unreadable sample submission ({type(exc).__name__}: "
-                               f"{str(exc)[:100]})") from None
+        raise KaggleCifarError(
+            f"{sample_path}: unreadable sample submission ({type(exc).__name__}: {str(exc)[:100]})"
+        ) from None
     if not rows or [c.strip() for c in rows[0][:1]] != ["id"]:
         raise KaggleCifarError(f"{sample_path}: expected a header starting with 'id'")
     texts = [row[0] if row else "" for row in rows[1:]]
@@ -86,8 +88,13 @@ def validate_submission(csv_path: Path, sample_path: Path, classes: list[str]) -
     return _validate(Path(csv_path), read_sample_ids(sample_path), classes)
 
 
-def _validate(csv_path: Path, sample_ids: np.ndarray, classes: list[str], reference: str = "sampleSubmission.csv",
-              header: list[str] = HEADER) -> list[Problem]:
+def _validate(
+    csv_path: Path,
+    sample_ids: np.ndarray,
+    classes: list[str],
+    reference: str = "sampleSubmission.csv",
+    header: list[str] = HEADER,
+) -> list[Problem]:
     """The problems of csv_path against the ids of `reference` (named in the messages); columns: `header`,
     the id first and the label second."""
     try:
@@ -137,8 +144,12 @@ def _validate(csv_path: Path, sample_ids: np.ndarray, classes: list[str], refere
             continue
         if not _canonical_id(id_text):
             try:
-                problems.add("id-text", line_no, f"id {id_text[:30]!r} is written differently from "
-                             f"{reference}'s {str(int(id_text))!r}; Kaggle compares ids as text")
+                problems.add(
+                    "id-text",
+                    line_no,
+                    f"id {id_text[:30]!r} is written differently from "
+                    f"{reference}'s {str(int(id_text))!r}; Kaggle compares ids as text",
+                )
             except ValueError:
                 problems.add("id-format", line_no, f"id {id_text[:30]!r} is not an integer")
             continue
@@ -152,8 +163,9 @@ def _validate(csv_path: Path, sample_ids: np.ndarray, classes: list[str], refere
 
     missing = [i for i in sample_ids.tolist() if i not in first_line_of]
     if missing:
-        problems.add("id-missing", 0, f"{reference} ids without a row: {len(missing)}, "
-                                      f"e.g. {', '.join(map(str, missing[:5]))}")
+        problems.add(
+            "id-missing", 0, f"{reference} ids without a row: {len(missing)}, e.g. {', '.join(map(str, missing[:5]))}"
+        )
     if rows != len(sample_ids):
         problems.add("rows", 0, f"{rows} rows, {reference} has {len(sample_ids)}")
     return problems.sorted()
@@ -189,8 +201,10 @@ def write_submission(path: Path, ids, labels, sample_path: Path, classes: list[s
     found = ids[order][slot] == sample_ids if len(ids) else np.zeros(len(sample_ids), bool)
     if not found.all():
         missing = sample_ids[~found]
-        raise KaggleCifarError(f"{sample_path}: ids without a prediction: {len(missing)}, e.g. "
-                               f"{', '.join(map(str, missing[:5]))}; is the test cache from the same download?")
+        raise KaggleCifarError(
+            f"{sample_path}: ids without a prediction: {len(missing)}, e.g. "
+            f"{', '.join(map(str, missing[:5]))}; is the test cache from the same download?"
+        )
     rows = labels[order][slot]
     body = "".join(f"{i},{label}\n" for i, label in zip(sample_ids.tolist(), rows.tolist()))
     with atomic_output(path, force) as tmp:
@@ -201,8 +215,9 @@ def write_submission(path: Path, ids, labels, sample_path: Path, classes: list[s
     return path
 
 
-def write_predictions_csv(path: Path, ids, labels, classes: list[str], names: list[str] | None = None,
-                          force: bool = False) -> Path:
+def write_predictions_csv(
+    path: Path, ids, labels, classes: list[str], names: list[str] | None = None, force: bool = False
+) -> Path:
     """Predictions for data other than the competition's (no sampleSubmission.csv): `id,label`, plus `file`
     when the test images' file names are known, one row per test id in ascending order; checked like a
     submission, against the test ids, before it appears under `path`."""
@@ -232,8 +247,15 @@ def newest_submission(folder: Path = Path("submissions")) -> Path:
     return max(files, key=lambda p: p.stat().st_mtime_ns)
 
 
-def submit(csv_path: Path, message: str, competition: str, *, data_dir: Path = Path("data"), wait: bool = True,
-           timeout: float = 600.0):
+def submit(
+    csv_path: Path,
+    message: str,
+    competition: str,
+    *,
+    data_dir: Path = Path("data"),
+    wait: bool = True,
+    timeout: float = 600.0,
+):
     """Check csv_path against data_dir's sampleSubmission.csv and class names, then upload it and wait up to
     `timeout` seconds for its public score: an invalid file raises KaggleCifarError before anything is sent."""
     from kagglecifar import kaggle_io, provenance
@@ -242,9 +264,11 @@ def submit(csv_path: Path, message: str, competition: str, *, data_dir: Path = P
 
     built_from = cache_format(data_dir, "test") or cache_format(data_dir, "train")
     if built_from not in (None, COMPETITION):
-        raise KaggleCifarError(f"{Path(data_dir) / 'cache'}: holds {built_from} data, not the {competition} "
-                               f"competition's files; `submit` uploads to a Kaggle competition only, so "
-                               f"{csv_path} stays here")
+        raise KaggleCifarError(
+            f"{Path(data_dir) / 'cache'}: holds {built_from} data, not the {competition} "
+            f"competition's files; `submit` uploads to a Kaggle competition only, so "
+            f"{csv_path} stays here"
+        )
     check_submission(csv_path, Path(data_dir) / "sampleSubmission.csv", submission_classes(data_dir))
     result = kaggle_io.upload_submission(csv_path, message, competition, wait=wait, timeout=timeout)
     try:  # CSV.submitted.json: the submission and the runs it came from (`compare` shows their scores)

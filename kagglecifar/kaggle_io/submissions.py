@@ -1,4 +1,5 @@
 """Submitting a CSV, listing submissions, reading the leaderboard."""
+
 from __future__ import annotations
 
 import time
@@ -54,8 +55,9 @@ class Leaderboard:
     would_rank: int | None  # where best_score would place (the leaderboard of a closed competition stays frozen)
 
 
-def upload_submission(csv_path: Path, message: str, competition: str, wait: bool = True,
-                      timeout: float = 600.0) -> SubmissionResult:
+def upload_submission(
+    csv_path: Path, message: str, competition: str, wait: bool = True, timeout: float = 600.0
+) -> SubmissionResult:
     """Upload csv_path as it is and wait up to `timeout` seconds for its public score.
 
     Call submission.submit instead: it checks the file first, so nothing invalid is ever uploaded.
@@ -102,9 +104,21 @@ def _submissions(conn: Connection, count: int = 20) -> list[SubmissionInfo]:
             return conn.api.competition_submissions(conn.competition, page_size=count)
 
     items = retrying(conn, f"listing your submissions to {conn.competition!r}", fetch) or []
-    return [SubmissionInfo(s.ref, s.date, s.file_name or "", s.description or "", s.status.name.lower(),
-                           _score(s.public_score), _score(s.private_score), s.error_description or "",
-                           s.team_name or "") for s in items if s is not None]
+    return [
+        SubmissionInfo(
+            s.ref,
+            s.date,
+            s.file_name or "",
+            s.description or "",
+            s.status.name.lower(),
+            _score(s.public_score),
+            _score(s.private_score),
+            s.error_description or "",
+            s.team_name or "",
+        )
+        for s in items
+        if s is not None
+    ]
 
 
 def leaderboard(competition: str, top: int = 20) -> Leaderboard:
@@ -116,6 +130,7 @@ def leaderboard(competition: str, top: int = 20) -> Leaderboard:
     team = next((s.team_name for s in mine if s.team_name), "") or conn.username
     rows, token = [], None
     for _ in range(LEADERBOARD_PAGES):
+
         def get_page(token=token):
             request = ApiGetLeaderboardRequest()
             request.competition_name, request.page_size, request.page_token = competition, 50, token
@@ -127,8 +142,10 @@ def leaderboard(competition: str, top: int = 20) -> Leaderboard:
         token = page.next_page_token
         if not token:
             break
-    board = [LeaderboardEntry(rank, r.team_name or "", _score(r.score), r.submission_date)
-             for rank, r in enumerate(rows, start=1)]
+    board = [
+        LeaderboardEntry(rank, r.team_name or "", _score(r.score), r.submission_date)
+        for rank, r in enumerate(rows, start=1)
+    ]
     you = next((e for e in board if e.team_name.casefold() == team.casefold()), None)
     scores = [s.public_score for s in mine if s.public_score is not None]
     ranked = [e.score for e in board if e.score is not None]

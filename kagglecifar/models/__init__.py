@@ -6,6 +6,7 @@ Every model normalises its input itself (first layer), so training and predictio
 images scaled to [0, 1] (to_model_input). Adding a model = one small file that calls @register, plus its
 import below.
 """
+
 # Importing a family module registers its models.
 from kagglecifar.models import airbench, baselines, resnet, resnet_imagenet  # noqa: E402,F401
 from kagglecifar.models.layers import CIFAR_MEAN, CIFAR_STD, Normalize, check_common, scaled, to_model_input  # noqa: F401

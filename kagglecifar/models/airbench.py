@@ -15,6 +15,7 @@ The whitening weights come from data: the trainer calls `model.init_whitening(im
 thousand training images, before it builds the optimizer or an EMA copy. They are a frozen parameter,
 so a checkpoint restores them (and the `whitened` flag) without any data.
 """
+
 from __future__ import annotations
 
 import torch
@@ -49,7 +50,7 @@ class DiracConv(nn.Conv2d):
     def reset_parameters(self):
         super().reset_parameters()
         with torch.no_grad():
-            nn.init.dirac_(self.weight[:min(self.in_channels, self.out_channels)])
+            nn.init.dirac_(self.weight[: min(self.in_channels, self.out_channels)])
 
 
 class ConvGroup(nn.Module):
@@ -122,26 +123,24 @@ class AirbenchNet(nn.Module):
         return self.head(self.dropout(x)) * LOGIT_SCALE
 
 
-def airbench(name: str, base_widths: list[int], depth: int, num_classes: int, width: float,
-             dropout: float) -> AirbenchNet:
+def airbench(
+    name: str, base_widths: list[int], depth: int, num_classes: int, width: float, dropout: float
+) -> AirbenchNet:
     check_common(name, width, dropout)
     return AirbenchNet([scaled(c, width) for c in base_widths], num_classes, depth, dropout)
 
 
-@register("airbench94", "airbench94: whitening stem, 3 conv groups 64-256-256, GELU, max-pool head",
-          batch_size=1024)
+@register("airbench94", "airbench94: whitening stem, 3 conv groups 64-256-256, GELU, max-pool head", batch_size=1024)
 def airbench94(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0) -> AirbenchNet:
     return airbench("airbench94", [64, 256, 256], 2, num_classes, width, dropout)
 
 
-@register("airbench96", "airbench96: whitening stem, 3 residual conv groups of 3 convs, 128-512-512",
-          batch_size=1024)
+@register("airbench96", "airbench96: whitening stem, 3 residual conv groups of 3 convs, 128-512-512", batch_size=1024)
 def airbench96(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0) -> AirbenchNet:
     return airbench("airbench96", [128, 512, 512], 3, num_classes, width, dropout)
 
 
-@register("airbench-cpu", "airbench94 narrowed for CPUs: 16-96-192 channels, a fifth of its FLOPs",
-          batch_size=512)
+@register("airbench-cpu", "airbench94 narrowed for CPUs: 16-96-192 channels, a fifth of its FLOPs", batch_size=512)
 def airbench_cpu(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0) -> AirbenchNet:
     # Measured on 2 cores, same epochs: 16-96-192 beat 16-64-64 by 2 points. At the cpu preset's cost it is
     # level with 16-64-64 (6 vs 12 epochs, both 86.0% flip TTA); pooling before a group's first conv, which
@@ -150,6 +149,7 @@ def airbench_cpu(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0
 
 
 # --- the recipe's parts the trainer needs ---------------------------------------------------------
+
 
 def param_groups(model: AirbenchNet, lr: float, weight_decay: float, bias_lr_scale: float = 64.0) -> list[dict]:
     """SGD parameter groups in airbench's form, each with a "name" and an "lr_scale" (the trainer sets
@@ -165,9 +165,16 @@ def param_groups(model: AirbenchNet, lr: float, weight_decay: float, bias_lr_sca
     others = [p for n, p in trainable if ".norm" not in n]
 
     def group(name, params, scale):
-        return {"name": name, "params": params, "lr": lr * scale, "lr_scale": scale,
-                "weight_decay": weight_decay / scale}
+        return {
+            "name": name,
+            "params": params,
+            "lr": lr * scale,
+            "lr_scale": scale,
+            "weight_decay": weight_decay / scale,
+        }
 
-    return [group("norm_biases", shifts, bias_lr_scale), group("whitening_bias", whiten, 1.0),
-            group("weights", others, 1.0)]
-
+    return [
+        group("norm_biases", shifts, bias_lr_scale),
+        group("whitening_bias", whiten, 1.0),
+        group("weights", others, 1.0),
+    ]

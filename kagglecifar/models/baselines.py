@@ -1,4 +1,5 @@
 """Baselines people compare against: a tiny MLP and the classic Keras-tutorial CNN."""
+
 from torch import nn
 
 from kagglecifar.models.layers import Normalize, check_common, scaled
@@ -9,8 +10,14 @@ from kagglecifar.models.registry import register
 def mlp(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0) -> nn.Module:
     check_common("mlp", width, dropout)
     hidden = scaled(64, width)
-    return nn.Sequential(Normalize(), nn.Flatten(), nn.Linear(32 * 32 * 3, hidden), nn.ReLU(inplace=True),
-                         nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+    return nn.Sequential(
+        Normalize(),
+        nn.Flatten(),
+        nn.Linear(32 * 32 * 3, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, num_classes),
+    )
 
 
 @register("simplecnn", "Keras tutorial CNN: conv32-pool-conv64-pool-conv64, dense 64, dense 10")
@@ -20,9 +27,17 @@ def simplecnn(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0) -
     # Unpadded 3x3 convolutions as in the tutorial: 32 -> 30 -> 15 -> 13 -> 6 -> 4.
     return nn.Sequential(
         Normalize(),
-        nn.Conv2d(3, c1, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(c2, c2, 3), nn.ReLU(inplace=True),
-        nn.Flatten(), nn.Linear(c2 * 4 * 4, hidden), nn.ReLU(inplace=True),
-        nn.Dropout(dropout), nn.Linear(hidden, num_classes),
+        nn.Conv2d(3, c1, 3),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 3),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c2, c2, 3),
+        nn.ReLU(inplace=True),
+        nn.Flatten(),
+        nn.Linear(c2 * 4 * 4, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, num_classes),
     )

@@ -1,5 +1,6 @@
 """What every model shares: the input contract (float NCHW in [0, 1], normalised by the model's first layer)
 and the helpers the families use."""
+
 from __future__ import annotations
 
 import torch

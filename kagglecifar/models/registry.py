@@ -5,10 +5,11 @@
 Every constructor reads `fn(num_classes=10, width=1.0, dropout=0.0, **family options)`; create_model
 rejects options a model does not take.
 """
+
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -66,8 +67,9 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     fn = constructor(name)
     unknown = sorted(set(kwargs) - set(model_options(name)))
     if unknown:
-        raise KaggleCifarError(f"model {name!r} takes no option {', '.join(unknown)}; "
-                               f"its options: {', '.join(model_options(name))}")
+        raise KaggleCifarError(
+            f"model {name!r} takes no option {', '.join(unknown)}; its options: {', '.join(model_options(name))}"
+        )
     if num_classes < 1:
         raise KaggleCifarError(f"model {name!r}: num_classes must be at least 1, got {num_classes}")
     return fn(num_classes=num_classes, **kwargs)
@@ -85,10 +87,14 @@ def model_info(name: str, **kwargs) -> dict:
         model = create_model(name, **kwargs).eval()
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(torch.zeros(1, 3, 32, 32))
-    return {"model": name, "params": sum(p.numel() for p in model.parameters()),
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "flops": counter.get_total_flops(), "default_batch_size": _BATCH_SIZES[name],
-            "description": _DESCRIPTIONS[name]}
+    return {
+        "model": name,
+        "params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "flops": counter.get_total_flops(),
+        "default_batch_size": _BATCH_SIZES[name],
+        "description": _DESCRIPTIONS[name],
+    }
 
 
 def model_table(width: float = 1.0) -> list[str]:

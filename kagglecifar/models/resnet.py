@@ -5,6 +5,7 @@ enough for a CPU. zero_init_residual starts each residual branch at zero (its la
 last conv in the pre-activation blocks, which end without a BN): every block begins as the identity,
 which trains faster and better at large batch sizes (Goyal et al. 2017).
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -41,8 +42,13 @@ def basic_block(c_in: int, c_mid: int, stride: int) -> Residual:
 
 def bottleneck(c_in: int, c_mid: int, stride: int) -> Residual:
     c_out = c_mid * EXPANSION[bottleneck]
-    branch = nn.Sequential(*conv_bn(c_in, c_mid, 1), nn.ReLU(inplace=True),
-                           *conv_bn(c_mid, c_mid, 3, stride), nn.ReLU(inplace=True), *conv_bn(c_mid, c_out, 1))
+    branch = nn.Sequential(
+        *conv_bn(c_in, c_mid, 1),
+        nn.ReLU(inplace=True),
+        *conv_bn(c_mid, c_mid, 3, stride),
+        nn.ReLU(inplace=True),
+        *conv_bn(c_mid, c_out, 1),
+    )
     return Residual(branch, shortcut(c_in, c_out, stride))
 
 
@@ -52,8 +58,12 @@ class PreActBlock(nn.Module):
     def __init__(self, c_in: int, c_mid: int, stride: int):
         super().__init__()
         self.pre = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(inplace=True))
-        self.branch = nn.Sequential(nn.Conv2d(c_in, c_mid, 3, stride, 1, bias=False), nn.BatchNorm2d(c_mid),
-                                    nn.ReLU(inplace=True), nn.Conv2d(c_mid, c_mid, 3, 1, 1, bias=False))
+        self.branch = nn.Sequential(
+            nn.Conv2d(c_in, c_mid, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(c_mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_mid, c_mid, 3, 1, 1, bias=False),
+        )
         self.projection = None if stride == 1 and c_in == c_mid else nn.Conv2d(c_in, c_mid, 1, stride, bias=False)
 
     def forward(self, x):
@@ -66,8 +76,15 @@ EXPANSION = {basic_block: 1, bottleneck: 4, PreActBlock: 1}  # block's output ch
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, block, blocks_per_stage: list[int], widths: list[int], num_classes: int,
-                 dropout: float, zero_init_residual: bool):
+    def __init__(
+        self,
+        block,
+        blocks_per_stage: list[int],
+        widths: list[int],
+        num_classes: int,
+        dropout: float,
+        zero_init_residual: bool,
+    ):
         super().__init__()
         preact = block is PreActBlock
         stem = [nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)]
@@ -84,8 +101,9 @@ class CifarResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         # Pre-activation nets end with the BN-ReLU their last block leaves out.
         final = [nn.BatchNorm2d(c_in), nn.ReLU(inplace=True)] if preact else []
-        self.head = nn.Sequential(*final, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(c_in, num_classes))
+        self.head = nn.Sequential(
+            *final, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, num_classes)
+        )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -123,13 +141,14 @@ def resnet50(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0, ze
 
 
 @register("preact-resnet18", "pre-activation ResNet-18, CIFAR layout")
-def preact_resnet18(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0,
-                    zero_init_residual: bool = True):
-    return cifar_resnet("preact-resnet18", PreActBlock, [2, 2, 2, 2], WIDTHS, num_classes, width, dropout,
-                        zero_init_residual)
+def preact_resnet18(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0, zero_init_residual: bool = True):
+    return cifar_resnet(
+        "preact-resnet18", PreActBlock, [2, 2, 2, 2], WIDTHS, num_classes, width, dropout, zero_init_residual
+    )
 
 
 @register("resnet18-slim", "ResNet-18 at 42-84-168-336 channels, dropout 0.2 before the classifier")
 def resnet18_slim(num_classes: int = 10, width: float = 1.0, dropout: float = 0.2, zero_init_residual: bool = True):
-    return cifar_resnet("resnet18-slim", basic_block, [2, 2, 2, 2], [42, 84, 168, 336], num_classes, width, dropout,
-                        zero_init_residual)
+    return cifar_resnet(
+        "resnet18-slim", basic_block, [2, 2, 2, 2], [42, 84, 168, 336], num_classes, width, dropout, zero_init_residual
+    )

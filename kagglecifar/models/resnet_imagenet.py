@@ -4,6 +4,7 @@ freeze_stages=k (0-4) freezes the stem and stages 1..k: their weights get no gra
 BatchNorm layers stay in eval mode even while the model trains, so their running statistics keep the
 ImageNet values. freeze_stages=0 fine-tunes everything.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,12 +39,14 @@ def imagenet_state_dict() -> dict:
             raise KaggleCifarError(
                 f"resnet50-imagenet: ImageNet weights {path.name} are not in {folder} and the download failed "
                 f"({type(exc).__name__}: {' '.join(str(exc).split())}); download {url} and place it at {path} "
-                "(or set TORCH_HOME), or pass weights=None to train from scratch") from None
+                "(or set TORCH_HOME), or pass weights=None to train from scratch"
+            ) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise KaggleCifarError(f"{path}: unreadable ImageNet weights ({type(exc).__name__}); "
-                               f"delete it and download {url} again") from None
+        raise KaggleCifarError(
+            f"{path}: unreadable ImageNet weights ({type(exc).__name__}); delete it and download {url} again"
+        ) from None
 
 
 class ImageNetResNet50(nn.Module):
@@ -59,14 +62,15 @@ class ImageNetResNet50(nn.Module):
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.stages = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(net.fc.in_features, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(net.fc.in_features, num_classes)
+        )
         self.freeze_stages = freeze_stages
         for module in self.frozen_modules():
             module.requires_grad_(False)
 
     def frozen_modules(self) -> list[nn.Module]:
-        return [self.stem, *self.stages[:self.freeze_stages]] if self.freeze_stages else []
+        return [self.stem, *self.stages[: self.freeze_stages]] if self.freeze_stages else []
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -81,14 +85,22 @@ class ImageNetResNet50(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-@register("resnet50-imagenet", "torchvision ResNet-50 with ImageNet weights, images upsampled to 224 px",
-          batch_size=128)
-def resnet50_imagenet(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0, weights: str | None = "imagenet",
-                      image_size: int = 224, freeze_stages: int = 0) -> nn.Module:
+@register(
+    "resnet50-imagenet", "torchvision ResNet-50 with ImageNet weights, images upsampled to 224 px", batch_size=128
+)
+def resnet50_imagenet(
+    num_classes: int = 10,
+    width: float = 1.0,
+    dropout: float = 0.0,
+    weights: str | None = "imagenet",
+    image_size: int = 224,
+    freeze_stages: int = 0,
+) -> nn.Module:
     check_common("resnet50-imagenet", width, dropout)
     if width != 1:
-        raise KaggleCifarError(f"model 'resnet50-imagenet': width must be 1 (the ImageNet weights fix its channels), "
-                               f"got {width}")
+        raise KaggleCifarError(
+            f"model 'resnet50-imagenet': width must be 1 (the ImageNet weights fix its channels), got {width}"
+        )
     if weights not in WEIGHTS:
         raise KaggleCifarError(f"model 'resnet50-imagenet': weights must be 'imagenet' or None, got {weights!r}")
     if not 32 <= image_size <= 1024:

@@ -10,6 +10,7 @@ A folder that is not a run but holds runs (runs/, runs/tune-NAME/) stands for th
 and training loss per epoch, overlaid), report-confusion.png (confusion matrices side by side) and
 report.csv (the table's numbers) beside it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -78,13 +79,20 @@ def summarize(run_dir: Path, submissions: dict[Path, list[dict]]) -> RunSummary:
     evaluation = read_evaluation(run_dir)
     world = environment.get("world_size", 1)
     summary = RunSummary(
-        path=run_dir, name=run_dir.name, model=recipe.get("model", "?"), params=_parameter_count(recipe),
-        recipe=recipe, epochs=len(metrics), planned=recipe.get("epochs"),
+        path=run_dir,
+        name=run_dir.name,
+        model=recipe.get("model", "?"),
+        params=_parameter_count(recipe),
+        recipe=recipe,
+        epochs=len(metrics),
+        planned=recipe.get("epochs"),
         stopped=rundir.read_result(run_dir).get("stopped_reason", ""),
         seconds=sum(row.get("seconds") or 0 for row in metrics),
         device=f"{environment.get('device', '?')}" + (f" x{world}" if world > 1 else ""),
         best_val_acc=max(accuracies) if accuracies else None,
-        tta={m: a for m, a in evaluation.get("accuracy", {}).items() if m != "none"}, metrics=metrics)
+        tta={m: a for m, a in evaluation.get("accuracy", {}).items() if m != "none"},
+        metrics=metrics,
+    )
     if evaluation.get("confusion"):
         summary.confusion = {**evaluation["confusion"], "classes": evaluation.get("classes", [])}
     scored = [r for r in submissions.get(run_dir.resolve(), []) if r.get("public_score") is not None]
@@ -122,6 +130,7 @@ def compare(paths: list[Path], submissions_dir: Path = Path("submissions")) -> l
 
 # ---- the table -------------------------------------------------------------------------------------
 
+
 def differing_options(runs: list[RunSummary]) -> list[str]:
     """Recipe options (but the model, which has its own column) whose values differ between the runs."""
     keys = dict.fromkeys(k for run in runs for k in run.recipe if k != "model")
@@ -137,18 +146,38 @@ def tta_modes(runs: list[RunSummary]) -> list[str]:
 def rows(runs: list[RunSummary]) -> tuple[tuple, list[tuple], tuple[int, ...]]:
     """(header, rows, right-aligned columns) of the text table (also the report's)."""
     differ, modes = differing_options(runs), tta_modes(runs)
-    header = ("run", "model", "params", "recipe", "epochs", "time", "device", "best val acc",
-              *(f"TTA {m}" for m in modes), "public score")
+    header = (
+        "run",
+        "model",
+        "params",
+        "recipe",
+        "epochs",
+        "time",
+        "device",
+        "best val acc",
+        *(f"TTA {m}" for m in modes),
+        "public score",
+    )
     shown = []
     for run in runs:
         stopped = "" if run.stopped in ("completed", "") else f" {run.stopped.replace('_', ' ')}"
         epochs = f"{run.epochs}/{run.planned}{stopped}" if run.epochs != run.planned or stopped else str(run.epochs)
         score = "" if run.public_score is None else f"{run.public_score:.5f}"
         recipe = " ".join(f"{k}={_fmt(run.recipe.get(k))}" for k in differ)
-        shown.append((run.name, run.model, _millions(run.params), recipe,
-                      epochs, duration(run.seconds), run.device, _percent(run.best_val_acc),
-                      *(_percent(run.tta.get(m)) for m in modes),
-                      f"{score} ({run.submission})" if run.submission and score else score or run.submission))
+        shown.append(
+            (
+                run.name,
+                run.model,
+                _millions(run.params),
+                recipe,
+                epochs,
+                duration(run.seconds),
+                run.device,
+                _percent(run.best_val_acc),
+                *(_percent(run.tta.get(m)) for m in modes),
+                f"{score} ({run.submission})" if run.submission and score else score or run.submission,
+            )
+        )
     return header, shown, (2, 5, 7, *range(8, 8 + len(modes) + 1))
 
 
@@ -173,16 +202,46 @@ def csv_text(runs: list[RunSummary]) -> str:
     out = io.StringIO()
     differ, modes = differing_options(runs), tta_modes(runs)
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["run", "path", "model", "params", *differ, "epochs", "planned_epochs", "stopped", "seconds",
-                     "device", "best_val_acc", *(f"tta_{m}" for m in modes), "public_score"])
+    writer.writerow(
+        [
+            "run",
+            "path",
+            "model",
+            "params",
+            *differ,
+            "epochs",
+            "planned_epochs",
+            "stopped",
+            "seconds",
+            "device",
+            "best_val_acc",
+            *(f"tta_{m}" for m in modes),
+            "public_score",
+        ]
+    )
     for r in runs:
-        writer.writerow([r.name, r.path, r.model, r.params, *(r.recipe.get(k) for k in differ), r.epochs, r.planned,
-                         r.stopped, round(r.seconds, 1), r.device, r.best_val_acc, *(r.tta.get(m) for m in modes),
-                         r.public_score])
+        writer.writerow(
+            [
+                r.name,
+                r.path,
+                r.model,
+                r.params,
+                *(r.recipe.get(k) for k in differ),
+                r.epochs,
+                r.planned,
+                r.stopped,
+                round(r.seconds, 1),
+                r.device,
+                r.best_val_acc,
+                *(r.tta.get(m) for m in modes),
+                r.public_score,
+            ]
+        )
     return out.getvalue()
 
 
 # ---- figures -----------------------------------------------------------------------------------------
+
 
 def plot_curves(runs: list[RunSummary], path: Path) -> None:
     """Validation accuracy and training loss per epoch, one line per run."""
@@ -190,10 +249,12 @@ def plot_curves(runs: list[RunSummary], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for run in runs:
         epochs = [row["epoch"] for row in run.metrics]
-        line, = left.plot(epochs, [row.get("val_acc") for row in run.metrics], marker="o", markersize=3,
-                          label=run.name)
-        right.plot(epochs, [row.get("train_loss") for row in run.metrics], marker="o", markersize=3,
-                   color=line.get_color())
+        (line,) = left.plot(
+            epochs, [row.get("val_acc") for row in run.metrics], marker="o", markersize=3, label=run.name
+        )
+        right.plot(
+            epochs, [row.get("train_loss") for row in run.metrics], marker="o", markersize=3, color=line.get_color()
+        )
     for axis, label in ((left, "validation accuracy"), (right, "training loss")):
         axis.set_xlabel("epoch")
         axis.set_ylabel(label)
@@ -228,7 +289,7 @@ def plot_confusions(runs: list[RunSummary], path: Path) -> None:
         else:
             ax.text(0.5, 0.5, f"{run.name}\nnot evaluated", ha="center", va="center")
             ax.axis("off")
-    for ax in axes.flat[len(runs):]:
+    for ax in axes.flat[len(runs) :]:
         ax.set_visible(False)
     fig.supxlabel("predicted")
     fig.supylabel("true")
@@ -237,6 +298,7 @@ def plot_confusions(runs: list[RunSummary], path: Path) -> None:
 
 
 # ---- the report --------------------------------------------------------------------------------------
+
 
 def write_report(runs: list[RunSummary], out: Path, force: bool = False) -> list[Path]:
     """out (.html with the images embedded, or .md linking them) and, beside it, STEM-curves.png,
@@ -249,9 +311,11 @@ def write_report(runs: list[RunSummary], out: Path, force: bool = False) -> list
     for path in (out, curves, confusion, table_csv):
         refuse_existing(path, force)
     shown = sorted(runs, key=lambda r: -(r.best_val_acc or 0))[:MAX_CONFUSION_PANELS]
-    written = [write_figure(curves, lambda p: plot_curves(runs, p)),
-               write_figure(confusion, lambda p: plot_confusions(shown, p)),
-               write_text_atomic(table_csv, csv_text(runs))]
+    written = [
+        write_figure(curves, lambda p: plot_curves(runs, p)),
+        write_figure(confusion, lambda p: plot_confusions(shown, p)),
+        write_text_atomic(table_csv, csv_text(runs)),
+    ]
     render = _html if out.suffix.lower() == ".html" else _markdown
     with atomic_output(out, force=True) as tmp:
         tmp.write_text(render(runs, curves, confusion, len(shown)), encoding="utf-8")
@@ -260,11 +324,13 @@ def write_report(runs: list[RunSummary], out: Path, force: bool = False) -> list
 
 def _intro(runs: list[RunSummary], panels: int) -> tuple[str, list[str]]:
     title = f"Comparison of {len(runs)} run{'s' if len(runs) != 1 else ''}"
-    notes = [f"Generated by kagglecifar compare on {time.strftime('%Y-%m-%d %H:%M')}.",
-             "best val acc: the best epoch's accuracy on the run's own validation split (no TTA); TTA columns: "
-             "the same checkpoint with test-time augmentation (`kagglecifar evaluate`); public score: Kaggle's "
-             "score of the best submission made from the run.",
-             "recipe: the options in which these runs differ; epochs: done/planned and why a run stopped early."]
+    notes = [
+        f"Generated by kagglecifar compare on {time.strftime('%Y-%m-%d %H:%M')}.",
+        "best val acc: the best epoch's accuracy on the run's own validation split (no TTA); TTA columns: "
+        "the same checkpoint with test-time augmentation (`kagglecifar evaluate`); public score: Kaggle's "
+        "score of the best submission made from the run.",
+        "recipe: the options in which these runs differ; epochs: done/planned and why a run stopped early.",
+    ]
     if panels < len(runs):
         notes.append(f"Confusion matrices: the {panels} runs with the best validation accuracy.")
     return title, notes
@@ -281,25 +347,39 @@ def _html(runs: list[RunSummary], curves: Path, confusion: Path, panels: int) ->
     head = "".join(cell("th", i, h) for i, h in enumerate(header))
     body = "\n".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in shown)
     paths = "".join(f"<li>{html.escape(r.name)}: <code>{html.escape(str(r.path))}</code></li>" for r in runs)
-    images = "".join(f'<h2>{caption}</h2>\n<img alt="{caption}" style="max-width:100%" '
-                     f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">\n'
-                     for caption, p in (("Curves", curves), ("Confusion matrices (validation)", confusion)))
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>\n<style>body{{font-family:"
-            "sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px "
-            f"8px}}</style></head><body>\n<h1>{title}</h1>\n"
-            + "".join(f"<p>{html.escape(n)}</p>\n" for n in notes)
-            + f"<table>\n<tr>{head}</tr>\n{body}\n</table>\n{images}<h2>Run folders</h2><ul>{paths}</ul>\n"
-              "</body></html>\n")
+    images = "".join(
+        f'<h2>{caption}</h2>\n<img alt="{caption}" style="max-width:100%" '
+        f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">\n'
+        for caption, p in (("Curves", curves), ("Confusion matrices (validation)", confusion))
+    )
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>\n<style>body{{font-family:'
+        "sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px "
+        f"8px}}</style></head><body>\n<h1>{title}</h1>\n"
+        + "".join(f"<p>{html.escape(n)}</p>\n" for n in notes)
+        + f"<table>\n<tr>{head}</tr>\n{body}\n</table>\n{images}<h2>Run folders</h2><ul>{paths}</ul>\n"
+        "</body></html>\n"
+    )
 
 
 def _markdown(runs: list[RunSummary], curves: Path, confusion: Path, panels: int) -> str:
     header, shown, right = rows(runs)
     title, notes = _intro(runs, panels)
     escape = lambda value: str(value).replace("|", "\\|")  # noqa: E731
-    lines = [f"# {title}", "", *(f"{n}\n" for n in notes),
-             "| " + " | ".join(map(escape, header)) + " |",
-             "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|",
-             *("| " + " | ".join(map(escape, row)) + " |" for row in shown), "",
-             f"![curves]({curves.name})", "", f"![confusion matrices]({confusion.name})", "", "Run folders:", "",
-             *(f"- {r.name}: `{r.path}`" for r in runs)]
+    lines = [
+        f"# {title}",
+        "",
+        *(f"{n}\n" for n in notes),
+        "| " + " | ".join(map(escape, header)) + " |",
+        "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|",
+        *("| " + " | ".join(map(escape, row)) + " |" for row in shown),
+        "",
+        f"![curves]({curves.name})",
+        "",
+        f"![confusion matrices]({confusion.name})",
+        "",
+        "Run folders:",
+        "",
+        *(f"- {r.name}: `{r.path}`" for r in runs),
+    ]
     return "\n".join(lines) + "\n"

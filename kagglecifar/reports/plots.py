@@ -1,4 +1,5 @@
 """PNG figures: training curves and confusion matrices (matplotlib, no display needed)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ def pyplot():
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
     """counts[true, predicted]."""
-    return np.bincount(np.asarray(labels) * num_classes + np.asarray(predictions),
-                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return np.bincount(
+        np.asarray(labels) * num_classes + np.asarray(predictions), minlength=num_classes * num_classes
+    ).reshape(num_classes, num_classes)
 
 
 NUMBERED_CLASSES = 20  # above this many classes the cells carry no numbers: they would not be legible
@@ -41,8 +43,10 @@ def top_confusions(counts: np.ndarray, classes: list[str], k: int = 10) -> list[
     flat = np.flatnonzero(off)
     order = flat[np.lexsort((flat, -off.flat[flat]))][:k]
     totals = counts.sum(axis=1)
-    return [Confusion(classes[i], classes[j], int(counts[i, j]), float(counts[i, j] / max(totals[i], 1)))
-            for i, j in zip(*np.unravel_index(order, counts.shape))]
+    return [
+        Confusion(classes[i], classes[j], int(counts[i, j]), float(counts[i, j] / max(totals[i], 1)))
+        for i, j in zip(*np.unravel_index(order, counts.shape))
+    ]
 
 
 def merge_classes(counts: np.ndarray, groups: list[int], n_groups: int) -> np.ndarray:
@@ -79,12 +83,20 @@ def confusion_figure(counts: np.ndarray, classes: list[str], title: str = ""):
     if numbered:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     else:
         fig.colorbar(shown, ax=ax, fraction=0.03, pad=0.01, label="share of the true class")
-    ax.set_xticks(range(n), classes, rotation=45 if numbered else 90, ha="right" if numbered else "center",
-                  fontsize=fontsize)
+    ax.set_xticks(
+        range(n), classes, rotation=45 if numbered else 90, ha="right" if numbered else "center", fontsize=fontsize
+    )
     ax.set_yticks(range(n), classes, fontsize=fontsize)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")

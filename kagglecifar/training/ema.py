@@ -1,4 +1,5 @@
 """Exponential moving average of a model's weights (what gets evaluated and saved when enabled)."""
+
 from __future__ import annotations
 
 import copy

@@ -9,6 +9,7 @@ decay = 0.95^5 * (step / total)^3: no averaging early, strong averaging near the
 horizon grows as the learning rate falls, at a fifth of an EMA's cost. Every floating-point entry of the
 state dict takes part, BatchNorm running statistics included. state_dict() goes into last.pt to resume.
 """
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ a group with "orthogonalize": True gets Muon's update, any other group plain Nes
     filters = [p for p in model.parameters() if p.ndim == 4 and p.requires_grad]
     muon = Muon([{"params": filters}, {"params": others, "orthogonalize": False, "momentum": 0.85}], lr=0.24)
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,14 +32,31 @@ def orthogonalize(g: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.T
 
 
 class Muon(torch.optim.Optimizer):
-    def __init__(self, params, lr: float = 0.24, momentum: float = 0.6, nesterov: bool = True,
-                 ns_steps: int = 3, normalize_weights: bool = True, orthogonalize: bool = True,
-                 weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 0.24,
+        momentum: float = 0.6,
+        nesterov: bool = True,
+        ns_steps: int = 3,
+        normalize_weights: bool = True,
+        orthogonalize: bool = True,
+        weight_decay: float = 0.0,
+    ):
         if lr < 0 or not 0 <= momentum < 1:
             raise ValueError(f"Muon: need lr >= 0 and momentum in [0, 1), got {lr}, {momentum}")
-        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
-                                      normalize_weights=normalize_weights, orthogonalize=orthogonalize,
-                                      weight_decay=weight_decay))
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                momentum=momentum,
+                nesterov=nesterov,
+                ns_steps=ns_steps,
+                normalize_weights=normalize_weights,
+                orthogonalize=orthogonalize,
+                weight_decay=weight_decay,
+            ),
+        )
 
     @torch.no_grad()
     def step(self, closure=None):

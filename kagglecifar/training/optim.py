@@ -1,4 +1,5 @@
 """Optimizer and learning-rate schedule factories (the trainer assembles them)."""
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,10 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimi
         groups = model.param_groups(recipe.lr, recipe.weight_decay)
     else:
         params = [p for p in model.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": recipe.weight_decay},
-                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": recipe.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=recipe.lr)
     if recipe.optimizer == "muon":
@@ -34,8 +37,15 @@ def muon_groups(groups: list[dict], recipe: Recipe) -> list[dict]:
     filters = [p for g in groups for p in g["params"] if p.ndim == 4]
     rest = [{**g, "params": [p for p in g["params"] if p.ndim != 4], "orthogonalize": False} for g in groups]
     scale = recipe.muon_lr / recipe.lr
-    muon = {"name": "filters", "params": filters, "lr": recipe.muon_lr, "lr_scale": scale,
-            "momentum": MUON_MOMENTUM, "weight_decay": 0.0, "orthogonalize": True}
+    muon = {
+        "name": "filters",
+        "params": filters,
+        "lr": recipe.muon_lr,
+        "lr_scale": scale,
+        "momentum": MUON_MOMENTUM,
+        "weight_decay": 0.0,
+        "orthogonalize": True,
+    }
     return [g for g in rest if g["params"]] + ([muon] if filters else [])
 
 

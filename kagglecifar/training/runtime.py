@@ -1,4 +1,5 @@
 """How training runs: torchrun/DDP processes, all-reduce, RNG state, clean stops."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,6 +16,7 @@ import torch
 from kagglecifar.errors import KaggleCifarError
 
 # ---- several processes (torchrun) ------------------------------------------------------------------
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", 1)) if "RANK" in os.environ else 1
@@ -68,14 +70,21 @@ def check_in_sync(model: torch.nn.Module, world: int) -> None:
 
 # ---- RNG state (saved in last.pt, loadable with weights_only=True) ----------------------------------
 
+
 def rng_state(cuda: bool) -> dict:
     """Every RNG state as tensors and plain numbers."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, py_state, gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached": float(cached)},
-             "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": gauss}}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": gauss},
+    }
     if cuda:
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -92,6 +101,7 @@ def set_rng_state(state: dict, cuda: bool) -> None:
 
 
 # ---- clean stops --------------------------------------------------------------------------------
+
 
 class StopRequest:
     """Time budget, Ctrl-C and SIGTERM, checked at step boundaries (agreed across DDP ranks every 10 steps).

@@ -13,6 +13,7 @@ Data order and augmentation depend only on (seed, epoch, step) and last.pt carri
 resumed run (`--resume NAME`) continues exactly where the stopped one was, at any step. Under torchrun
 each process trains its shard with DDP; --batch-size is the global batch; rank 0 alone writes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -106,8 +107,7 @@ def train(config: TrainConfig, make_loader=None, on_epoch=None) -> TrainResult:
 class Training:
     """One session of a run: the state the loop needs, set up from the config (and last.pt when resuming)."""
 
-    def __init__(self, config: TrainConfig, device: torch.device, rank: int, world: int, make_loader,
-                 on_epoch=None):
+    def __init__(self, config: TrainConfig, device: torch.device, rank: int, world: int, make_loader, on_epoch=None):
         if on_epoch is not None and world > 1:
             raise ValueError("an on_epoch hook is single-process only")
         self.started, self.on_epoch = time.monotonic(), on_epoch
@@ -153,8 +153,10 @@ class Training:
         if not resumed:
             return
         if resumed["classes"] != self.classes:
-            raise KaggleCifarError(f"{self.config.session.resume}: run was trained on classes {resumed['classes']}, "
-                                   f"the cache in {self.config.session.data_dir} has {self.classes}")
+            raise KaggleCifarError(
+                f"{self.config.session.resume}: run was trained on classes {resumed['classes']}, "
+                f"the cache in {self.config.session.data_dir} has {self.classes}"
+            )
         state = resumed["train_state"]
         self.model.load_state_dict(state.get("model_state", resumed["state_dict"]))
         if self.ema:
@@ -169,9 +171,11 @@ class Training:
         trained, validated = set(self.data.train_labels.tolist()), set(self.data.val_labels.tolist())
         missing = [self.classes[c] for c in sorted(trained - validated)]
         if self.main and self.recipe.val_fraction and missing:
-            note(f"{len(missing)} of {len(self.classes)} classes have too few images for a validation share of "
-                 f"{self.recipe.val_fraction:g} (e.g. {', '.join(missing[:3])}): their validation accuracy is "
-                 "not measured")
+            note(
+                f"{len(missing)} of {len(self.classes)} classes have too few images for a validation share of "
+                f"{self.recipe.val_fraction:g} (e.g. {', '.join(missing[:3])}): their validation accuracy is "
+                "not measured"
+            )
 
     def _make_loader(self, make_loader):
         if make_loader is not None:
@@ -181,10 +185,19 @@ class Training:
         workers = self.config.session.workers
         if workers is None:
             workers = min(8, os.cpu_count() or 1) if self.cuda else 0
-        loader, line = choose_loader(self.data.train_images, self.data.train_labels, augment=self.recipe.augment,
-                                     batch_size=self.recipe.batch_size // self.world, seed=self.recipe.seed,
-                                     device=self.device, workers=workers, rank=self.rank, world_size=self.world,
-                                     alternate_flip=self.recipe.alternate_flip, batched=self.recipe.batched_augment)
+        loader, line = choose_loader(
+            self.data.train_images,
+            self.data.train_labels,
+            augment=self.recipe.augment,
+            batch_size=self.recipe.batch_size // self.world,
+            seed=self.recipe.seed,
+            device=self.device,
+            workers=workers,
+            rank=self.rank,
+            world_size=self.world,
+            alternate_flip=self.recipe.alternate_flip,
+            batched=self.recipe.batched_augment,
+        )
         if self.main:
             note(line)
         return loader
@@ -196,9 +209,15 @@ class Training:
             return Path(session.resume)
         chosen = [None]
         if self.main:
-            environment = {"world_size": self.world, "device": str(self.device), "torch": torch.__version__,
-                           "classes": self.classes, "train_images": len(self.data.train_labels),
-                           "val_images": len(self.data.val_labels), "excluded_bad_images": self.data.excluded_bad}
+            environment = {
+                "world_size": self.world,
+                "device": str(self.device),
+                "torch": torch.__version__,
+                "classes": self.classes,
+                "train_images": len(self.data.train_labels),
+                "val_images": len(self.data.val_labels),
+                "excluded_bad_images": self.data.excluded_bad,
+            }
             path = rundir.create_run(Path(session.runs_dir), session.name, self.recipe.model, environment)
             write_text_atomic(path / rundir.CONFIG, self.config.to_yaml())
             chosen = [str(path)]
@@ -229,7 +248,8 @@ class Training:
         self.step_model, self._wrapped_for = self.model, self._trainable()
         if self.world > 1:
             self.step_model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device] if self.cuda else None)
+                self.model, device_ids=[self.device] if self.cuda else None
+            )
         if self.config.session.compile:
             self.step_model = torch.compile(self.step_model)
 
@@ -246,8 +266,9 @@ class Training:
             self.model.start_epoch(p.epoch)
             if self.world > 1 and self._trainable() != self._wrapped_for:
                 self._wrap_for_steps()  # DDP's reducer expects a gradient for every parameter it was built with
-        bar = progress_bar(steps, f"epoch {p.epoch + 1}/{recipe.epochs}", "batch", enabled=self.main,
-                           initial=p.epoch_step)
+        bar = progress_bar(
+            steps, f"epoch {p.epoch + 1}/{recipe.epochs}", "batch", enabled=self.main, initial=p.epoch_step
+        )
         for images, labels in self.loader.epoch(p.epoch, p.epoch_step):
             set_learning_rate(self.optimizer, learning_rate(recipe, p.step, steps))
             x, y = to_model_input(images, self.device, self.channels_last), labels.to(self.device, non_blocking=True)
@@ -288,21 +309,30 @@ class Training:
         """Validation, a metrics row, best.pt when better, last.pt; returns the stop reason (early stopping,
         or pruned when the on_epoch hook says stop)."""
         p = self.progress
-        loss, correct, count = runtime.all_reduce([p.partial["loss"], p.partial["correct"], p.partial["count"]],
-                                                  self.world)
+        loss, correct, count = runtime.all_reduce(
+            [p.partial["loss"], p.partial["correct"], p.partial["count"]], self.world
+        )
         eval_started = time.monotonic()
         val_loss, val_acc = self.validate()
         p.epoch, p.epoch_step = p.epoch + 1, 0
-        row = {"epoch": p.epoch, "lr": self.optimizer.param_groups[0]["lr"], "train_loss": loss / count,
-               "train_acc": correct / count, "val_loss": val_loss, "val_acc": val_acc,
-               "images_per_s": count / p.partial["seconds"],
-               "seconds": p.partial["seconds"] + time.monotonic() - eval_started}
+        row = {
+            "epoch": p.epoch,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": loss / count,
+            "train_acc": correct / count,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "images_per_s": count / p.partial["seconds"],
+            "seconds": p.partial["seconds"] + time.monotonic() - eval_started,
+        }
         p.partial = {}
         p.metrics.append(row)
         if self.main:
             val = "" if val_acc is None else f", val loss {val_loss:.3f}, val acc {val_acc:.2%}"
-            note(f"epoch {p.epoch}/{self.recipe.epochs}: train loss {row['train_loss']:.3f}, "
-                 f"train acc {row['train_acc']:.2%}{val}, {row['images_per_s']:,.0f} images/s")
+            note(
+                f"epoch {p.epoch}/{self.recipe.epochs}: train loss {row['train_loss']:.3f}, "
+                f"train acc {row['train_acc']:.2%}{val}, {row['images_per_s']:,.0f} images/s"
+            )
         if val_acc is not None and (p.best_val_accuracy is None or val_acc > p.best_val_accuracy):
             p.best_val_accuracy, p.best_epoch, p.epochs_without_improvement = val_acc, p.epoch, 0
             if self.main:
@@ -323,30 +353,49 @@ class Training:
         images, labels = self.data.val_images, self.data.val_labels
         if len(labels) == 0:
             return None, None
-        images, labels = images[self.rank::self.world], labels[self.rank::self.world]
+        images, labels = images[self.rank :: self.world], labels[self.rank :: self.world]
         was_training = self.eval_model.training
         self.eval_model.eval()
-        probs = predict_images([(self.eval_model, 1.0)], images, ["none"], len(self.classes),
-                               max(256, self.recipe.batch_size), self.device, progress=False)["none"]
+        probs = predict_images(
+            [(self.eval_model, 1.0)],
+            images,
+            ["none"],
+            len(self.classes),
+            max(256, self.recipe.batch_size),
+            self.device,
+            progress=False,
+        )["none"]
         self.eval_model.train(was_training)
         picked = torch.from_numpy(probs[range(len(labels)), labels]).double().clamp_min(1e-12)
         loss, correct, count = runtime.all_reduce(
-            [-picked.log().sum().item(), float((probs.argmax(1) == labels).sum()), len(labels)], self.world)
+            [-picked.log().sum().item(), float((probs.argmax(1) == labels).sum()), len(labels)], self.world
+        )
         return loss / count, correct / count
 
     # ---- the run folder ------------------------------------------------------------------------------
 
     def payload(self, val_accuracy: float | None, train_state: dict | None = None) -> dict:
-        return make_payload(model=self.recipe.model, model_kwargs=self.config.model_kwargs(), classes=self.classes,
-                            state_dict=self.eval_model.state_dict(), val_ids=[int(i) for i in self.data.val_ids],
-                            epoch=self.progress.epoch, val_accuracy=val_accuracy, config=self.config.to_dict(),
-                            train_state=train_state)
+        return make_payload(
+            model=self.recipe.model,
+            model_kwargs=self.config.model_kwargs(),
+            classes=self.classes,
+            state_dict=self.eval_model.state_dict(),
+            val_ids=[int(i) for i in self.data.val_ids],
+            epoch=self.progress.epoch,
+            val_accuracy=val_accuracy,
+            config=self.config.to_dict(),
+            train_state=train_state,
+        )
 
     def save_last(self) -> None:
         if not self.main:
             return
-        state = {"optimizer": self.optimizer.state_dict(), "rng": runtime.rng_state(self.cuda),
-                 "progress": asdict(self.progress), "world_size": self.world}
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "rng": runtime.rng_state(self.cuda),
+            "progress": asdict(self.progress),
+            "world_size": self.world,
+        }
         if self.ema:
             state["model_state"] = self.model.state_dict()
         if self.lookahead:
@@ -363,13 +412,20 @@ class Training:
             if len(self.data.val_labels) and (self.run_dir / "best.pt").is_file():
                 from kagglecifar.inference.evaluate import evaluate
 
-                evaluate(self.run_dir, Path(self.config.session.data_dir), (), device=str(self.device),
-                         progress=interactive())
+                evaluate(
+                    self.run_dir,
+                    Path(self.config.session.data_dir),
+                    (),
+                    device=str(self.device),
+                    progress=interactive(),
+                )
         if self.world > 1:
             runtime.check_in_sync(self.model, self.world)
-        result = TrainResult(self.run_dir, p.best_val_accuracy, p.best_epoch, p.epoch,
-                             time.monotonic() - self.started, reason)
+        result = TrainResult(
+            self.run_dir, p.best_val_accuracy, p.best_epoch, p.epoch, time.monotonic() - self.started, reason
+        )
         if main:
-            rundir.write_result(self.run_dir, {**asdict(result), "run_dir": str(self.run_dir),
-                                               "warmup_seconds": p.warmup_seconds})
+            rundir.write_result(
+                self.run_dir, {**asdict(result), "run_dir": str(self.run_dir), "warmup_seconds": p.warmup_seconds}
+            )
         return result

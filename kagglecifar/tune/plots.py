@@ -1,10 +1,11 @@
 """The figures of a search (matplotlib, no display, no plotly), each written atomically into RUNS_DIR/tune-NAME/:
 
-    history.png       validation accuracy per trial and the best so far; pruned trials at their last epoch
-    importance.png    parameter importance (optuna.importance, PED-ANOVA), from 2 completed trials on
-    slices.png        accuracy against each parameter's value
-    trial_curves.png  validation accuracy per epoch of every trial; pruned ones stop early
+history.png       validation accuracy per trial and the best so far; pruned trials at their last epoch
+importance.png    parameter importance (optuna.importance, PED-ANOVA), from 2 completed trials on
+slices.png        accuracy against each parameter's value
+trial_curves.png  validation accuracy per epoch of every trial; pruned ones stop early
 """
+
 from __future__ import annotations
 
 import warnings
@@ -54,8 +55,7 @@ def plot_history(complete: list, pruned: list, path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     if pruned:
-        ax.scatter([t.number for t in pruned], [_last(t) for t in pruned], label="pruned (last epoch)",
-                   **PRUNED_STYLE)
+        ax.scatter([t.number for t in pruned], [_last(t) for t in pruned], label="pruned (last epoch)", **PRUNED_STYLE)
     if complete:
         ax.scatter([t.number for t in complete], [t.value for t in complete], color="tab:blue", label="complete")
         ordered = sorted(complete, key=lambda t: t.number)
@@ -92,8 +92,12 @@ def plot_slices(complete: list, dimensions: list, path: Path) -> None:
         xs = [t.params.get(dimension.key) for t in complete]
         if dimension.choices is not None:
             labels = [str(c) for c in dimension.choices]
-            ax.scatter([labels.index(str(x)) if str(x) in labels else -1 for x in xs], values,
-                       c=[t.number for t in complete], cmap="viridis")
+            ax.scatter(
+                [labels.index(str(x)) if str(x) in labels else -1 for x in xs],
+                values,
+                c=[t.number for t in complete],
+                cmap="viridis",
+            )
             ax.set_xticks(range(len(labels)), labels, rotation=30)
             ax.set_xlim(-0.5, len(labels) - 0.5)
         else:
@@ -102,7 +106,7 @@ def plot_slices(complete: list, dimensions: list, path: Path) -> None:
                 ax.set_xscale("log")
         ax.set_xlabel(dimension.key)
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(dimensions):]:
+    for ax in axes.flat[len(dimensions) :]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("val accuracy")
@@ -118,8 +122,15 @@ def plot_trial_curves(trials: list, path: Path) -> None:
             continue
         steps = sorted(trial.intermediate_values)
         pruned = trial.state.name == "PRUNED"
-        ax.plot(steps, [trial.intermediate_values[s] for s in steps], marker="o", markersize=3,
-                linestyle="--" if pruned else "-", alpha=0.8, label=f"{trial.number}{' (pruned)' if pruned else ''}")
+        ax.plot(
+            steps,
+            [trial.intermediate_values[s] for s in steps],
+            marker="o",
+            markersize=3,
+            linestyle="--" if pruned else "-",
+            alpha=0.8,
+            label=f"{trial.number}{' (pruned)' if pruned else ''}",
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_title("trials per epoch")

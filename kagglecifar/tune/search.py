@@ -13,6 +13,7 @@ ones (stopped_reason "pruned"), and a trial whose training loss is no longer fin
 (tune_storage.py); the retry resumes the run folder. Several processes (or machines, with a shared
 --storage) running the same command work one study together.
 """
+
 from __future__ import annotations
 
 import csv
@@ -59,15 +60,20 @@ class TuneResult:
 
     def line(self) -> str:
         counts = ", ".join(f"{n} {state}" for state, n in self.counts.items() if n) or "no trials"
-        best = (f"best trial {self.best_number}: val accuracy {self.best_value:.2%}" if self.best_number is not None
-                else "no completed trial yet")
-        stop = {"time_budget": "; --timeout reached: the running trial continues when the same command runs "
-                               "again",
-                "interrupted": "; interrupted: run the same command to continue"}.get(self.stopped, "")
+        best = (
+            f"best trial {self.best_number}: val accuracy {self.best_value:.2%}"
+            if self.best_number is not None
+            else "no completed trial yet"
+        )
+        stop = {
+            "time_budget": "; --timeout reached: the running trial continues when the same command runs again",
+            "interrupted": "; interrupted: run the same command to continue",
+        }.get(self.stopped, "")
         return f"{counts}; {best}; {duration(self.seconds)}{stop}: {self.tune_dir}"
 
 
 # ---- samplers and pruners -----------------------------------------------------------------------
+
 
 def make_sampler(name: str, dimensions: list):
     import optuna
@@ -108,6 +114,7 @@ def make_pruner(name, starts: int = 2):
 
 
 # ---- one trial -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Objective:
@@ -187,16 +194,26 @@ class Objective:
                 return "pruned", _best(run_dir)
             config = train.resume_config(run_dir, self.tune_dir, **self.session, **budget)
         else:
-            config = make_config(self.model, self.preset, sets=self.sets, name=run_dir.name, resume="",
-                                 runs_dir=str(self.tune_dir), **self.session, **budget, **params)
+            config = make_config(
+                self.model,
+                self.preset,
+                sets=self.sets,
+                name=run_dir.name,
+                resume="",
+                runs_dir=str(self.tune_dir),
+                **self.session,
+                **budget,
+                **params,
+            )
         result = train.train(config, on_epoch=report)
         return result.stopped_reason, result.best_val_accuracy
 
 
 def _resumable(run_dir: Path) -> bool:
     """A trial's run folder that a retry continues: finished for good, or with a last.pt."""
-    return rundir.is_run(run_dir) and (rundir.read_result(run_dir).get("stopped_reason") in FINISHED
-                                       or (run_dir / "last.pt").is_file())
+    return rundir.is_run(run_dir) and (
+        rundir.read_result(run_dir).get("stopped_reason") in FINISHED or (run_dir / "last.pt").is_file()
+    )
 
 
 def _best(run_dir: Path) -> float | None:
@@ -206,10 +223,25 @@ def _best(run_dir: Path) -> float | None:
 
 # ---- the search ------------------------------------------------------------------------------------
 
-def tune(model: str | None = None, *, preset: str | None = None, sets: list[str] = (), space_file: Path | None = None,
-         sampler: str = "tpe", pruner="median", trials: int | None = None, timeout: float | None = None,
-         storage: str | None = None, name: str | None = None, runs_dir: Path = Path("runs"),
-         data_dir: Path = Path("data"), device: str = "auto", preset_first: bool = True, echo=print) -> TuneResult:
+
+def tune(
+    model: str | None = None,
+    *,
+    preset: str | None = None,
+    sets: list[str] = (),
+    space_file: Path | None = None,
+    sampler: str = "tpe",
+    pruner="median",
+    trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    name: str | None = None,
+    runs_dir: Path = Path("runs"),
+    data_dir: Path = Path("data"),
+    device: str = "auto",
+    preset_first: bool = True,
+    echo=print,
+) -> TuneResult:
     """Run (or continue) the study RUNS_DIR/tune-NAME until `trials` trials have finished (complete or
     pruned, all workers together) or `timeout` seconds have passed; then write results, best.yaml, plots."""
     import optuna
@@ -234,8 +266,12 @@ def tune(model: str | None = None, *, preset: str | None = None, sets: list[str]
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial says how each ended
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    study_options = dict(study_name=name, storage=open_storage(url), sampler=make_sampler(sampler, dimensions),
-                         pruner=make_pruner(pruner, pruning_starts(base.recipe.epochs, dimensions)))
+    study_options = dict(
+        study_name=name,
+        storage=open_storage(url),
+        sampler=make_sampler(sampler, dimensions),
+        pruner=make_pruner(pruner, pruning_starts(base.recipe.epochs, dimensions)),
+    )
     tune_dir.mkdir(parents=True, exist_ok=True)
     try:
         study, created = optuna.create_study(direction="maximize", **study_options), True
@@ -252,33 +288,49 @@ def tune(model: str | None = None, *, preset: str | None = None, sets: list[str]
                 outside.append(f"{dimension.key} {value}")
         if outside:
             one = len(outside) == 1
-            echo(f"tune: the base recipe's {', '.join(outside)} {'lies' if one else 'lie'} outside the space; its "
-                 f"first trial samples {'it' if one else 'them'} instead")
+            echo(
+                f"tune: the base recipe's {', '.join(outside)} {'lies' if one else 'lie'} outside the space; its "
+                f"first trial samples {'it' if one else 'them'} instead"
+            )
         study.enqueue_trial(inside, user_attrs={"preset_values": True})
     recover_dead_trials(study, echo)
 
     counts = _state_counts(study)
     remaining = None if not trials else trials - counts["complete"] - counts["pruned"]
-    objective = Objective(model, preset, list(sets), dimensions, tune_dir, session,
-                          started + timeout if timeout else None, base.recipe.epochs, study)
+    objective = Objective(
+        model,
+        preset,
+        list(sets),
+        dimensions,
+        tune_dir,
+        session,
+        started + timeout if timeout else None,
+        base.recipe.epochs,
+        study,
+    )
     stopped = ""
     if remaining is None or remaining > 0:
         callbacks = [lambda s, t: echo(_trial_line(s, t))]
         if trials:
-            callbacks.append(optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,
-                                                                            optuna.trial.TrialState.PRUNED)))
+            callbacks.append(
+                optuna.study.MaxTrialsCallback(
+                    trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+                )
+            )
         try:
             import torch
 
-            study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=callbacks,
-                           catch=(torch.OutOfMemoryError,))
+            study.optimize(
+                objective, n_trials=remaining, timeout=timeout, callbacks=callbacks, catch=(torch.OutOfMemoryError,)
+            )
         except SearchStopped as stop:
             stopped = stop.reason
         except KeyboardInterrupt:
             stopped = "interrupted"
     result = TuneResult(tune_dir, shown_url(url), _state_counts(study), stopped=stopped)
-    result.outputs = write_outputs(study, dimensions, tune_dir, model, preset, list(sets),
-                                   {**session, "runs_dir": str(runs_dir)}, echo)
+    result.outputs = write_outputs(
+        study, dimensions, tune_dir, model, preset, list(sets), {**session, "runs_dir": str(runs_dir)}, echo
+    )
     best = _best_trial(study)
     if best is not None:
         result.best_number, result.best_value, result.best_params = best.number, best.value, best.params
@@ -314,8 +366,10 @@ def _check_same_search(study, base, dimensions: list, name: str) -> None:
             study.set_user_attr(key, value)
         elif stored != value:
             differ = sorted(k for k in set(stored) | set(value) if stored.get(k) != value.get(k))
-            raise KaggleCifarError(f"--name {name}: this study searches another {key} (differs in "
-                                   f"{', '.join(differ)}); run the command that started it, or choose another --name")
+            raise KaggleCifarError(
+                f"--name {name}: this study searches another {key} (differs in "
+                f"{', '.join(differ)}); run the command that started it, or choose another --name"
+            )
 
 
 def _state_counts(study) -> dict:
@@ -338,8 +392,10 @@ def _trial_line(study, trial) -> str:
     shown = f"{value:.2%}" if value is not None else "-"
     params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
     tail = f"; best so far: trial {best.number}, {best.value:.2%}" if best is not None else ""
-    return f"trial {trial.number} {trial.state.name.lower()}: val accuracy {shown} after " \
-           f"{trial.user_attrs.get('epochs', 0)} epochs ({params}){tail}"
+    return (
+        f"trial {trial.number} {trial.state.name.lower()}: val accuracy {shown} after "
+        f"{trial.user_attrs.get('epochs', 0)} epochs ({params}){tail}"
+    )
 
 
 def _fmt(value) -> str:
@@ -347,6 +403,7 @@ def _fmt(value) -> str:
 
 
 # ---- results -------------------------------------------------------------------------------------
+
 
 def _note(trial) -> str:
     attrs = trial.user_attrs
@@ -366,11 +423,19 @@ def results_rows(study, dimensions: list) -> list[dict]:
     rows = []
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
-        rows.append({"trial": trial.number, "state": trial.state.name.lower(), "note": _note(trial),
-                     **{d.key: trial.params.get(d.key, "") for d in dimensions},
-                     "best_val_acc": _blank(attrs.get("best_val_acc")), "epochs": _blank(attrs.get("epochs")),
-                     "seconds": _blank(attrs.get("seconds") and round(attrs["seconds"], 1)),
-                     "run": attrs.get("run", ""), "host": (attrs.get("worker") or {}).get("host", "")})
+        rows.append(
+            {
+                "trial": trial.number,
+                "state": trial.state.name.lower(),
+                "note": _note(trial),
+                **{d.key: trial.params.get(d.key, "") for d in dimensions},
+                "best_val_acc": _blank(attrs.get("best_val_acc")),
+                "epochs": _blank(attrs.get("epochs")),
+                "seconds": _blank(attrs.get("seconds") and round(attrs["seconds"], 1)),
+                "run": attrs.get("run", ""),
+                "host": (attrs.get("worker") or {}).get("host", ""),
+            }
+        )
     return rows
 
 
@@ -378,8 +443,9 @@ def _blank(value):
     return "" if value is None else value
 
 
-def write_outputs(study, dimensions: list, tune_dir: Path, model: str, preset: str, sets: list, session: dict,
-                  echo) -> list[Path]:
+def write_outputs(
+    study, dimensions: list, tune_dir: Path, model: str, preset: str, sets: list, session: dict, echo
+) -> list[Path]:
     """results.csv, the printed table, best.yaml and the plots; returns the files written."""
     from kagglecifar.tune import plots as tune_plots
 
@@ -393,16 +459,27 @@ def write_outputs(study, dimensions: list, tune_dir: Path, model: str, preset: s
         written.append(write_text_atomic(tune_dir / "results.csv", out.getvalue()))
         keys = [d.key for d in dimensions]
         header = ("trial", "state", *keys, "best val acc", "epochs", "time", "note")
-        shown = [(r["trial"], r["state"], *(_fmt(r[k]) for k in keys),
-                  f"{r['best_val_acc']:.2%}" if r["best_val_acc"] != "" else "", r["epochs"],
-                  duration(r["seconds"]) if r["seconds"] != "" else "", r["note"]) for r in rows]
+        shown = [
+            (
+                r["trial"],
+                r["state"],
+                *(_fmt(r[k]) for k in keys),
+                f"{r['best_val_acc']:.2%}" if r["best_val_acc"] != "" else "",
+                r["epochs"],
+                duration(r["seconds"]) if r["seconds"] != "" else "",
+                r["note"],
+            )
+            for r in rows
+        ]
         for line in table(header, shown, right=(0, *range(2, len(keys) + 5))):
             echo(line)
     best = _best_trial(study)
     if best is not None:
         config = make_config(model, preset, sets=sets, **session, **best.params)
-        origin = (f"# best of study {study.study_name}: trial {best.number}, val accuracy {best.value:.2%} "
-                  f"({best.user_attrs.get('run', '')})")
+        origin = (
+            f"# best of study {study.study_name}: trial {best.number}, val accuracy {best.value:.2%} "
+            f"({best.user_attrs.get('run', '')})"
+        )
         text = config.to_yaml().replace("\n", f"\n{origin}\n", 1)
         written.append(write_text_atomic(tune_dir / "best.yaml", text))
     written += tune_plots.write_plots(study, dimensions, tune_dir)

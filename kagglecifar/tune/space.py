@@ -9,6 +9,7 @@ A space is a small YAML (or JSON) file, one recipe option per key:
 Without --space the model family's default (kagglecifar/spaces/FAMILY.yaml, else default.yaml) is used.
 The grid sampler takes choices as they are and a range as 3 points: low, middle (geometric with log), high.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

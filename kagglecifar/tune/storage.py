@@ -9,6 +9,7 @@ SQLite: pysqlite begins a transaction (deferred) only before a write, so Optuna'
 trial's state is not atomic and two workers can both take it (one then fails on telling its result). Every
 transaction here takes the write lock up front (BEGIN IMMEDIATE) and waits up to 60 s for it instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,21 +46,28 @@ def open_storage(url: str):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 storage = optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_SECONDS,
                     grace_period=GRACE_SECONDS,
-                    heartbeat_stale_trial_callback=lambda study, trial: requeue(study, trial.number, trial.params,
-                                                                                trial.user_attrs))
+                    heartbeat_stale_trial_callback=lambda study, trial: requeue(
+                        study, trial.number, trial.params, trial.user_attrs
+                    ),
+                )
             break
         except ImportError as exc:
-            raise KaggleCifarError(f"--storage {shown_url(url)}: no driver for this database ({exc.__cause__ or exc}); "
-                                   "install it, e.g. pip install psycopg2-binary (PostgreSQL) or pymysql "
-                                   "(mysql+pymysql://...)") from None
+            raise KaggleCifarError(
+                f"--storage {shown_url(url)}: no driver for this database ({exc.__cause__ or exc}); "
+                "install it, e.g. pip install psycopg2-binary (PostgreSQL) or pymysql "
+                "(mysql+pymysql://...)"
+            ) from None
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ValueError) as exc:
             # Two processes creating one new SQLite file race on its tables; the loser finds them next time.
             if not sqlite or attempt == 4 or isinstance(exc, sqlalchemy.exc.ArgumentError):
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                raise KaggleCifarError(f"--storage {shown_url(url)}: cannot open the study database "
-                                       f"({first})") from None
+                raise KaggleCifarError(
+                    f"--storage {shown_url(url)}: cannot open the study database ({first})"
+                ) from None
             time.sleep(0.5 * (attempt + 1))
     if sqlite:
         _begin_immediate(storage.engine)
@@ -86,8 +94,7 @@ def requeue(study, number: int, params: dict, user_attrs: dict) -> None:
     if retries > MAX_RETRIES:
         return
     keep = {k: user_attrs[k] for k in ("preset_values", "run") if k in user_attrs}
-    study.enqueue_trial(params, user_attrs={**keep, "retry_of": user_attrs.get("retry_of", number),
-                                            "retries": retries})
+    study.enqueue_trial(params, user_attrs={**keep, "retry_of": user_attrs.get("retry_of", number), "retries": retries})
 
 
 def recover_dead_trials(study, echo) -> None:
@@ -103,8 +110,10 @@ def recover_dead_trials(study, echo) -> None:
         except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker got there first
         requeue(study, trial.number, trial.params, trial.user_attrs)
-        echo(f"trial {trial.number}: its process {worker['pid']} is gone; queued again, it resumes "
-             f"{trial.user_attrs.get('run', 'its run folder')}")
+        echo(
+            f"trial {trial.number}: its process {worker['pid']} is gone; queued again, it resumes "
+            f"{trial.user_attrs.get('run', 'its run folder')}"
+        )
 
 
 def _alive(pid) -> bool:

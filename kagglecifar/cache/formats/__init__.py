@@ -7,6 +7,7 @@
 A path may be the source itself or a folder holding it up to two levels down, as a downloaded Kaggle
 dataset does (DATASET/cifar-100-python/train, DATASET/cifar10/train/cat/...).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,10 @@ from kagglecifar.errors import KaggleCifarError
 FORMATS = ("competition", "cifar-python", "image-folder")
 SEARCH_DEPTH = 2
 PEEK_MEMBERS = 64  # an archive whose first members are not CIFAR files is not looked at further
-LOOKED_FOR = ("train.7z + trainLabels.csv (competition); cifar-10/100 python data: data_batch_1..5 + batches.meta, "
-              "train + test + meta, or a .tar.gz of them (cifar-python); train/CLASS/*.png|jpg (image-folder)")
+LOOKED_FOR = (
+    "train.7z + trainLabels.csv (competition); cifar-10/100 python data: data_batch_1..5 + batches.meta, "
+    "train + test + meta, or a .tar.gz of them (cifar-python); train/CLASS/*.png|jpg (image-folder)"
+)
 
 __all__ = ["FORMATS", "Found", "SourceSplit", "detect_format", "locate", "read_source", "source_stamp"]
 
@@ -51,13 +54,14 @@ def locate(path: Path, fmt: str | None = None) -> Found:
         raise KaggleCifarError(f"{path}: no {what} found (looked {SEARCH_DEPTH} folder levels down for {LOOKED_FOR})")
     if len(found) > 1:
         listed = "; ".join(f"{f.path} ({f.format}{' ' + f.kind if f.kind else ''})" for f in found[:5])
-        raise KaggleCifarError(f"{path}: {len(found)} sources in it: {listed}; point at one of them"
-                               + ("" if fmt else " or pass --format"))
+        raise KaggleCifarError(
+            f"{path}: {len(found)} sources in it: {listed}; point at one of them" + ("" if fmt else " or pass --format")
+        )
     return found[0]
 
 
 def detect_format(path: Path) -> str:
-    """"competition", "cifar-python" or "image-folder", from what is at or under path."""
+    """ "competition", "cifar-python" or "image-folder", from what is at or under path."""
     return locate(path).format
 
 
@@ -73,18 +77,27 @@ def read_source(path: Path, fmt: str | None = None, labels: str = "fine") -> dic
     if found.format == "cifar-python":
         return read_cifar_python(found.path, labels)
     if labels != "fine":
-        raise KaggleCifarError(f"--labels {labels}: only CIFAR-100 python data has coarse labels; "
-                               f"{found.path} is an image folder")
+        raise KaggleCifarError(
+            f"--labels {labels}: only CIFAR-100 python data has coarse labels; {found.path} is an image folder"
+        )
     return read_image_folder(found.path)
 
 
 def source_stamp(found: Found) -> dict:
     """Size and time of what a source is made of (stat calls only): a changed stamp means read it again."""
-    files = [found.path] if found.path.is_file() else [
-        Path(folder) / name for folder, _, names in os.walk(found.path) for name in names]
+    files = (
+        [found.path]
+        if found.path.is_file()
+        else [Path(folder) / name for folder, _, names in os.walk(found.path) for name in names]
+    )
     stats = [p.stat() for p in files]
-    return {"format": found.format, "path": str(found.path.resolve()), "files": len(stats),
-            "bytes": sum(s.st_size for s in stats), "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
+    return {
+        "format": found.format,
+        "path": str(found.path.resolve()),
+        "files": len(stats),
+        "bytes": sum(s.st_size for s in stats),
+        "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
+    }
 
 
 def _search(top: Path) -> list[Found]:

@@ -9,6 +9,7 @@ The pickles go through safe_pickle's restricted unpickler only. An archive is re
 nothing is unpacked to disk, and an archive with a member whose path or link leaves its folder is refused.
 Ids are 1..N per split, in file order (data_batch_1 first).
 """
+
 from __future__ import annotations
 
 import tarfile
@@ -26,8 +27,12 @@ LAYOUTS = {  # kind -> split -> data files, and the meta file
     "cifar-10": {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"], "meta": "batches.meta"},
     "cifar-100": {"train": ["train"], "test": ["test"], "meta": "meta"},
 }
-MEMBER_NAMES = {name for layout in LAYOUTS.values() for files in layout.values()
-                for name in ([files] if isinstance(files, str) else files)}
+MEMBER_NAMES = {
+    name
+    for layout in LAYOUTS.values()
+    for files in layout.values()
+    for name in ([files] if isinstance(files, str) else files)
+}
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 ROW = 32 * 32 * 3
 
@@ -54,8 +59,10 @@ def read_cifar_python(path: Path, labels: str = "fine") -> dict[str, SourceSplit
     docs = _read_archive(path) if path.is_file() else _read_folder(path)
     kind = kind_of(docs)
     if kind is None:
-        raise KaggleCifarError(f"{path}: no CIFAR python data in it (looked for data_batch_1..5, test_batch and "
-                               "batches.meta, or train, test and meta)")
+        raise KaggleCifarError(
+            f"{path}: no CIFAR python data in it (looked for data_batch_1..5, test_batch and "
+            "batches.meta, or train, test and meta)"
+        )
     layout = LAYOUTS[kind]
     missing = [name for name in [*layout["train"], *layout["test"], layout["meta"]] if name not in docs]
     if missing:
@@ -71,10 +78,12 @@ def read_cifar_python(path: Path, labels: str = "fine") -> dict[str, SourceSplit
     if labels == "coarse":
         return {split: _split(path, docs, files, "coarse_labels", coarse) for split, files in _data_splits(layout)}
     splits = {split: _split(path, docs, files, "fine_labels", fine) for split, files in _data_splits(layout)}
-    coarse_labels = [_split(path, docs, files, "coarse_labels", coarse, images=False).labels
-                     for _, files in _data_splits(layout)]
-    mapping = fine_to_coarse(np.concatenate([s.labels for s in splits.values()]), np.concatenate(coarse_labels),
-                             len(fine), str(path))
+    coarse_labels = [
+        _split(path, docs, files, "coarse_labels", coarse, images=False).labels for _, files in _data_splits(layout)
+    ]
+    mapping = fine_to_coarse(
+        np.concatenate([s.labels for s in splits.values()]), np.concatenate(coarse_labels), len(fine), str(path)
+    )
     for split in splits.values():
         split.coarse_classes, split.fine_to_coarse = coarse, mapping
     return splits
@@ -84,8 +93,9 @@ def _data_splits(layout: dict):
     return [(split, layout[split]) for split in ("train", "test")]
 
 
-def _split(path: Path, docs: dict, files: list[str], label_key: str, classes: list[str],
-           images: bool = True) -> SourceSplit:
+def _split(
+    path: Path, docs: dict, files: list[str], label_key: str, classes: list[str], images: bool = True
+) -> SourceSplit:
     rows, labels, names = [], [], []
     for name in files:
         doc = _fields(docs[name], f"{path}: {name}")
@@ -105,8 +115,14 @@ def _split(path: Path, docs: dict, files: list[str], label_key: str, classes: li
     if images:  # R, G, B planes of 32 rows of 32 -> (N, 32, 32, 3)
         data = rows[0] if len(rows) == 1 else np.concatenate(rows)
         pixels = np.ascontiguousarray(data.reshape(count, 3, 32, 32).transpose(0, 2, 3, 1))
-    return SourceSplit(pixels, np.arange(1, count + 1, dtype=np.int64), np.concatenate(labels),
-                       np.zeros(count, bool), list(classes), names=names)
+    return SourceSplit(
+        pixels,
+        np.arange(1, count + 1, dtype=np.int64),
+        np.concatenate(labels),
+        np.zeros(count, bool),
+        list(classes),
+        names=names,
+    )
 
 
 def _labels(values, count: int, n_classes: int, what: str) -> np.ndarray:
@@ -171,17 +187,21 @@ def _read_archive(archive: Path) -> dict:
             for member in tar:
                 name = member.name
                 if escapes_folder(name) or ((member.issym() or member.islnk()) and escapes_folder(member.linkname)):
-                    raise KaggleCifarError(f"{archive}: member {name!r} points outside the archive's folder; "
-                                           "refusing the archive")
+                    raise KaggleCifarError(
+                        f"{archive}: member {name!r} points outside the archive's folder; refusing the archive"
+                    )
                 base = name.rstrip("/").rsplit("/", 1)[-1]
                 if not member.isfile() or base not in MEMBER_NAMES:
                     continue
                 if base in seen:
-                    raise KaggleCifarError(f"{archive}: two {base} members ({seen[base]}, {name}); extract the "
-                                           "archive and point at one folder")
+                    raise KaggleCifarError(
+                        f"{archive}: two {base} members ({seen[base]}, {name}); extract the "
+                        "archive and point at one folder"
+                    )
                 seen[base] = name
                 docs[base] = load_pickle(tar.extractfile(member).read(), f"{archive}: {name}")
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise KaggleCifarError(f"{archive}: damaged or truncated archive ({type(exc).__name__}: {exc}); "
-                               "download it again") from None
+        raise KaggleCifarError(
+            f"{archive}: damaged or truncated archive ({type(exc).__name__}: {exc}); download it again"
+        ) from None
     return docs

@@ -8,6 +8,7 @@ cannot be decoded is flagged bad, not fatal. Ids are the file names when those a
 the competition's test/123.png), else 1..N over the sorted relative paths. A file or folder that is a link
 leading outside ROOT is refused; other files (.txt, .DS_Store, subfolders of a class folder) are ignored.
 """
+
 from __future__ import annotations
 
 import collections
@@ -42,12 +43,20 @@ def read_image_folder(root: Path) -> dict[str, SourceSplit]:
     inside = root.resolve()
     train_files, loose = _listing(root / "train", inside)
     if loose:
-        raise KaggleCifarError(f"{root / 'train'}: {len(loose)} images outside class folders (first: "
-                               f"{loose[0].name}); put each image in train/CLASS/")
+        raise KaggleCifarError(
+            f"{root / 'train'}: {len(loose)} images outside class folders (first: "
+            f"{loose[0].name}); put each image in train/CLASS/"
+        )
     empty = [name for name, files in train_files.items() if not files]
     if not train_files or empty:
-        raise KaggleCifarError(f"{root / 'train'}: " + (f"class folder {empty[0]}/ has no images" if empty else
-                                                        "no class folders (expected train/CLASS/*.png|jpg)"))
+        raise KaggleCifarError(
+            f"{root / 'train'}: "
+            + (
+                f"class folder {empty[0]}/ has no images"
+                if empty
+                else "no class folders (expected train/CLASS/*.png|jpg)"
+            )
+        )
     classes = sorted(train_files)
     splits = {"train": _decode(root, "train", train_files, classes)}
     if (root / "test").is_dir():
@@ -57,8 +66,10 @@ def read_image_folder(root: Path) -> dict[str, SourceSplit]:
             raise KaggleCifarError(f"{root / 'test'}: has both class folders and loose images; use one layout")
         unknown = sorted(set(test_files) - set(classes))
         if unknown:
-            raise KaggleCifarError(f"{root / 'test' / unknown[0]}: class {unknown[0]!r} is not among the training "
-                                   f"classes ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
+            raise KaggleCifarError(
+                f"{root / 'test' / unknown[0]}: class {unknown[0]!r} is not among the training "
+                f"classes ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})"
+            )
         if not test_files and not loose:
             raise KaggleCifarError(f"{root / 'test'}: no images (expected test/*.png|jpg or test/CLASS/*)")
         splits["test"] = _decode(root, "test", test_files or {None: loose}, classes)
@@ -135,8 +146,15 @@ def _decode(root: Path, split: str, files_by_class: dict, classes: list[str]) ->
     finally:
         cv2.utils.logging.setLogLevel(log_level)
     labelled = None not in files_by_class
-    return SourceSplit(images, _ids(paths), labels if labelled else None, bad, list(classes), names=names,
-                       conversions=dict(sorted(conversions.items())))
+    return SourceSplit(
+        images,
+        _ids(paths),
+        labels if labelled else None,
+        bad,
+        list(classes),
+        names=names,
+        conversions=dict(sorted(conversions.items())),
+    )
 
 
 def _ids(paths: list[Path]) -> np.ndarray:

@@ -7,6 +7,7 @@ opcodes. find_class hands out only those, wrapped so that they build plain numer
 plus a few harmless constructors that Python 3 re-packagings of the files use. Any other global is refused
 before anything of the pickle runs beyond plain data, so a crafted file cannot run code.
 """
+
 from __future__ import annotations
 
 import io
@@ -76,8 +77,10 @@ def _latin1_encode(text, encoding="latin1") -> bytes:
 # Containers only (no bytearray: bytearray(10**10) would be a 10 GB allocation from a 30-byte file).
 _CONTAINERS = {"dict": dict, "list": list, "tuple": tuple, "set": set, "frozenset": frozenset}
 ALLOWED = {
-    **{(module, "_reconstruct"): _Global(_reconstruct)
-       for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{
+        (module, "_reconstruct"): _Global(_reconstruct)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    },
     **{(module, "_frombuffer"): _Global(_frombuffer) for module in ("numpy.core.numeric", "numpy._core.numeric")},
     ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _Global(_dtype),
@@ -110,9 +113,23 @@ def load_pickle(data: bytes, source: str):
     try:
         return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except RefusedGlobal as exc:
-        raise KaggleCifarError(f"{source}: refusing to unpickle it: it asks for {exc.global_name}, which CIFAR "
-                               "data never needs (a crafted or foreign pickle)") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            MemoryError, OverflowError, UnicodeDecodeError) as exc:
-        raise KaggleCifarError(f"{source}: not a readable CIFAR pickle ({type(exc).__name__}: "
-                               f"{str(exc)[:200]}); damaged or truncated download?") from None
+        raise KaggleCifarError(
+            f"{source}: refusing to unpickle it: it asks for {exc.global_name}, which CIFAR "
+            "data never needs (a crafted or foreign pickle)"
+        ) from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        MemoryError,
+        OverflowError,
+        UnicodeDecodeError,
+    ) as exc:
+        raise KaggleCifarError(
+            f"{source}: not a readable CIFAR pickle ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); damaged or truncated download?"
+        ) from None

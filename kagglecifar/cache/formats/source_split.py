@@ -1,4 +1,5 @@
 """What every reader returns: one split as plain arrays, ready for the cache writer, and its class lists."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ def fine_to_coarse(fine: np.ndarray, coarse: np.ndarray, n_fine: int, source: st
     clash = np.flatnonzero(mapping[fine] != coarse)
     if len(clash):
         row = clash[0]
-        raise KaggleCifarError(f"{source}: fine label {fine[row]} appears under coarse labels {coarse[row]} and "
-                               f"{mapping[fine[row]]}; the file is inconsistent")
+        raise KaggleCifarError(
+            f"{source}: fine label {fine[row]} appears under coarse labels {coarse[row]} and "
+            f"{mapping[fine[row]]}; the file is inconsistent"
+        )
     return mapping.tolist()  # -1 for a fine class no image has
