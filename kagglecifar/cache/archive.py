@@ -36,6 +36,8 @@ LZMA2, LZMA1 = b"\x21", b"\x03\x01\x01"  # 7z method ids
 READ_BYTES = 1 << 20  # compressed input per read
 CHUNK_BYTES = 1 << 20  # decompressed output per step; one chunk's members make one batch
 PY7ZR_BATCH = 256  # members per batch on the py7zr path
+MAX_MEMBER_BYTES = 16 << 20  # per member, as the header declares; Kaggle's PNGs are 2-3 kB
+MAX_IMAGES = 2_000_000  # per split; Kaggle's test.7z holds 300,000
 
 
 class DamagedArchive(Exception):
@@ -96,6 +98,15 @@ def check_members(archive: Path, split: str, names, is_dir, is_symlink, empty, s
         (empty_ids if no_data else member_ids).append(image_id)
     if not ids:
         raise KaggleCifarError(f"{archive}: no {split}/<id>.png images in it")
+    if len(ids) > MAX_IMAGES:
+        raise KaggleCifarError(f"{archive}: declares {len(ids):,} images; CIFAR splits hold at most {MAX_IMAGES:,}")
+    declared = np.asarray(sizes, np.int64)
+    if len(declared) and (declared.max() > MAX_MEMBER_BYTES or declared.min() < 0):
+        k = int(np.argmax(declared > MAX_MEMBER_BYTES) if declared.max() > MAX_MEMBER_BYTES else np.argmin(declared))
+        raise KaggleCifarError(
+            f"{archive}: a member declares {int(declared[k]):,} bytes; a CIFAR image is a few kB (at most "
+            f"{MAX_MEMBER_BYTES >> 20} MiB is accepted): refusing the archive"
+        )
     ids = np.sort(np.frombuffer(ids, np.int64))
     duplicates = ids[1:][ids[1:] == ids[:-1]]
     if len(duplicates):

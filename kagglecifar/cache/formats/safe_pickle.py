@@ -54,10 +54,23 @@ def _dtype(spec, align=False, copy=True) -> np.dtype:
     return dtype
 
 
+MAX_ELEMENTS = 1 << 28  # an array numpy allocates from a shape the pickle declares (its data comes later)
+
+
 def _reconstruct(subtype, shape, typecode) -> np.ndarray:
     if subtype is not _NDARRAY:
         raise pickle.UnpicklingError("_reconstruct of something other than numpy.ndarray")
+    dims = shape if isinstance(shape, tuple) else (shape,)
+    if not all(isinstance(n, int) and 0 <= n <= MAX_ELEMENTS for n in dims) or _product(dims) > MAX_ELEMENTS:
+        raise pickle.UnpicklingError("_reconstruct of an array larger than CIFAR data")
     return _numpy_core.multiarray._reconstruct(np.ndarray, shape, typecode)
+
+
+def _product(dims) -> int:
+    total = 1
+    for n in dims:
+        total *= n
+    return total
 
 
 def _frombuffer(buffer, dtype, shape, order) -> np.ndarray:
