@@ -258,7 +258,7 @@ def _parse_set_value(text: str, where: str):
 
     try:
         return load_yaml(text, where) if text.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an integer of over 4300 digits
         return text
 
 

@@ -17,6 +17,8 @@ def excerpt(value, limit: int = EXCERPT_CHARS) -> str:
     expands to billions of items when printed)."""
     if isinstance(value, (list, tuple, dict, set, frozenset)):
         return f"a {type(value).__name__} of {len(value)} item{'s' if len(value) != 1 else ''}"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
     if isinstance(value, (bytes, bytearray)):
         text = repr(bytes(value[: limit + 1]))
     elif isinstance(value, str):

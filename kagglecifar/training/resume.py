@@ -47,8 +47,8 @@ def guard(config: TrainConfig) -> TrainConfig:
     differ = differences(saved_recipe(run_dir), config.recipe)
     if differ:
         raise KaggleCifarError(
-            f"resume {session.resume}: {run_dir} was trained with another recipe ({'; '.join(differ)}); a run "
-            f"keeps its recipe: continue it with `kagglecifar train --resume {run_dir}`, or train a new run"
+            f"resume {run_dir}: was trained with another recipe ({'; '.join(differ)}); a run keeps its recipe: "
+            "continue it with `train --resume` and no recipe options, or train a new run"
         )
     return dataclasses.replace(
         config, session=dataclasses.replace(session, resume=str(run_dir), runs_dir=str(run_dir.parent))
@@ -86,3 +86,18 @@ def check_resumable(payload: dict, path: Path, config: TrainConfig) -> None:
         raise KaggleCifarError(f"{path}: holds no training state to resume from (a best.pt, or damaged)")
     if not isinstance(state["progress"], dict) or not isinstance(payload.get("classes"), list):
         raise KaggleCifarError(f"{path}: its training state is damaged")
+    _check_rng_state(state["rng"], path)
+
+
+def _check_rng_state(rng, path: Path) -> None:
+    """Set the saved random-number state once and put the current one back: a damaged one fails here, before
+    the session prints or builds anything."""
+    from kagglecifar.training import runtime
+
+    current = runtime.rng_state(False)
+    try:
+        runtime.set_rng_state(rng, False)
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError):
+        raise KaggleCifarError(f"{path}: its random-number state is damaged") from None
+    finally:
+        runtime.set_rng_state(current, False)

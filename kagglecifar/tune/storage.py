@@ -48,7 +48,9 @@ def shown_url(url: str) -> str:
     scheme, userinfo, location, query = _parts(str(url))
     keys = [part.partition("=")[0] for part in re.split(r"[&;]", query) if part]
     shown_query = "&".join(f"{excerpt_key(k)}=***" for k in keys)
-    text = (f"{scheme}://" if scheme else "") + ("***@" if userinfo else "") + location
+    user, colon, _ = userinfo.partition(":")
+    shown_user = f"{user}:***@" if colon and re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", user) else "***@"
+    text = (f"{scheme}://" if scheme else "") + (shown_user if userinfo else "") + location
     return text[:200] + (f"?{shown_query}" if shown_query else "")
 
 
@@ -64,10 +66,14 @@ def secrets_of(url: str) -> list[str]:
 
     _, userinfo, _, query = _parts(str(url))
     pieces = [userinfo, userinfo.partition(":")[2]] if ":" in userinfo or len(userinfo) >= 4 else []
+    at = 0
     for part in re.split(r"[&;]", query):
         key, _, value = part.partition("=")
-        if SECRET_KEYS.search(key) or len(value) >= 4 or not value:  # short plain values (a port, "me") may stay
+        if SECRET_KEYS.search(key):  # the value, and all after it: an unescaped '&' may belong to the password
+            pieces += [value, query[at + len(key) + 1 :]]
+        elif len(value) >= 4 or not value:  # short plain values (a port, "me") may stay
             pieces += [value, part] if value else [key]
+        at += len(part) + 1
     found = {p for piece in pieces if piece for p in (piece, unquote(piece), unquote_plus(piece)) if p}
     return sorted(found, key=len, reverse=True)
 
