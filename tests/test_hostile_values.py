@@ -15,7 +15,7 @@ from kagglecifar.training.train import train
 from kagglecifar.tune import storage
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-MAX_LINE = 400  # an error line quotes at most a short excerpt of what it rejects
+MAX_LINE = 1000  # an error line quotes at most a short excerpt of what it rejects (lists of choices aside)
 
 
 def folder_hashes(folder):
@@ -230,11 +230,10 @@ ALIAS_BOMB = "\n".join(
         (["momentum=-1"], "--momentum -1.0"),
         (["label_smoothing=.inf"], "--label-smoothing inf"),
         (["time_budget=.inf"], "--time-budget inf"),
-        (["epochs=1e30"], "--epochs 1000000000000000019884624838656: out of range"),
+        (["epochs=1.0e+30"], "--epochs 1000000000000000019884624838656: out of range"),
         (["batch_size=99999999999"], "--batch-size 99999999999: out of range"),
         (["seed=-1"], "--seed -1: must be 0 or more"),
-        (["seed=1e100"], "out of range"),
-        (["width=2"], "--width 2.0: model simplecnn has no width option"),
+        (["seed=1.0e+100"], "out of range"),
         (["freeze_stages=1"], "--freeze-stages 1: model simplecnn has no freeze_stages option"),
         (["width=.inf"], "--width inf: must be a finite number"),
         (["epochs=" + "9" * 5000], "expected an integer"),
@@ -253,11 +252,21 @@ def test_values_are_finite_in_range_and_quoted_short(tmp_path, run_cli, sets, me
     assert not (tmp_path / "runs").exists()
 
 
-def test_width_on_a_model_without_width_is_refused_not_saved_as_null(tmp_path, run_cli):
-    for args in (["simplecnn", "--width", "2"], ["simplecnn", "--set", "width=2"], ["mlp", "--dropout", "0.1"]):
+def test_a_model_option_given_is_kept_or_refused_never_saved_as_null(tmp_path, run_cli):
+    from kagglecifar.config import make_config
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("recipe:\n  width: 0.5\n  dropout: 0.1\n")
+    for model in ("simplecnn", "mlp", "resnet18"):  # the cpu preset's model is another one, with its own width
+        assert make_config(model, "cpu", sets=["width=2"], device="cpu").recipe.width == 2
+        from_file = make_config(model, "cpu", config_file=recipe, device="cpu").recipe
+        assert (from_file.width, from_file.dropout) == (0.5, 0.1)
+        assert make_config(model, "cpu", width=0.75, device="cpu").recipe.width == 0.75
+    assert make_config("simplecnn", "cpu", device="cpu").recipe.width is None  # the preset's width stays its own
+    for args in (["simplecnn", "--freeze-stages", "2"], ["mlp", "--set", "freeze_stages=1"]):
         code, _, err = run_cli("train", *args, "--preset", "cpu", "--device", "cpu", "--data-dir", tmp_path)
         line = one_error_line(code, err)
-        assert "has no" in line and "option" in line, line
+        assert "has no freeze_stages option" in line, line
 
 
 @pytest.mark.parametrize(
