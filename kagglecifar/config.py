@@ -347,6 +347,7 @@ def resume_config(saved: dict, run: str, **options) -> TrainConfig:
     A time budget is per session: it applies again only when given again.
     """
     flat = {**saved.get("recipe", {}), **saved.get("session", {}), "time_budget": 0.0, "name": ""}
+    flat = {key: coerce(str(key), value, f"--resume {run}: its config.yaml: {key}") for key, value in flat.items()}
     options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None}
     changed = [k for k, v in options.items() if section_of(k) == "recipe" and flat.get(k) != v]
     if changed:

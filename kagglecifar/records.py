@@ -76,7 +76,10 @@ def load_yaml(text: str, where: str):
     file of a few hundred bytes) or that refers to itself."""
     import yaml
 
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise KaggleCifarError(f"{where}: YAML nested too deeply") from None
     expanded_size(data, where)
     return data
 

@@ -271,6 +271,8 @@ def _evaluation_problem(data: dict) -> str | None:
             "checkpoint": lambda v: isinstance(v, dict),
         },
     )
+    if problem is None and not all(key in data for key in ("checkpoint", "accuracy")):
+        problem = "no checkpoint or accuracy"
     counts = (data.get("confusion") or {}).get("counts", [])
     classes = data.get("classes") or []
     if problem is None and counts:
