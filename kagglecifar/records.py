@@ -30,13 +30,17 @@ _warned: set[str] = set()
 class Damaged(KaggleCifarError):
     """One of our own records is not what kagglecifar writes; the message names the file and the problem."""
 
+    def __init__(self, path, problem: str, kind: str = "record"):
+        super().__init__(f"{path}: damaged {kind} ({problem})")
+        self.problem = problem
+
 
 def reset_warnings() -> None:
     """Each command warns once per damaged file (the CLI calls this as it starts)."""
     _warned.clear()
 
 
-def warn_damaged(exc: Damaged) -> None:
+def warn_damaged(exc: KaggleCifarError) -> None:
     from kagglecifar.console import note
 
     line = str(exc)
@@ -54,9 +58,9 @@ def read_capped(path: Path, limit: int = MAX_RECORD_BYTES) -> bytes:
     except FileNotFoundError:
         raise
     except OSError as exc:
-        raise Damaged(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+        raise Damaged(path, f"cannot read it: {exc.strerror or type(exc).__name__}") from None
     if len(data) > limit:
-        raise Damaged(f"{path}: larger than {limit >> 20} MiB, which no file of this kind is")
+        raise Damaged(path, f"larger than {limit >> 20} MiB, which no file of this kind is")
     return data
 
 
@@ -65,7 +69,7 @@ def read_text(path: Path, limit: int = MAX_RECORD_BYTES) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Damaged(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raise Damaged(path, f"not UTF-8 text, byte {exc.start}") from None
 
 
 # ---- YAML ------------------------------------------------------------------------------------------------
@@ -126,7 +130,7 @@ def read_yaml_or_json(path: Path, where: str, what: str):
     except FileNotFoundError:
         raise KaggleCifarError(f"{where}: no such {what} file") from None
     except Damaged as exc:
-        raise KaggleCifarError(f"{where}: not a readable {what} file ({str(exc).split(': ', 1)[-1]})") from None
+        raise KaggleCifarError(f"{where}: not a readable {what} file ({exc.problem})") from None
     except (OSError, ValueError, yaml.YAMLError, RecursionError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise KaggleCifarError(f"{where}: not a readable YAML/JSON {what} ({excerpt(first, 120)[1:-1]})") from None
@@ -146,12 +150,12 @@ def read_json_record(path: Path, check: Callable[[dict], str | None] | None = No
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
-        raise Damaged(f"{path}: damaged record (not JSON{', empty' if not text.strip() else ''})") from None
+        raise Damaged(path, f"not JSON{', empty' if not text.strip() else ''}") from None
     if not isinstance(data, dict):
-        raise Damaged(f"{path}: damaged record (a JSON {type(data).__name__}, not an object)")
+        raise Damaged(path, f"a JSON {type(data).__name__}, not an object")
     problem = check(data) if check else None
     if problem:
-        raise Damaged(f"{path}: damaged record ({problem})")
+        raise Damaged(path, problem)
     return data
 
 
@@ -194,26 +198,26 @@ def read_metrics_csv(path: Path, columns: list[str]) -> list[dict]:
     try:
         lines = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:
-        raise Damaged(f"{path}: damaged metrics ({exc})") from None
+        raise Damaged(path, str(exc), "metrics") from None
     if not lines:
         return []
     header = lines[0]
     if not header or any(name not in columns for name in header) or "epoch" not in header:
-        raise Damaged(f"{path}: damaged metrics (header {excerpt(','.join(header), 60)})")
+        raise Damaged(path, f"header {excerpt(','.join(header), 60)}", "metrics")
     rows = []
     for number, cells in enumerate(lines[1:], start=2):
         if not cells:
             continue
         if len(cells) != len(header):
-            raise Damaged(f"{path}: damaged metrics (line {number} has {len(cells)} cells, the header {len(header)})")
+            raise Damaged(path, f"line {number} has {len(cells)} cells, the header {len(header)}", "metrics")
         row = {}
         for name, cell in zip(header, cells):
             try:
                 value = float(cell) if cell != "" else None
             except ValueError:
-                raise Damaged(f"{path}: damaged metrics (line {number}, {name} {excerpt(cell, 30)})") from None
+                raise Damaged(path, f"line {number}, {name} {excerpt(cell, 30)}", "metrics") from None
             row[name] = value
         if row["epoch"] is None:
-            raise Damaged(f"{path}: damaged metrics (line {number} has no epoch)")
+            raise Damaged(path, f"line {number} has no epoch", "metrics")
         rows.append({name: row.get(name) for name in columns})
     return rows

@@ -28,7 +28,7 @@ from kagglecifar.console import duration, table
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_output, refuse_existing, write_text_atomic
 from kagglecifar.inference.evaluate import read_evaluation
-from kagglecifar.records import Damaged, warn_damaged
+from kagglecifar.records import warn_damaged
 from kagglecifar.reports.plots import pyplot
 from kagglecifar.rundir import write_figure
 
@@ -126,7 +126,7 @@ def compare(paths: list[Path], submissions_dir: Path = Path("submissions")) -> l
         try:
             runs.append(summarize(run, submissions))
         except KaggleCifarError as exc:  # one damaged run folder leaves the others to compare
-            warn_damaged(Damaged(str(exc)))
+            warn_damaged(exc)
     if not runs:
         raise KaggleCifarError("compare: no run left to compare (each one above was skipped)")
     names = [r.name for r in runs]
