@@ -17,7 +17,6 @@ import pytest
 from cifar_sources import add_member, make_image_folder, png
 
 from kagglecifar.cache.archive import check_members
-from kagglecifar.cache.decode import image_size
 from kagglecifar.cache.formats import read_source
 from kagglecifar.cache.formats.safe_pickle import load_pickle
 from kagglecifar.errors import KaggleCifarError
@@ -244,6 +243,8 @@ def jpeg_header_only(width, height) -> bytes:
 
 
 def test_image_dimensions_come_from_the_header_and_large_ones_are_refused_by_name(tmp_path):
+    from kagglecifar.cache.decode import image_size
+
     rng = random.Random(4)
     real = [
         (cv2.imencode(".png", np.zeros((4100, 20), np.uint8))[1].tobytes(), (20, 4100)),

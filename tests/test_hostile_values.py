@@ -9,8 +9,7 @@ import pytest
 import torch
 from test_train import make_cache, small_config
 
-from kagglecifar.errors import excerpt
-from kagglecifar.inference.predict import normalised_weights, parse_weights
+from kagglecifar.inference.predict import parse_weights
 from kagglecifar.training.train import train
 from kagglecifar.tune import storage
 
@@ -299,6 +298,8 @@ def test_recipe_files_built_to_explode_are_one_short_line(tmp_path, run_cli, tex
     [("1e308,1e308", 2), ("1e308,1e308,1e308", 3), ("1.7e308,1e-300", 2), ("5e-324,5e-324", 2), ("3,1", 2)],
 )
 def test_ensemble_weights_normalise_without_overflow(text, count):
+    from kagglecifar.inference.predict import normalised_weights
+
     weights = normalised_weights(parse_weights(text, count))
     assert all(math.isfinite(w) and 0 <= w <= 1 for w in weights)
     assert math.isclose(sum(weights), 1.0)
@@ -317,6 +318,8 @@ def test_non_finite_or_absurd_weights_are_one_short_line(text):
 
 
 def test_excerpt_is_short_for_any_value():
+    from kagglecifar.errors import excerpt
+
     rng = random.Random(2)
     nested = [1]
     for _ in range(50):

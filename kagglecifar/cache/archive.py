@@ -142,6 +142,12 @@ class _Header(py7zr.archiveinfo.Header):
             raise py7zr.Bad7zFile(f"end id expected but {pid!r} found")
 
 
+class _TooManyMembers(Exception):
+    def __init__(self, count: int):
+        super().__init__(count)
+        self.count = count
+
+
 @dataclass
 class _FileList:
     names: list[str]
@@ -151,6 +157,8 @@ class _FileList:
 
 def _read_file_list(fp) -> _FileList | None:
     count = py7zr.archiveinfo.read_uint64(fp)
+    if count > MAX_IMAGES + 1000:  # before allocating per declared member
+        raise _TooManyMembers(count)
     names, empty, attributes = None, np.zeros(count, bool), np.zeros(count, np.uint32)
     while (prop := fp.read(1)) != PROPERTY.END:
         if not prop:
@@ -199,6 +207,10 @@ def read_fast(archive: Path, split: str) -> tuple[Members, LzmaStream] | None:
             if len(header_bytes) != signature.nextheadersize or zlib.crc32(header_bytes) != signature.nextheadercrc:
                 return None  # py7zr will say what is wrong
             header = _Header.retrieve(fp, io.BytesIO(header_bytes), after_header)
+    except _TooManyMembers as exc:
+        raise KaggleCifarError(
+            f"{archive}: its header declares {exc.count:,} members; CIFAR splits hold at most {MAX_IMAGES:,} images"
+        ) from None
     except Exception:  # noqa: BLE001 - not an archive this reader understands: py7zr will say what is wrong
         return None
     files, streams = getattr(header, "file_list", None), header.main_streams
