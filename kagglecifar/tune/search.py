@@ -8,9 +8,10 @@
       history.png, importance.png, slices.png, trial_curves.png
 
 Each trial reports its validation accuracy per epoch; the pruner (median or Hyperband) stops unpromising
-ones (stopped_reason "pruned"), and a trial whose training loss is no longer finite is pruned at once. A search continues when the same command runs again: a trial stopped by
---timeout or Ctrl-C saves last.pt and is queued again with its parameters, and so is one whose process died
-(tune_storage.py); the retry resumes the run folder. Several processes (or machines, with a shared
+ones (stopped_reason "pruned"), and a trial whose training loss is no longer finite is pruned at once.
+A search continues when the same command runs again: a trial stopped by --timeout or Ctrl-C saves last.pt
+and is queued again with its parameters, and so is one whose process died (storage.py); the retry resumes
+the run folder. Several processes (or machines, with a shared
 --storage) running the same command work one study together.
 """
 
