@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,7 +307,7 @@ def make_config(
     preset: str | None = None,
     *,
     config_file: Path | None = None,
-    sets: list[str] = (),
+    sets: Sequence[str] = (),
     **options,
 ) -> TrainConfig:
     """Field defaults < preset (default: gpu with CUDA, else cpu) < config_file < sets < options (not None)."""

@@ -14,9 +14,10 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from kagglecifar import checkpoint, provenance, rundir
 from kagglecifar.cache.sources import COMPETITION, cache_format
@@ -224,7 +225,7 @@ def run(
     *,
     preset: str | None,
     config_file: Path | None = None,
-    sets: list[str] = (),
+    sets: Sequence[str] = (),
     data_dir: Path,
     runs_dir: Path,
     submissions_dir: Path,
@@ -255,8 +256,8 @@ def run(
     if name is not None:
         rundir.check_run_name(name)  # before anything touches the disk
     preset = preset or _existing_preset(model, runs_dir, name) or choose_preset(model, preset, confirm, echo)
-    recipe = dict(config_file=config_file, sets=list(sets))
-    folders = dict(data_dir=str(data_dir), runs_dir=str(runs_dir), device=device)
+    recipe: dict[str, Any] = dict(config_file=config_file, sets=list(sets))
+    folders: dict[str, Any] = dict(data_dir=str(data_dir), runs_dir=str(runs_dir), device=device)
     config = make_config(model, preset, **recipe, **folders)
     name = name or f"{config.recipe.model}-{preset}"
     run_dir = Path(runs_dir) / name

@@ -138,7 +138,7 @@ def _build_train_command():
             kwargs.pop("model"), kwargs.pop("preset"), kwargs.pop("config_file"), kwargs.pop("sets"), **kwargs
         )
 
-    train_command.__signature__ = inspect.Signature(fixed + generated)
+    train_command.__dict__["__signature__"] = inspect.Signature(fixed + generated)  # what Typer reads
     train_command.__annotations__ = {**{p.name: p.annotation for p in fixed}, **annotations}
     return train_command
 

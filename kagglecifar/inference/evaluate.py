@@ -161,7 +161,7 @@ class EvalReport:
         writer.writerow(header)
         per_class = {s.name: (s.images(), s.per_class) for s in splits.values()}
         for i, name in enumerate(names):
-            row = [name]
+            row: list[object] = [name]
             if self.super_class_of is not None and not super_classes:
                 row.append(self.super_classes[self.super_class_of[i]])
             for s in splits.values():

@@ -73,6 +73,8 @@ class ConvGroup(nn.Module):
 
 
 class AirbenchNet(nn.Module):
+    whitened: torch.Tensor  # a buffer: True once the stem is set from data
+
     def __init__(self, widths: list[int], num_classes: int = 10, depth: int = 2, dropout: float = 0.0):
         super().__init__()
         self.normalize = Normalize()

@@ -23,8 +23,10 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kagglecifar import rundir
 from kagglecifar.config import MODEL_OPTIONS, make_config
@@ -181,7 +183,7 @@ class Objective:
         """(stopped_reason, best val accuracy) of the trial's run folder, training what is left."""
         from kagglecifar.training import train
 
-        budget = {"time_budget": max(self.deadline - time.monotonic(), 1.0)} if self.deadline else {}
+        budget: dict[str, Any] = {"time_budget": max(self.deadline - time.monotonic(), 1.0)} if self.deadline else {}
         if _resumable(run_dir):
             # A retry: the epochs done so far go to the pruner first, as if they had just been trained.
             prune = False
@@ -229,7 +231,7 @@ def tune(
     model: str | None = None,
     *,
     preset: str | None = None,
-    sets: list[str] = (),
+    sets: Sequence[str] = (),
     space_file: Path | None = None,
     sampler: str = "tpe",
     pruner="median",
@@ -250,7 +252,7 @@ def tune(
     started = time.monotonic()
     if not trials and not timeout:
         raise KaggleCifarError("tune: give --trials N or --timeout SECONDS (or both), or the search never ends")
-    session = {"data_dir": str(data_dir), "device": device}
+    session: dict[str, Any] = {"data_dir": str(data_dir), "device": device}
     base = make_config(model, preset, sets=list(sets), runs_dir=str(runs_dir), **session)
     if not base.recipe.val_fraction:
         raise KaggleCifarError("tune: trials are scored on the validation split; --set val_fraction=0 leaves none")
