@@ -26,8 +26,8 @@ from kagglecifar.console import duration
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_path
 
-# What each preset gives. cpu: measured on this project's 2-core machine (README "Measured end to end");
-# gpu: what this recipe is known to reach, not yet measured by us.
+# What each preset gives. cpu: measured on a 2-core machine (benchmarks/README.md); gpu: what this recipe is
+# known to reach.
 PRESET_EXPECTATIONS = {
     "gpu": "ResNet-18's recipe, known to reach about 95% validation accuracy in minutes on a modern GPU",
     "cpu": "airbench94 at a quarter width; it reached 85.8-86.0% validation accuracy with flip TTA on the real "
