@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import numpy as np
 import py7zr
@@ -30,14 +31,13 @@ import py7zr.io
 from py7zr.member import FILE_ATTRIBUTE_UNIX_EXTENSION
 from py7zr.properties import Property as PROPERTY
 
+from kagglecifar.cache import limits
 from kagglecifar.errors import KaggleCifarError
 
 LZMA2, LZMA1 = b"\x21", b"\x03\x01\x01"  # 7z method ids
 READ_BYTES = 1 << 20  # compressed input per read
 CHUNK_BYTES = 1 << 20  # decompressed output per step; one chunk's members make one batch
 PY7ZR_BATCH = 256  # members per batch on the py7zr path
-MAX_MEMBER_BYTES = 16 << 20  # per member, as the header declares; Kaggle's PNGs are 2-3 kB
-MAX_IMAGES = 2_000_000  # per split; Kaggle's test.7z holds 300,000
 
 
 class DamagedArchive(Exception):
@@ -57,7 +57,7 @@ class Members:
 
 def open_archive(source: ArchiveFile) -> py7zr.SevenZipFile:
     try:
-        return py7zr.SevenZipFile(source, "r")
+        return py7zr.SevenZipFile(cast(BinaryIO, source), "r")  # a RawIOBase: typeshed's IO[bytes] is nominal
     except Exception as exc:  # noqa: BLE001 - py7zr raises many types for a damaged file
         raise DamagedArchive(f"{type(exc).__name__}: {exc}") from None
 
@@ -84,7 +84,7 @@ def check_members(archive: Path, split: str, names, is_dir, is_symlink, empty, s
     sizes, crcs (-1: none recorded)."""
     image = re.compile(rf"{re.escape(split)}/(\d{{1,18}})\.png").fullmatch  # an id that fits in int64
     escapes = re.compile(r"^[/\\]|^[A-Za-z]:|(^|[/\\])\.\.([/\\]|$)").search
-    ids, member_ids, empty_ids = array.array("q"), array.array("q"), array.array("q")
+    image_ids, member_list, empty_list = array.array("q"), array.array("q"), array.array("q")
     for name, directory, symlink, no_data in zip(names, is_dir, is_symlink, empty):
         match = image(name)  # SPLIT/ID.png: inside the folder by its form
         if symlink or (match is None and escapes(name)):
@@ -94,24 +94,16 @@ def check_members(archive: Path, split: str, names, is_dir, is_symlink, empty, s
             if not match:
                 raise KaggleCifarError(f"{archive}: member {name!r} is not named {split}/<id>.png")
             image_id = int(match.group(1))
-            ids.append(image_id)
-        (empty_ids if no_data else member_ids).append(image_id)
-    if not ids:
+            image_ids.append(image_id)
+        (empty_list if no_data else member_list).append(image_id)
+    if not image_ids:
         raise KaggleCifarError(f"{archive}: no {split}/<id>.png images in it")
-    if len(ids) > MAX_IMAGES:
-        raise KaggleCifarError(f"{archive}: declares {len(ids):,} images; CIFAR splits hold at most {MAX_IMAGES:,}")
-    declared = np.asarray(sizes, np.int64)
-    if len(declared) and (declared.max() > MAX_MEMBER_BYTES or declared.min() < 0):
-        k = int(np.argmax(declared > MAX_MEMBER_BYTES) if declared.max() > MAX_MEMBER_BYTES else np.argmin(declared))
-        raise KaggleCifarError(
-            f"{archive}: a member declares {int(declared[k]):,} bytes; a CIFAR image is a few kB (at most "
-            f"{MAX_MEMBER_BYTES >> 20} MiB is accepted): refusing the archive"
-        )
-    ids = np.sort(np.frombuffer(ids, np.int64))
+    limits.check_declared_sizes(archive, len(image_ids), sizes)
+    ids = np.sort(np.frombuffer(image_ids, np.int64))
     duplicates = ids[1:][ids[1:] == ids[:-1]]
     if len(duplicates):
         raise KaggleCifarError(f"{archive}: {len(duplicates)} image ids appear twice (first: {duplicates[0]})")
-    member_ids, empty_ids = np.frombuffer(member_ids, np.int64), np.frombuffer(empty_ids, np.int64)
+    member_ids, empty_ids = np.frombuffer(member_list, np.int64), np.frombuffer(empty_list, np.int64)
     rows = np.where(member_ids >= 0, np.searchsorted(ids, member_ids), -1)
     return Members(
         ids,
@@ -142,12 +134,6 @@ class _Header(py7zr.archiveinfo.Header):
             raise py7zr.Bad7zFile(f"end id expected but {pid!r} found")
 
 
-class _TooManyMembers(Exception):
-    def __init__(self, count: int):
-        super().__init__(count)
-        self.count = count
-
-
 @dataclass
 class _FileList:
     names: list[str]
@@ -157,8 +143,7 @@ class _FileList:
 
 def _read_file_list(fp) -> _FileList | None:
     count = py7zr.archiveinfo.read_uint64(fp)
-    if count > MAX_IMAGES + 1000:  # before allocating per declared member
-        raise _TooManyMembers(count)
+    limits.check_member_count(count)  # before allocating per declared member
     names, empty, attributes = None, np.zeros(count, bool), np.zeros(count, np.uint32)
     while (prop := fp.read(1)) != PROPERTY.END:
         if not prop:
@@ -207,10 +192,8 @@ def read_fast(archive: Path, split: str) -> tuple[Members, LzmaStream] | None:
             if len(header_bytes) != signature.nextheadersize or zlib.crc32(header_bytes) != signature.nextheadercrc:
                 return None  # py7zr will say what is wrong
             header = _Header.retrieve(fp, io.BytesIO(header_bytes), after_header)
-    except _TooManyMembers as exc:
-        raise KaggleCifarError(
-            f"{archive}: its header declares {exc.count:,} members; CIFAR splits hold at most {MAX_IMAGES:,} images"
-        ) from None
+    except limits.TooManyMembers as exc:
+        raise limits.too_many_members(archive, exc.count) from None
     except Exception:  # noqa: BLE001 - not an archive this reader understands: py7zr will say what is wrong
         return None
     files, streams = getattr(header, "file_list", None), header.main_streams
@@ -345,7 +328,7 @@ class ArchiveFile(io.RawIOBase):
         super().__init__()
         self.file = open(path, "rb")
         self.name = str(path)
-        self.output = None  # during extraction: how many bytes have been decompressed so far
+        self.output: Callable[[], int] | None = None  # during extraction: how many bytes have been decompressed so far
 
     def read(self, size: int = -1) -> bytes:
         if self.output is not None:
@@ -377,7 +360,8 @@ class _Member(py7zr.io.Py7zIO):
     __slots__ = ("factory", "row", "parts")
 
     def __init__(self, factory: _MemberFactory, row: int | None):
-        self.factory, self.row, self.parts = factory, row, []
+        self.factory, self.row = factory, row
+        self.parts: list[bytes] | None = []
 
     def write(self, s) -> int:
         self.factory.bytes_out += len(s)
