@@ -37,7 +37,7 @@ MAX_SIDE = 4096  # pixels: larger images are not decoded (a 10000x10000 16-bit P
 JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def image_size(data: bytes) -> tuple[int, int] | None:
+def image_size(data: bytes | memoryview) -> tuple[int, int] | None:
     """(width, height) from a PNG's IHDR or a JPEG's frame header, without decoding; None for anything else
     (or a header too damaged to say)."""
     if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
@@ -64,7 +64,7 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def decodable_size(data: bytes) -> bool:
+def decodable_size(data: bytes | memoryview) -> bool:
     """A PNG or JPEG whose header declares at most MAX_SIDE pixels each way (and at least one)."""
     size = image_size(data)
     return size is not None and 0 < size[0] <= MAX_SIDE and 0 < size[1] <= MAX_SIDE

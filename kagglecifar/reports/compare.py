@@ -121,10 +121,10 @@ def compare(paths: list[Path], submissions_dir: Path = Path("submissions")) -> l
     if not paths:
         raise KaggleCifarError("compare: give at least one run folder (or a folder of runs)")
     submissions = provenance.submissions_by_run(submissions_dir) if Path(submissions_dir).is_dir() else {}
-    runs = []
-    for run in expand(paths):
+    runs: list[RunSummary] = []
+    for folder in expand(paths):
         try:
-            runs.append(summarize(run, submissions))
+            runs.append(summarize(folder, submissions))
         except KaggleCifarError as exc:  # one damaged run folder leaves the others to compare
             warn_damaged(exc)
     if not runs:
