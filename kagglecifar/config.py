@@ -55,8 +55,14 @@ class Recipe:
     width: float | None = option(None, "Model width multiplier (e.g. 0.25); default: the model's.", POSITIVE)
     dropout: float | None = option(None, "Dropout before the classifier; default: the model's.", UNIT_INTERVAL)
     freeze_stages: int | None = option(None, "Frozen stages (resnet50-imagenet).", AT_LEAST_0)
-    epochs: int = option(40, "Passes over the training split.", (lambda v: v >= 1, "must be at least 1"))
-    batch_size: int = option(512, "Images per step (all processes together).", (lambda v: v >= 2, "must be at least 2"))
+    epochs: int = option(
+        40, "Passes over the training split.", (lambda v: 1 <= v <= 100_000, "must be at least 1 (and at most 100,000)")
+    )
+    batch_size: int = option(
+        512,
+        "Images per step (all processes together).",
+        (lambda v: 2 <= v <= 1 << 20, "must be at least 2 (and at most 1,048,576)"),
+    )
     lr: float = option(0.2, "Peak learning rate.", POSITIVE)
     optimizer: str = option(
         "sgd",
@@ -121,7 +127,9 @@ class Recipe:
 class Session:
     device: str = option("auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")
     workers: int | None = option(
-        None, "DataLoader processes augmenting batches; default: min(8, cores) on CUDA, 0 on CPU.", AT_LEAST_0
+        None,
+        "DataLoader processes augmenting batches; default: min(8, cores) on CUDA, 0 on CPU.",
+        (lambda v: 0 <= v <= 256, "must be 0 or more (and at most 256)"),
     )
     compile: bool = option(False, "torch.compile the model.")
     time_budget: float = option(
