@@ -108,7 +108,12 @@ try:
     print("accepted")
 except KaggleCifarError as exc:
     print("refused", str(exc).splitlines()[0][:200])
-print("peak_mib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+# VmHWM: this process's own peak (ru_maxrss on Linux keeps the forking parent's figure across exec)
+status = Path("/proc/self/status")
+peak = [int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmHWM:")] if (
+    status.is_file()
+) else [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]
+print("peak_mib", peak[0] // 1024)
 """
 
 
@@ -137,7 +142,7 @@ def crafted_npz(path, shapes: dict, descrs: dict | None = None, body=b"\0" * 64)
 
 
 def test_declared_sizes_stay_bounded_in_memory(tmp_path):
-    """A 5 kB tar declaring 50 GB, a 2 kB .npz declaring 7 PiB: refused, and the process stays far under 3 GiB."""
+    """A 5 kB tar declaring 50 GB, a 2 kB .npz declaring 7 PiB: refused, the process staying far under 3 GiB."""
     tar = huge_member_tar(tmp_path / "cifar-10-python.tar.gz", 50 * 10**9)
     npz = crafted_npz(
         tmp_path / "p.npz",
@@ -147,7 +152,7 @@ def test_declared_sizes_stay_bounded_in_memory(tmp_path):
     for kind, path in (("source", tar), ("npz", npz)):
         answer, peak = peak_memory(kind, path)
         assert answer.startswith("refused"), answer
-        assert peak < 1024, (kind, peak)
+        assert peak < 1536, (kind, peak)  # importing torch alone takes several hundred MiB
 
 
 def good_predictions(n=6, classes=("cat", "dog", "frog")):
