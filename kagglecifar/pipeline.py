@@ -20,10 +20,11 @@ from pathlib import Path
 
 from kagglecifar import checkpoint, provenance, rundir
 from kagglecifar.cache.sources import COMPETITION, cache_format
-from kagglecifar.config import make_config, preset_names, preset_values
+from kagglecifar.config import preset_names, preset_values
 from kagglecifar.console import duration
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_path
+from kagglecifar.recipes import make_config
 
 # What each preset gives. cpu: measured on this project's 2-core machine (README "Measured end to end");
 # gpu: what this recipe is known to reach, not yet measured by us.

@@ -31,6 +31,11 @@ class TrainData:
     classes: list[str]
     excluded_bad: int  # undecodable images left out of both parts
 
+    def unvalidated_classes(self) -> list[str]:
+        """Classes too small for the validation split (split_rows keeps their images for training)."""
+        trained, validated = set(self.train_labels.tolist()), set(self.val_labels.tolist())
+        return [self.classes[c] for c in sorted(trained - validated)]
+
 
 def split_rows(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, validation rows): `val_fraction` of every class, chosen with `seed`; both sorted.

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kagglecifar import rundir
-from kagglecifar.config import MODEL_OPTIONS, make_config
+from kagglecifar.config import MODEL_OPTIONS
 from kagglecifar.console import duration, table
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import write_text_atomic
+from kagglecifar.recipes import make_config
 from kagglecifar.tune import space as search_space
 from kagglecifar.tune.storage import HOST, open_storage, recover_dead_trials, requeue, shown_url
 
