@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kagglecifar.errors import KaggleCifarError
-
 
 def training_step(
     model: torch.nn.Module,
@@ -31,10 +29,6 @@ def training_step(
     loss.backward()
     optimizer.step()
     return logits, loss
-
-
-class TrainingDiverged(KaggleCifarError):
-    """The loss stopped being finite; the message is the one line the user sees."""
 
 
 class DivergenceWatch:

@@ -33,7 +33,7 @@ from kagglecifar.console import duration, interactive, note, progress_bar
 from kagglecifar.data.device_loader import choose_loader
 from kagglecifar.data.loading import load_train_data
 from kagglecifar.device import resolve_device
-from kagglecifar.errors import KaggleCifarError
+from kagglecifar.errors import KaggleCifarError, TrainingDiverged
 from kagglecifar.files import write_text_atomic
 from kagglecifar.inference.predict import predict_images
 from kagglecifar.models import to_model_input
@@ -41,7 +41,7 @@ from kagglecifar.training import runtime
 from kagglecifar.training.ema import EMA
 from kagglecifar.training.lookahead import Lookahead
 from kagglecifar.training.optim import learning_rate, make_optimizer, set_learning_rate
-from kagglecifar.training.step import Divergence, DivergenceWatch, TrainingDiverged, training_step
+from kagglecifar.training.step import Divergence, DivergenceWatch, training_step
 
 
 @dataclass
