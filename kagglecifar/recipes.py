@@ -96,11 +96,11 @@ def make_config(
     if chosen == preset_model:
         recipe_from = f"the {preset} preset's"
     elif recipe_from_preset:
-        values = {k: v for k, v in base.items() if k not in MODEL_OPTIONS}
+        values = {**{k: v for k, v in base.items() if k not in MODEL_OPTIONS}, "model": chosen}
         recipe_from = f"the {preset} preset's, made for {preset_model} (--recipe-from-preset)"
     else:
         own, where = model_recipe(chosen)
-        values = {**session, **own}
+        values = {**session, **own, "model": chosen}
         recipe_from = (
             f"{chosen}'s own ({where}; not the {preset} preset's, made for {preset_model}: "
             "--recipe-from-preset takes that)"
@@ -110,7 +110,7 @@ def make_config(
     for index, (name, layer) in enumerate(layers):
         if layer.get("model", values.get("model")) != values.get("model", preset_model):
             dropped = {k: values.pop(k) for k in MODEL_OPTIONS if k in values and k not in layer}
-            if dropped and values.get("model", preset_model) != preset_model:  # the preset's are said below
+            if dropped:
                 notes.append(
                     f"{name}: model {layer['model']}: {shown(dropped)} dropped (set for {values.get('model')})"
                 )
