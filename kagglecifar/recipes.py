@@ -9,6 +9,7 @@ or changed on the way; `train` prints those lines first. Options are declared in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from kagglecifar.config import (
@@ -64,7 +65,7 @@ def make_config(
     preset: str | None = None,
     *,
     config_file: Path | None = None,
-    sets: list[str] = (),
+    sets: Sequence[str] = (),
     recipe_from_preset: bool = False,
     **options,
 ) -> TrainConfig:

@@ -13,10 +13,10 @@ import yaml
 
 from kagglecifar import cache, models
 from kagglecifar.checkpoint import build_model, load_checkpoint
-from kagglecifar.recipes import make_config
 from kagglecifar.data.device_loader import choose_loader
 from kagglecifar.data.loading import TrainLoader, load_train_data
 from kagglecifar.models import to_model_input
+from kagglecifar.recipes import make_config
 from kagglecifar.training.train import resume_config, train
 
 CLASSES = [f"class{i}" for i in range(10)]

@@ -13,6 +13,7 @@ from kagglecifar.cli.app import (
     SETS,
     app,
     examples,
+    preset_help,
     summary,
 )
 from kagglecifar.errors import KaggleCifarError
@@ -116,11 +117,10 @@ def _build_train_command():
                 None,
                 "--preset",
                 metavar="NAME",
-                help="A model with its recipe, one of kagglecifar/presets/NAME.yaml: gpu (ResNet-18), fast "
-                "(airbench94), fast96 (airbench96), cpu (airbench94 at quarter width, minutes on a laptop), "
-                "baseline (simplecnn). Default: gpu with CUDA, else cpu. With a MODEL that is not the preset's, "
-                "MODEL trains with its own family's recipe (ResNets: gpu's, airbench: fast's, simplecnn and mlp: "
-                "baseline's) and the preset's session settings; the first line says where each part came from.",
+                help=preset_help("A model with its recipe")
+                + " With a MODEL that is not the preset's, MODEL trains with its own family's recipe (ResNets: "
+                "gpu's, airbench: fast's, simplecnn and mlp: baseline's, resnet50-imagenet: transfer's) and the "
+                "preset's session settings; the first line says where each part came from.",
             ),
         ),
         inspect.Parameter(
@@ -161,7 +161,7 @@ def _build_train_command():
             **kwargs,
         )
 
-    train_command.__signature__ = inspect.Signature(fixed + generated)
+    train_command.__dict__["__signature__"] = inspect.Signature(fixed + generated)  # what Typer reads
     train_command.__annotations__ = {**{p.name: p.annotation for p in fixed}, **annotations}
     return train_command
 

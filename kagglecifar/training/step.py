@@ -7,6 +7,7 @@ time and test is what trains.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 
 def training_step(
-    model: torch.nn.Module,
+    model: Callable[..., torch.Tensor],
     optimizer: torch.optim.Optimizer,
     images: torch.Tensor,
     labels: torch.Tensor,
