@@ -10,7 +10,7 @@ import torch
 from fake_kaggle import make_competition, serving
 
 from kagglecifar import pipeline
-from kagglecifar.config import make_config
+from kagglecifar.recipes import make_config
 from kagglecifar.training.train import train
 
 CLASSES = ("cat", "dog", "frog")

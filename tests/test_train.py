@@ -13,10 +13,10 @@ import yaml
 
 from kagglecifar import cache, models
 from kagglecifar.checkpoint import build_model, load_checkpoint
-from kagglecifar.config import make_config
 from kagglecifar.data.device_loader import choose_loader
 from kagglecifar.data.loading import TrainLoader, load_train_data
 from kagglecifar.models import to_model_input
+from kagglecifar.recipes import make_config
 from kagglecifar.training.train import resume_config, train
 
 CLASSES = [f"class{i}" for i in range(10)]
@@ -496,7 +496,13 @@ def test_layers_apply_in_order_and_the_saved_config_trains_the_same_run_again(da
     recipe.write_text("recipe:\n  model: mlp\n  epochs: 1\n  lr: 0.5\n  batch_size: 32\nsession:\n  workers: 0\n")
     config = make_config(preset="cpu", config_file=recipe, sets=["lr=0.25", "session.device=cpu"], seed=3)
     assert (config.recipe.model, config.recipe.epochs, config.recipe.lr, config.recipe.seed) == ("mlp", 1, 0.25, 3)
-    assert config.recipe.schedule == preset_values("cpu")["schedule"]  # from the preset: the file does not set it
+    # The file trains mlp, not the cpu preset's airbench94: what it does not set comes from mlp's own recipe ...
+    assert config.recipe.schedule == preset_values("baseline")["schedule"] != preset_values("cpu")["schedule"]
+    assert "recipe: mlp's own (the baseline preset's" in config.notes[0] and "schedule triangle" in config.notes[1]
+    # ... or from the preset's when asked for
+    asked = make_config(preset="cpu", config_file=recipe, recipe_from_preset=True, device="cpu")
+    assert asked.recipe.schedule == preset_values("cpu")["schedule"] and asked.recipe.width is None
+    assert "not taken from the cpu preset: width 0.25" in asked.notes[1]
     assert config.session.device == "cpu"  # from --set
     code, _, err = run_cli(
         "train",

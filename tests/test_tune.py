@@ -15,6 +15,7 @@ from test_train import make_cache, small_config
 from kagglecifar import config as train_config
 from kagglecifar import rundir
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.recipes import make_config
 from kagglecifar.training.train import train
 from kagglecifar.tune import search as tune
 from kagglecifar.tune import space
@@ -328,15 +329,15 @@ def test_default_space_per_family_and_grid_points():
     assert {"lr", "weight_decay", "label_smoothing", "width", "dropout", "augment", "batch_size", "epochs"} <= set(
         dimensions
     )
-    assert dimensions["epochs"].kind is int and dimensions["epochs"].grid() == [4, 6, 8]
-    assert dimensions["lr"].log and dimensions["lr"].grid()[1] == pytest.approx((0.01 * 0.3) ** 0.5)
-    assert dimensions["augment"].grid() == ["none", "standard", "strong"]
+    assert dimensions["epochs"].kind is int and dimensions["epochs"].grid() == [4, 8, 12]
+    assert dimensions["lr"].log and dimensions["lr"].grid()[1] == pytest.approx((3e-4 * 0.01) ** 0.5)
+    assert dimensions["augment"].grid() == ["none", "light", "standard", "strong"]
 
 
 @pytest.mark.parametrize("preset", train_config.preset_names())
 def test_every_preset_s_own_recipe_lies_inside_its_model_s_default_space(preset):
     """Otherwise `tune --preset P` searches elsewhere and its first trial is not the preset's recipe."""
-    base = train_config.make_config(preset=preset)
+    base = make_config(preset=preset)
     for dimension in space.read_space(space.default_space_path(base.recipe.model)):
         value = tune._recipe_value(base, dimension.key)
         assert dimension.contains(value), (preset, dimension.key, value)
@@ -452,7 +453,7 @@ def test_a_study_refuses_another_base_recipe(searched, data_dir):
         )
 
 
-def test_a_diverged_trial_is_pruned_at_once_even_among_the_startup_trials(data_dir, tmp_path):
+def test_a_diverged_trial_fails_at_once_and_is_no_result(data_dir, tmp_path):
     space_file = write_space(tmp_path / "s.yaml", "lr: {choices: [1.0e+6]}\n")  # the loss overflows at once
     result = tune.tune(
         "mlp",
@@ -467,8 +468,11 @@ def test_a_diverged_trial_is_pruned_at_once_even_among_the_startup_trials(data_d
         echo=lambda line: None,
     )
     (trial,) = load(tmp_path / "tune-mlp", "mlp").trials
-    assert result.counts["pruned"] == 1 and trial.user_attrs["diverged"] and trial.user_attrs["epochs"] == 1
-    assert "diverged" in (tmp_path / "tune-mlp" / "results.csv").read_text()
+    assert result.counts["fail"] == 1 and result.counts["complete"] == result.counts["pruned"] == 0
+    assert trial.state.name == "FAIL" and trial.value is None and result.best_number is None
+    assert trial.user_attrs["diverged"].startswith("training diverged at epoch 1, step ")
+    assert trial.user_attrs["epochs"] == 0  # stopped inside its first epoch, nothing saved
+    assert "failed: training diverged" in (tmp_path / "tune-mlp" / "results.csv").read_text()
 
 
 def test_the_on_epoch_hook_stops_a_run_as_pruned(data_dir, tmp_path):
