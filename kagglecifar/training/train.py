@@ -16,12 +16,12 @@ each process trains its shard with DDP; --batch-size is the global batch; rank 0
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,7 +33,7 @@ from kagglecifar.config import resume_config as config_for_resume
 from kagglecifar.console import duration, interactive, note, progress_bar
 from kagglecifar.data.device_loader import choose_loader
 from kagglecifar.data.loading import load_train_data
-from kagglecifar.device import resolve_device
+from kagglecifar.device import training_device, usable_plan
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import write_text_atomic
 from kagglecifar.inference.predict import predict_images
@@ -99,7 +99,7 @@ def train(config: TrainConfig, make_loader=None, on_epoch=None) -> TrainResult:
     (single process only); True stops the run there, stopped_reason "pruned" (`tune` prunes through it).
     """
     check_config(config, resuming=bool(config.session.resume))
-    device = resolve_device(config.session.device, int(os.environ.get("LOCAL_RANK", 0)))
+    device = training_device(config.session.device)
     with runtime.distributed(device, config.recipe.batch_size) as (rank, world):
         return Training(config, device, rank, world, make_loader, on_epoch).run()
 
@@ -113,6 +113,9 @@ class Training:
         self.started, self.on_epoch = time.monotonic(), on_epoch
         self.config, self.recipe, self.device, self.rank, self.world = config, config.recipe, device, rank, world
         self.main, self.cuda = rank == 0, device.type == "cuda"
+        self.plan = usable_plan(device)  # refused here when torch has no kernels for the GPU
+        self.compiled = config.session.compile and self.plan.compile
+        self.channels_last = self.recipe.channels_last and self.plan.channels_last
         if self.cuda:
             torch.cuda.set_device(device)
             torch.backends.cudnn.benchmark = True
@@ -122,6 +125,8 @@ class Training:
         self.classes = labelled_classes(Path(session.data_dir), "train")  # models get len(classes) outputs
         self.model = self._build_model()
         self.data = load_train_data(Path(session.data_dir), self.recipe.val_fraction, self.recipe.seed)
+        if self.main:  # the first line a run prints (bad options fail before it): what runs where, and how
+            note(self.plan.line(self.recipe.amp, session.compile, self.recipe.channels_last))
         if len(self.data.train_labels) < world * 2:
             raise KaggleCifarError(f"{session.data_dir}: only {len(self.data.train_labels)} usable training images")
         self._note_unvalidated_classes()
@@ -133,15 +138,15 @@ class Training:
         if resumed:
             runtime.set_rng_state(resumed["train_state"]["rng"], self.cuda)
         self._wrap_for_steps()
-        self.channels_last = self.recipe.channels_last
-        bf16 = self.cuda and self.recipe.amp
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+        self.scaler = self.plan.grad_scaler(self.recipe.amp)  # fp16 only
+        if self.scaler is not None and resumed and "scaler" in resumed["train_state"]:
+            self.scaler.load_state_dict(resumed["train_state"]["scaler"])
 
     def _build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.recipe.seed)
         model = models.create_model(self.recipe.model, num_classes=len(self.classes), **self.config.model_kwargs())
-        channels_last = self.recipe.channels_last
-        return model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        layout = torch.channels_last if self.channels_last else torch.preserve_format
+        return model.to(self.device, memory_format=layout)
 
     def _training_state(self, resumed: dict | None) -> None:
         """EMA, lookahead, optimizer and progress: fresh, or as last.pt left them."""
@@ -240,17 +245,15 @@ class Training:
                     reason = stop.check(self.world, self.progress.step, at_epoch_end=True)
         return self.finish(reason)
 
-    def _trainable(self) -> tuple[bool, ...]:
-        return tuple(p.requires_grad for p in self.model.parameters())
-
     def _wrap_for_steps(self) -> None:
-        """The module the steps call: the model, in DDP with several processes, compiled if asked."""
-        self.step_model, self._wrapped_for = self.model, self._trainable()
+        """The module the steps call: the model, in DDP with several processes, compiled if asked and the
+        device can (once for the whole run: nothing the loop changes alters the graph)."""
+        self.step_model = self.model
         if self.world > 1:
             self.step_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.cuda else None
             )
-        if self.config.session.compile:
+        if self.compiled:
             self.step_model = torch.compile(self.step_model)
 
     def train_epoch(self, stop: runtime.StopRequest) -> str:
@@ -258,28 +261,31 @@ class Training:
         p, recipe = self.progress, self.recipe
         epoch_started = time.monotonic()
         sums = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0, **p.partial}  # a stopped epoch's too
-        loss_sum = torch.tensor(sums["loss"], device=self.device, dtype=torch.float64)
+        loss_sum = torch.tensor(sums["loss"], device=self.device, dtype=torch.float32)  # MPS has no float64
         correct = torch.tensor(sums["correct"], device=self.device, dtype=torch.int64)
         count, steps, reason = sums["count"], len(self.loader), "completed"
         self.model.train()
-        if hasattr(self.model, "start_epoch"):  # e.g. airbench freezes its whitening bias after a few epochs
-            self.model.start_epoch(p.epoch)
-            if self.world > 1 and self._trainable() != self._wrapped_for:
-                self._wrap_for_steps()  # DDP's reducer expects a gradient for every parameter it was built with
+        # e.g. airbench's whitening bias stops moving after a few epochs: its group's learning rate becomes 0
+        frozen = self.model.frozen_groups(p.epoch) if hasattr(self.model, "frozen_groups") else set()
         bar = progress_bar(
             steps, f"epoch {p.epoch + 1}/{recipe.epochs}", "batch", enabled=self.main, initial=p.epoch_step
         )
         for images, labels in self.loader.epoch(p.epoch, p.epoch_step):
-            set_learning_rate(self.optimizer, learning_rate(recipe, p.step, steps))
+            set_learning_rate(self.optimizer, learning_rate(recipe, p.step, steps), frozen)
             x, y = to_model_input(images, self.device, self.channels_last), labels.to(self.device, non_blocking=True)
-            with self.autocast():
+            with self.plan.autocast(recipe.amp):
                 logits = self.step_model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.scaler is not None:  # fp16: scale the loss so that small gradients do not underflow
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
             p.step, p.epoch_step = p.step + 1, p.epoch_step + 1
-            if p.step == 1 and self.config.session.compile:  # time compiling apart, as the speed records do
+            if p.step == 1 and self.compiled:  # time compiling apart, as the speed records do
                 if self.cuda:
                     torch.cuda.synchronize()
                 p.warmup_seconds = time.monotonic() - epoch_started
@@ -290,7 +296,7 @@ class Training:
                     self.lookahead.finish()  # the run ends on the slow weights
             if self.ema:
                 self.ema.update(p.step - 1)
-            loss_sum += loss.detach() * len(y)
+            loss_sum += loss.detach().float() * len(y)
             correct += (logits.argmax(1) == y).sum()
             count += len(y)
             bar.update(1)
@@ -313,8 +319,9 @@ class Training:
             [p.partial["loss"], p.partial["correct"], p.partial["count"]], self.world
         )
         eval_started = time.monotonic()
-        val_loss, val_acc = self.validate()
         p.epoch, p.epoch_step = p.epoch + 1, 0
+        every, last = self.recipe.val_every, p.epoch == self.recipe.epochs or reason != "completed"
+        val_loss, val_acc = self.validate() if last or (every and p.epoch % every == 0) else (None, None)
         row = {
             "epoch": p.epoch,
             "lr": self.optimizer.param_groups[0]["lr"],
@@ -323,6 +330,7 @@ class Training:
             "val_loss": val_loss,
             "val_acc": val_acc,
             "images_per_s": count / p.partial["seconds"],
+            "train_seconds": p.partial["seconds"],  # the steps alone: no validation, no checkpoint
             "seconds": p.partial["seconds"] + time.monotonic() - eval_started,
         }
         p.partial = {}
@@ -364,11 +372,12 @@ class Training:
             max(256, self.recipe.batch_size),
             self.device,
             progress=False,
+            amp=self.recipe.amp,
         )["none"]
         self.eval_model.train(was_training)
-        picked = torch.from_numpy(probs[range(len(labels)), labels]).double().clamp_min(1e-12)
+        picked = np.clip(probs[range(len(labels)), labels].astype(np.float64), 1e-12, None)  # host-side sums
         loss, correct, count = runtime.all_reduce(
-            [-picked.log().sum().item(), float((probs.argmax(1) == labels).sum()), len(labels)], self.world
+            [float(-np.log(picked).sum()), float((probs.argmax(1) == labels).sum()), len(labels)], self.world
         )
         return loss / count, correct / count
 
@@ -400,6 +409,8 @@ class Training:
             state["model_state"] = self.model.state_dict()
         if self.lookahead:
             state["lookahead"] = self.lookahead.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         metrics = self.progress.metrics
         save_checkpoint(self.payload(metrics[-1]["val_acc"] if metrics else None, state), self.run_dir / "last.pt")
 
