@@ -114,6 +114,7 @@ def predict_images(
     """
     views = views_of(modes)
     plan = device_plan(device)
+    layout = torch.channels_last if plan.channels_last else torch.contiguous_format  # faster convs on CPU too
     batch_size = batch_size or default_batch_size(device, [model for model, _ in models])
     out = np.zeros((len(modes), len(images), num_classes), np.float32)
     results = HostResults(out, device)
@@ -122,7 +123,7 @@ def predict_images(
             sums = torch.zeros((len(modes), len(x), num_classes), dtype=torch.float32, device=device)
             for model, weight in models:
                 for view in views:
-                    x_view = make_view(x, view).contiguous(memory_format=torch.channels_last)  # faster convs on CPU too
+                    x_view = make_view(x, view).contiguous(memory_format=layout)
                     with plan.autocast(amp):
                         probs = model(x_view).float().softmax(dim=1)
                     for i, mode in enumerate(modes):
