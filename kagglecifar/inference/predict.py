@@ -162,11 +162,11 @@ def predict(
     for source, weight in zip(checkpoints, weights):
         source = Path(source)
         if source.suffix == SAVED_PROBS_SUFFIX and source.is_file():
-            probs = load_probs(source)
-            if not np.array_equal(probs.ids, test.ids):
+            loaded = load_probs(source)
+            if not np.array_equal(loaded.ids, test.ids):
                 raise KaggleCifarError(f"{source}: its ids differ from the test cache in {data_dir}")
-            saved.append((probs, weight))
-            class_lists[source] = probs.classes
+            saved.append((loaded, weight))
+            class_lists[source] = loaded.classes
         else:
             path = resolve_checkpoint(source)
             model, payload = load_model(path, dev)

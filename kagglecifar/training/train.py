@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -130,8 +131,9 @@ class Training:
         if len(self.data.train_labels) < world * 2:
             raise KaggleCifarError(f"{session.data_dir}: only {len(self.data.train_labels)} usable training images")
         self._note_unvalidated_classes()
-        if hasattr(self.model, "init_from_data") and not resumed:  # e.g. airbench's whitening stem
-            self.model.init_from_data(torch.from_numpy(self.data.train_images))
+        init_from_data = getattr(self.model, "init_from_data", None)  # e.g. airbench's whitening stem
+        if init_from_data is not None and not resumed:
+            init_from_data(torch.from_numpy(self.data.train_images))
         self._training_state(resumed)
         self.loader = self._make_loader(make_loader)
         self.run_dir = self._run_dir(resumed is not None)
@@ -146,7 +148,7 @@ class Training:
         torch.manual_seed(self.recipe.seed)
         model = models.create_model(self.recipe.model, num_classes=len(self.classes), **self.config.model_kwargs())
         layout = torch.channels_last if self.channels_last else torch.preserve_format
-        return model.to(self.device, memory_format=layout)
+        return model.to(self.device).to(memory_format=layout)
 
     def _training_state(self, resumed: dict | None) -> None:
         """EMA, lookahead, optimizer and progress: fresh, or as last.pt left them."""
@@ -212,7 +214,7 @@ class Training:
         session = self.config.session
         if resuming:
             return Path(session.resume)
-        chosen = [None]
+        chosen: list[str | None] = [None]
         if self.main:
             environment = {
                 "world_size": self.world,
@@ -248,7 +250,7 @@ class Training:
     def _wrap_for_steps(self) -> None:
         """The module the steps call: the model, in DDP with several processes, compiled if asked and the
         device can (once for the whole run: nothing the loop changes alters the graph)."""
-        self.step_model = self.model
+        self.step_model: Callable[..., torch.Tensor] = self.model
         if self.world > 1:
             self.step_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.cuda else None
@@ -266,7 +268,8 @@ class Training:
         count, steps, reason = sums["count"], len(self.loader), "completed"
         self.model.train()
         # e.g. airbench's whitening bias stops moving after a few epochs: its group's learning rate becomes 0
-        frozen = self.model.frozen_groups(p.epoch) if hasattr(self.model, "frozen_groups") else set()
+        frozen_groups = getattr(self.model, "frozen_groups", None)
+        frozen = frozen_groups(p.epoch) if frozen_groups is not None else set()
         bar = progress_bar(
             steps, f"epoch {p.epoch + 1}/{recipe.epochs}", "batch", enabled=self.main, initial=p.epoch_step
         )
