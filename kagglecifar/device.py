@@ -135,7 +135,8 @@ def device_plan(device: torch.device | str) -> DevicePlan:
     device = torch.device(device)
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        capability = tuple(torch.cuda.get_device_capability(index))
+        major, minor = torch.cuda.get_device_capability(index)
+        capability = (int(major), int(minor))
         name = torch.cuda.get_device_name(index)
         kernels, kernels_note = kernels_for(capability, torch.cuda.get_arch_list(), name)
         compile_ok, compile_note = compile_support("cuda", capability)
@@ -236,7 +237,7 @@ def cxx_compiler() -> str | None:
 
 def torch_facts() -> list[tuple[str, str]]:
     """(what, value) about the installed torch: version, CUDA build, the GPU code it carries, the driver."""
-    facts = [("torch", torch.__version__)]
+    facts: list[tuple[str, str]] = [("torch", str(torch.__version__))]
     if torch.version.cuda:
         facts.append(
             ("torch CUDA build", f"CUDA {torch.version.cuda}, kernels for {' '.join(torch.cuda.get_arch_list())}")

@@ -50,20 +50,22 @@ def device_batches(images, batch_size: int, device: torch.device):
 
 def _cuda_batches(images, batch_size: int, device: torch.device):
     pinned = [torch.empty((batch_size, *images.shape[1:]), dtype=torch.uint8).pin_memory() for _ in range(2)]
-    copied = [None, None]  # the event after the last copy out of each pinned buffer
+    copied: list[torch.cuda.Event | None] = [None, None]  # the event after the last copy out of each pinned buffer
     side = torch.cuda.Stream(device)
     compute = torch.cuda.current_stream(device)
 
     def start_copy(index: int, start: int):
         rows = slice(start, min(start + batch_size, len(images)))
         buffer = pinned[index % 2][: rows.stop - rows.start]
-        if copied[index % 2] is not None:
-            copied[index % 2].synchronize()  # the buffer's previous batch has left it
+        previous = copied[index % 2]
+        if previous is not None:
+            previous.synchronize()  # the buffer's previous batch has left it
         buffer.numpy()[...] = images[rows]
         with torch.cuda.stream(side):
             on_device = buffer.to(device, non_blocking=True)
-            copied[index % 2] = torch.cuda.Event()
-            copied[index % 2].record(side)
+            event = torch.cuda.Event()
+            event.record(side)
+            copied[index % 2] = event
         return rows, on_device
 
     starts = range(0, len(images), batch_size)
@@ -82,7 +84,8 @@ class HostResults:
     """Results of each batch into a host array: out[:, rows] = values (a (K, B, C) device tensor)."""
 
     def __init__(self, out: np.ndarray, device: torch.device):
-        self.out, self.cuda, self.pending = out, device.type == "cuda", None
+        self.out, self.cuda = out, device.type == "cuda"
+        self.pending: tuple[slice, torch.Tensor, torch.cuda.Event] | None = None
 
     def put(self, rows: slice, values: torch.Tensor) -> None:
         if not self.cuda:
