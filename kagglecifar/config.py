@@ -10,6 +10,7 @@ Values are layered, later wins:
 
     field defaults < preset (kagglecifar/presets/NAME.yaml) < --config FILE < --set key=value < options
 
+recipes.make_config layers them and says where each part came from.
 A recipe file is YAML (or JSON) with `recipe:` and `session:` sections or flat keys; every run folder's
 config.yaml is one, so `kagglecifar train --config runs/NAME/config.yaml` trains that run again.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from kagglecifar.data.augment import PRESETS as AUGMENT_PRESETS
 from kagglecifar.errors import KaggleCifarError, excerpt
 
 PRESETS_DIR = Path(__file__).with_name("presets")
-ADAMW_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.05}  # taken when --optimizer adamw comes without them
+ADAMW_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.05}  # taken, with a line saying so, when adamw comes without them
 MODEL_OPTIONS = ("width", "dropout", "freeze_stages")  # passed to create_model when set
 
 
@@ -46,6 +47,7 @@ def option(
 
 AT_LEAST_0 = (lambda v: v >= 0, "must be 0 or more")
 POSITIVE = (lambda v: v > 0, "must be positive")
+FINITE_POSITIVE = (lambda v: math.isfinite(v) and v > 0, "must be a finite positive number")
 UNIT_INTERVAL = (lambda v: 0 <= v < 1, "must be in [0, 1)")
 
 
@@ -63,7 +65,7 @@ class Recipe:
         "Images per step (all processes together).",
         (lambda v: 2 <= v <= 1 << 20, "must be at least 2 (and at most 1,048,576)"),
     )
-    lr: float = option(0.2, "Peak learning rate.", POSITIVE)
+    lr: float = option(0.2, "Peak learning rate.", FINITE_POSITIVE)
     optimizer: str = option(
         "sgd",
         "sgd (Nesterov momentum), adamw (then lr 2e-3 and weight decay 0.05 "
@@ -72,7 +74,7 @@ class Recipe:
         choices=("sgd", "adamw", "muon"),
     )
     muon_lr: float = option(
-        0.24, "Peak rate of Muon's conv-filter updates (--optimizer muon); scheduled like --lr.", POSITIVE
+        0.24, "Peak rate of Muon's conv-filter updates (--optimizer muon); scheduled like --lr.", FINITE_POSITIVE
     )
     momentum: float = option(0.9, "SGD's Nesterov momentum.", UNIT_INTERVAL)
     schedule: str = option(
@@ -119,7 +121,17 @@ class Recipe:
         "Stop after this many epochs without a better validation accuracy (0: never).",
         (lambda v: v >= 0, "must be 0 (off) or more epochs"),
     )
-    amp: bool = option(True, "bf16 autocast (CUDA only).")
+    val_every: int = option(
+        1,
+        "Validate every N epochs and after the last; 0: after the last only (validation stays out of the "
+        "timed training, as in the speed records).",
+        AT_LEAST_0,
+    )
+    amp: bool = option(
+        True,
+        "Mixed precision where the device has it: bf16 autocast on CUDA capability 8.0+, fp16 with loss "
+        "scaling on 7.x; fp32 elsewhere (`kagglecifar doctor` shows the plan).",
+    )
     channels_last: bool = option(True, "channels_last memory format: faster convolutions on CUDA and on CPU.")
 
 
@@ -153,6 +165,7 @@ class TrainConfig:
     recipe: Recipe = field(default_factory=Recipe)
     session: Session = field(default_factory=Session)
     preset: str = ""
+    notes: list[str] = field(default_factory=list, compare=False, repr=False)  # where each part came from
 
     def to_dict(self) -> dict:
         return {
@@ -320,38 +333,6 @@ def coerce(key: str, value, where: str):
 # ---- building and checking a config --------------------------------------------------------------
 
 
-def make_config(
-    model: str | None = None,
-    preset: str | None = None,
-    *,
-    config_file: Path | None = None,
-    sets: Sequence[str] = (),
-    **options,
-) -> TrainConfig:
-    """Field defaults < preset (default: gpu with CUDA, else cpu) < config_file < sets < options (not None)."""
-    preset = preset or default_preset()
-    values = preset_values(preset)
-    layers = [
-        read_recipe_file(config_file) if config_file else {},
-        parse_sets(list(sets)),
-        {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None},
-    ]
-    if model:
-        layers[-1]["model"] = model
-    given: set[str] = set()  # keys the user set (file, --set, options), kept when the model changes
-    for layer in layers:
-        if layer.get("model", values.get("model")) != values.get("model"):
-            # a preset's width etc. belong to the preset's model
-            values = {k: v for k, v in values.items() if k not in MODEL_OPTIONS or k in given}
-        if layer.get("optimizer") == "adamw" and values.get("optimizer") != "adamw":
-            values.update(ADAMW_DEFAULTS)
-        values.update(layer)
-        given |= set(layer)
-    config = from_flat(values, preset)
-    check_config(config)
-    return config
-
-
 def from_flat(values: dict, preset: str = "") -> TrainConfig:
     parts = {section: {k: v for k, v in values.items() if section_of(k) == section} for section in SECTIONS}
     return TrainConfig(Recipe(**parts["recipe"]), Session(**parts["session"]), preset)
@@ -405,12 +386,12 @@ def check_config(config: TrainConfig, resuming: bool = False) -> None:
             check, choices = spec.metadata["check"], spec.metadata["choices"]
             flag = "--" + name.replace("_", "-")
             shown = excerpt(value)[1:-1] if isinstance(value, str) else excerpt(value)
+            if value is not None and check and not check[0](value):
+                raise KaggleCifarError(f"{flag} {shown}: {check[1]}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise KaggleCifarError(f"{flag} {shown}: must be a finite number")
             if isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT < value < MAX_INT:
                 raise KaggleCifarError(f"{flag} {shown}: out of range (at most {MAX_INT - 1:,})")
-            if value is not None and check and not check[0](value):
-                raise KaggleCifarError(f"{flag} {shown}: {check[1]}")
             if choices and value not in choices:
                 raise KaggleCifarError(f"{flag} {shown}: choose {', '.join(choices[:-1])} or {choices[-1]}")
     recipe, session = config.recipe, config.session

@@ -29,3 +29,7 @@ def excerpt(value, limit: int = EXCERPT_CHARS) -> str:
     if len(text) <= limit:
         return text
     return f"{text[: limit - 3]}... ({len(value) if isinstance(value, (str, bytes, bytearray)) else len(text)} chars)"
+
+
+class TrainingDiverged(KaggleCifarError):
+    """Training stopped because the loss was no longer finite; the message is the one line the user sees."""
