@@ -28,7 +28,17 @@ from kagglecifar.errors import KaggleCifarError
 
 PRESETS_DIR = Path(__file__).with_name("presets")
 ADAMW_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.05}  # taken when --optimizer adamw comes without them
-MODEL_OPTIONS = ("width", "dropout", "freeze_stages")  # passed to create_model when set
+# passed to create_model when set
+MODEL_OPTIONS = (
+    "width",
+    "dropout",
+    "freeze_stages",
+    "unfreeze_epoch",
+    "pretrained",
+    "image_size",
+    "head",
+    "head_dropout",
+)
 
 
 def option(
@@ -52,9 +62,48 @@ class Recipe:
     model: str = option("resnet18", "Model to train (see `kagglecifar models`).", metavar="MODEL")
     width: float | None = option(None, "Model width multiplier (e.g. 0.25); default: the model's.", POSITIVE)
     dropout: float | None = option(None, "Dropout before the classifier; default: the model's.", UNIT_INTERVAL)
-    freeze_stages: int | None = option(None, "Frozen stages (resnet50-imagenet).", AT_LEAST_0)
+    freeze_stages: int | None = option(
+        None, "Frozen stem and first stages of a pretrained backbone (timm/ models, resnet50-imagenet).", AT_LEAST_0
+    )
+    unfreeze_epoch: int | None = option(
+        None, "Train the --freeze-stages stages again after this many epochs (timm/ models); 0: never.", AT_LEAST_0
+    )
+    pretrained: str | None = option(
+        None,
+        "Weights of a timm/ model: hub (the Hugging Face cache, downloaded when allowed; the default), none, or "
+        "a file (.safetensors, or a .pt/.pth state dict or timm checkpoint, e.g. a Kaggle dataset).",
+        metavar="hub|none|PATH",
+    )
+    image_size: int | None = option(
+        None,
+        "Size the images are upsampled to on the device (timm/ models, resnet50-imagenet); default: the "
+        "backbone's pretrained size.",
+        (lambda v: v >= 16, "must be at least 16"),
+    )
+    head: str | None = option(
+        None,
+        "Classifier of a timm/ model: linear (the default), or mlp (dropout, 256 units with BatchNorm, classifier).",
+        (lambda v: v in ("linear", "mlp"), "choose linear or mlp"),
+        metavar="linear|mlp",
+    )
+    head_dropout: float | None = option(None, "Dropout in front of the mlp head (default 0.25).", UNIT_INTERVAL)
+    backbone_lr_scale: float | None = option(
+        None, "Learning rate of a timm/ model's backbone relative to its head (default 1).", POSITIVE
+    )
+    layer_decay: float | None = option(
+        None,
+        "Layer-wise learning-rate decay of a timm/ model: each layer further from the head learns this factor "
+        "slower (default 1: off).",
+        (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    )
     epochs: int = option(40, "Passes over the training split.", (lambda v: v >= 1, "must be at least 1"))
     batch_size: int = option(512, "Images per step (all processes together).", (lambda v: v >= 2, "must be at least 2"))
+    accumulate: int = option(
+        1,
+        "Split each batch into this many micro-batches whose gradients add up to one step (when the batch does "
+        "not fit in memory).",
+        (lambda v: v >= 1, "must be at least 1"),
+    )
     lr: float = option(0.2, "Peak learning rate.", POSITIVE)
     optimizer: str = option(
         "sgd",
@@ -368,6 +417,11 @@ def check_config(config: TrainConfig, resuming: bool = False) -> None:
             if choices and value not in choices:
                 raise KaggleCifarError(f"{flag} {value}: choose {', '.join(choices[:-1])} or {choices[-1]}")
     recipe, session = config.recipe, config.session
+    if recipe.accumulate > recipe.batch_size // 2:
+        raise KaggleCifarError(
+            f"--accumulate {recipe.accumulate}: needs micro-batches of at least 2 images (--batch-size "
+            f"{recipe.batch_size})"
+        )
     if recipe.patience and not recipe.val_fraction:
         raise KaggleCifarError(f"--patience {recipe.patience}: needs a validation split (--val-fraction > 0)")
     if session.name and not resuming:

@@ -187,7 +187,10 @@ def _estimate(model: str | None, preset: str) -> Estimate:
 
     config = make_config(model, preset, device="cpu")
     recipe = config.recipe
-    net = models.create_model(recipe.model, num_classes=10, **config.model_kwargs())
+    kwargs = config.model_kwargs()
+    if "pretrained" in models.model_options(recipe.model):
+        kwargs["pretrained"] = "none"  # timing needs no weights
+    net = models.create_model(recipe.model, num_classes=10, **kwargs)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     batch = min(recipe.batch_size, 64)
     x, y = torch.rand(batch, 3, 32, 32), torch.randint(0, 10, (batch,))

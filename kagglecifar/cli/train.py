@@ -22,14 +22,16 @@ from kagglecifar.errors import KaggleCifarError
 def models_command(
     width: float = typer.Option(1.0, "--width", help="Width multiplier to size the models at (e.g. 0.25)."),
 ) -> None:
-    """List the models `train` accepts: parameters, GFLOPs per 32x32 image, default GPU batch, options."""
+    """List the models `train` accepts: parameters, GFLOPs per image, default GPU batch, options."""
     from kagglecifar import models
 
     for line in models.model_table(width):
         typer.echo(line)
     summary(
-        f"{len(models.model_names())} models at width {width:g}; GFLOPs = forward pass of one image "
-        "(2 per multiply-add); train one with `kagglecifar train MODEL`"
+        f"{len(models.model_names())} models at width {width:g} and a few recommended timm backbones; GFLOPs = "
+        "forward pass of one image at the size the model sees (2 per multiply-add); train one with "
+        "`kagglecifar train MODEL`. Any other timm model works too: `kagglecifar train timm/NAME` "
+        "(timm.list_models(); pretrained weights from the Hugging Face hub, or --pretrained FILE offline)"
     )
 
 
@@ -116,7 +118,8 @@ def _build_train_command():
                 metavar="NAME",
                 help="Base recipe, one of "
                 "kagglecifar/presets/NAME.yaml: gpu (ResNet-18), fast (airbench94), "
-                "fast96 (airbench96), cpu (minutes on a laptop). Default: gpu with "
+                "fast96 (airbench96), cpu (minutes on a laptop), transfer (fine-tunes a "
+                "pretrained ViT-B/16). Default: gpu with "
                 "CUDA, else cpu.",
             ),
         ),

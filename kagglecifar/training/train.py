@@ -140,6 +140,8 @@ class Training:
     def _build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.recipe.seed)
         model = models.create_model(self.recipe.model, num_classes=len(self.classes), **self.config.model_kwargs())
+        if self.main and getattr(model, "loaded_weights", ""):  # pretrained weights: say which (timm/ models)
+            note(model.loaded_weights)
         channels_last = self.recipe.channels_last
         return model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
 
@@ -272,11 +274,8 @@ class Training:
         for images, labels in self.loader.epoch(p.epoch, p.epoch_step):
             set_learning_rate(self.optimizer, learning_rate(recipe, p.step, steps))
             x, y = to_model_input(images, self.device, self.channels_last), labels.to(self.device, non_blocking=True)
-            with self.autocast():
-                logits = self.step_model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            logits, loss = self.forward_backward(x, y)
             self.optimizer.step()
             p.step, p.epoch_step = p.step + 1, p.epoch_step + 1
             if p.step == 1 and self.config.session.compile:  # time compiling apart, as the speed records do
@@ -304,6 +303,23 @@ class Training:
         if p.epoch_step < steps:  # stopped inside the epoch: keep its sums to resume
             self.save_last()
         return reason
+
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, mean loss) of the batch, its gradients accumulated; with --accumulate N, N micro-batches
+        in turn (each loss weighted by its share of the batch, so the gradient is the whole batch's)."""
+        chunks = list(zip(x.chunk(self.recipe.accumulate), y.chunk(self.recipe.accumulate)))
+        logits, losses = [], []
+        for i, (xc, yc) in enumerate(chunks):
+            last = i == len(chunks) - 1
+            no_sync = getattr(self.step_model, "no_sync", None)  # DDP: all-reduce once, after the last
+            with no_sync() if no_sync and not last else contextlib.nullcontext():
+                with self.autocast():
+                    out = self.step_model(xc)
+                    loss = F.cross_entropy(out, yc, label_smoothing=self.recipe.label_smoothing) * (len(yc) / len(y))
+                loss.backward()
+            logits.append(out.detach())
+            losses.append(loss.detach())
+        return torch.cat(logits), torch.stack(losses).sum()
 
     def end_epoch(self, reason: str) -> str:
         """Validation, a metrics row, best.pt when better, last.pt; returns the stop reason (early stopping,
