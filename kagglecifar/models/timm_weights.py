@@ -45,7 +45,7 @@ def hub_weights_file(arch: str) -> tuple[Path, str]:
             f"model 'timm/{arch}': pretrained weights {hub_id} are not in the Hugging Face cache "
             f"({constants.HF_HUB_CACHE}) and cannot be downloaded ({why}); pass --pretrained PATH to a weights "
             f"file (.safetensors/.pth, e.g. a Kaggle dataset), pre-download them where there is network with "
-            f"`huggingface-cli download {hub_id}`, or train from scratch with --pretrained none"
+            f"`hf download {hub_id}`, or train from scratch with --pretrained none"
         ) from None
 
 
