@@ -8,6 +8,7 @@ the first keys that do not fit.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -30,17 +31,19 @@ def hub_weights_file(arch: str) -> tuple[Path, str]:
             "file, or --pretrained none to train from scratch"
         )
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError
+    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         try:
             return Path(hf_hub_download(hub_id, "model.safetensors")), hub_id
-        except EntryNotFoundError:  # older repositories hold only the pickle-free .bin
+        except EntryNotFoundError as exc:  # older repositories hold only pytorch_model.bin
+            if isinstance(exc, LocalEntryNotFoundError):  # not cached and no hub: asking again only waits again
+                raise
             return Path(hf_hub_download(hub_id, "pytorch_model.bin")), hub_id
     except Exception as exc:  # offline, no network, proxy, disk: the fix is the same
         from huggingface_hub import constants
 
-        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{type(exc).__name__}"
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"the hub is unreachable: {type(exc).__name__}"
         raise KaggleCifarError(
             f"model 'timm/{arch}': pretrained weights {hub_id} are not in the Hugging Face cache "
             f"({constants.HF_HUB_CACHE}) and cannot be downloaded ({why}); pass --pretrained PATH to a weights "
@@ -64,9 +67,12 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle refusals, damaged files, foreign formats
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        if isinstance(exc, pickle.UnpicklingError):  # weights_only refused it: never suggest loading it anyway
+            why = "not a torch.save file of tensors and plain data"
+        else:
+            why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}" if str(exc).strip() else ""
         raise KaggleCifarError(
-            f"{where}: not a readable weights file ({type(exc).__name__}: {first}); expected a state dict "
+            f"{where}: not a readable weights file ({why or type(exc).__name__}); expected a state dict "
             "(.pt/.pth saved with torch.save) or a .safetensors file"
         ) from None
     if isinstance(state, dict):
