@@ -29,6 +29,8 @@ from kagglecifar.models.registry import register_prefix
 from kagglecifar.models.timm_weights import hub_weights_file, load_into, read_weights
 
 PREFIX = "timm/"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 HEADS = ("linear", "mlp")
 MLP_HIDDEN = 256
 MLP_DROPOUT = 0.25  # the users' reports: pooled features, dropout 0.25, 256 units with BatchNorm, classifier
@@ -78,8 +80,8 @@ def _listed() -> dict[str, str]:
 class TimmModel(nn.Module):
     def __init__(self, backbone: nn.Module, head: nn.Module, image_size: int, freeze_stages: int, unfreeze_epoch: int):
         super().__init__()
-        cfg = backbone.pretrained_cfg
-        self.normalize = Normalize(tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229,) * 3)))
+        cfg = backbone.pretrained_cfg  # timm gives every model one; ImageNet's statistics when it says nothing
+        self.normalize = Normalize(tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
         self.backbone, self.head, self.image_size = backbone, head, image_size
         self.freeze_stages, self.unfreeze_epoch = freeze_stages, unfreeze_epoch
         self.loaded_weights = ""  # the line that says what was loaded (the trainer prints it)

@@ -120,7 +120,7 @@ class Training:
         resumed = load_checkpoint(Path(session.resume) / "last.pt") if session.resume else None
         # The model first: an unknown model or a missing cache fails before the slow data load.
         self.classes = labelled_classes(Path(session.data_dir), "train")  # models get len(classes) outputs
-        self.model = self._build_model()
+        self.model = self._build_model(resuming=resumed is not None)
         self.data = load_train_data(Path(session.data_dir), self.recipe.val_fraction, self.recipe.seed)
         if len(self.data.train_labels) < world * 2:
             raise KaggleCifarError(f"{session.data_dir}: only {len(self.data.train_labels)} usable training images")
@@ -137,9 +137,12 @@ class Training:
         bf16 = self.cuda and self.recipe.amp
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
-    def _build_model(self) -> torch.nn.Module:
+    def _build_model(self, resuming: bool) -> torch.nn.Module:
         torch.manual_seed(self.recipe.seed)
-        model = models.create_model(self.recipe.model, num_classes=len(self.classes), **self.config.model_kwargs())
+        kwargs = self.config.model_kwargs()
+        if resuming and "pretrained" in kwargs:
+            kwargs["pretrained"] = "none"  # last.pt holds the weights: no file or hub needed to continue
+        model = models.create_model(self.recipe.model, num_classes=len(self.classes), **kwargs)
         if self.main and getattr(model, "loaded_weights", ""):  # pretrained weights: say which (timm/ models)
             note(model.loaded_weights)
         channels_last = self.recipe.channels_last
