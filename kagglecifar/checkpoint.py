@@ -96,12 +96,7 @@ def build_model(payload: dict, path: Path | str = "checkpoint") -> nn.Module:
     """
     from kagglecifar import models
 
-    kwargs = dict(payload.get("model_kwargs", {}))
-    options = models.model_options(payload["model"])
-    if "weights" in options:
-        kwargs["weights"] = None
-    if "pretrained" in options:
-        kwargs["pretrained"] = "none"
+    kwargs = models.without_pretrained_weights(payload["model"], dict(payload.get("model_kwargs", {})))
     model = models.create_model(payload["model"], num_classes=len(payload["classes"]), **kwargs)
     try:
         model.load_state_dict(payload["state_dict"])

@@ -20,4 +20,5 @@ from kagglecifar.models.registry import (  # noqa: F401
     model_table,
     register,
     register_prefix,
+    without_pretrained_weights,
 )

@@ -128,6 +128,17 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     return fn(num_classes=num_classes, **kwargs)
 
 
+def without_pretrained_weights(name: str, kwargs: dict) -> dict:
+    """`kwargs` for building `name` without reading pretrained weights (weights=None, pretrained="none"): when
+    a checkpoint supplies the weights, or only the model's shape matters."""
+    options = model_options(name)
+    return {
+        **kwargs,
+        **({"weights": None} if "weights" in options else {}),
+        **({"pretrained": "none"} if "pretrained" in options else {}),
+    }
+
+
 def model_info(name: str, **kwargs) -> dict:
     """Parameter count and forward FLOPs for one 32x32 image (a multiply-add counts as 2 FLOPs).
 
@@ -159,11 +170,7 @@ def model_table(width: float = 1.0) -> list[str]:
     listed = {name: text for lister in _LISTERS for name, text in lister().items()}
     for name in [*model_names(), *listed]:
         options = model_options(name)
-        kwargs = {"width": width} if width != 1 else {}
-        if "weights" in options:
-            kwargs["weights"] = None
-        if "pretrained" in options:
-            kwargs["pretrained"] = "none"
+        kwargs = without_pretrained_weights(name, {"width": width} if width != 1 else {})
         try:
             info = model_info(name, **kwargs)
             gflops = info["flops"] / 1e9

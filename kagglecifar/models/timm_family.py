@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import functools
 from pathlib import Path
+from typing import Any
 
 import torch.nn.functional as F
 from torch import nn
@@ -78,7 +79,9 @@ def _listed() -> dict[str, str]:
 
 
 class TimmModel(nn.Module):
-    def __init__(self, backbone: nn.Module, head: nn.Module, image_size: int, freeze_stages: int, unfreeze_epoch: int):
+    backbone: Any  # a timm model: pretrained_cfg, get_classifier, group_matcher, ...
+
+    def __init__(self, backbone: Any, head: nn.Module, image_size: int, freeze_stages: int, unfreeze_epoch: int):
         super().__init__()
         cfg = backbone.pretrained_cfg  # timm gives every model one; ImageNet's statistics when it says nothing
         self.normalize = Normalize(tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
@@ -138,7 +141,7 @@ class TimmModel(nn.Module):
         return [{"params": ps, "lr_scale": s, "weight_decay": d} for (s, d), ps in sorted(groups.items())]
 
 
-def stage_ids(backbone: nn.Module, coarse: bool) -> dict[str, int]:
+def stage_ids(backbone: Any, coarse: bool) -> dict[str, int]:
     """Parameter name -> group number in timm's order (0: the stem), from the family's group_matcher."""
     from timm.models import group_parameters
 
@@ -146,7 +149,7 @@ def stage_ids(backbone: nn.Module, coarse: bool) -> dict[str, int]:
     return {name: i for i, (_, names) in enumerate(sorted(groups.items())) for name in names}
 
 
-def count_stages(backbone: nn.Module) -> int:
+def count_stages(backbone: Any) -> int:
     """Stages between the stem and the head group (0 when the family defines no groups)."""
     try:
         return max(stage_ids(backbone, coarse=True).values()) - 1
@@ -198,7 +201,12 @@ def timm_model(
     else:
         state, source = read_weights(Path(pretrained)), pretrained
     size = image_size or pretrained_size(arch)
-    kwargs = {"pretrained": False, "num_classes": num_classes if head == "linear" else 0, "drop_rate": dropout}
+    kwargs: dict[str, Any] = {
+        "pretrained": False,
+        "num_classes": num_classes if head == "linear" else 0,
+        "drop_rate": dropout,
+    }
+    backbone: Any
     try:  # ViTs and other fixed-grid models are built for the size (position embeddings resampled on load)
         backbone = timm.create_model(arch, img_size=size, **kwargs) if size != pretrained_size(arch) else None
     except TypeError:  # convolutional: any size

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
 
 from kagglecifar.errors import KaggleCifarError
 
@@ -60,6 +60,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise KaggleCifarError(f"{where}: no such weights file (or use --pretrained hub or none)")
     try:
+        state: Any
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
@@ -85,7 +86,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}  # saved from a DDP wrapper
 
 
-def load_into(backbone: nn.Module, state: dict[str, torch.Tensor], source: str, arch: str) -> str:
+def load_into(backbone: Any, state: dict[str, torch.Tensor], source: str, arch: str) -> str:
     """Load `state` into the timm model; returns the line that says what was loaded."""
     own = backbone.state_dict()
     classifier = backbone.pretrained_cfg.get("classifier") or ""
@@ -122,7 +123,7 @@ def load_into(backbone: nn.Module, state: dict[str, torch.Tensor], source: str, 
     return line
 
 
-def resized_pos_embed(backbone: nn.Module, pos_embed: torch.Tensor) -> torch.Tensor:
+def resized_pos_embed(backbone: Any, pos_embed: torch.Tensor) -> torch.Tensor:
     """A ViT's position embedding resampled to the model's patch grid (trained at another image size)."""
     from timm.layers import resample_abs_pos_embed
 

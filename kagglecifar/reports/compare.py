@@ -110,11 +110,7 @@ def _parameter_count(recipe: dict) -> int | None:
 
     kwargs = {k: recipe[k] for k in MODEL_OPTIONS if recipe.get(k) is not None}
     try:
-        options = models.model_options(recipe.get("model", ""))
-        if "weights" in options:
-            kwargs["weights"] = None  # no download just to count
-        if "pretrained" in options:
-            kwargs["pretrained"] = "none"
+        kwargs = models.without_pretrained_weights(recipe.get("model", ""), kwargs)  # no download just to count
         return models.model_info(recipe["model"], **kwargs)["params"]
     except (KaggleCifarError, KeyError, TypeError, ValueError, RuntimeError):
         return None

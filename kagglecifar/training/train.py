@@ -19,11 +19,11 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from kagglecifar import models, rundir
 from kagglecifar.cache import labelled_classes
@@ -39,6 +39,7 @@ from kagglecifar.files import write_text_atomic
 from kagglecifar.inference.predict import predict_images
 from kagglecifar.models import to_model_input
 from kagglecifar.training import runtime
+from kagglecifar.training.accumulate import forward_backward
 from kagglecifar.training.ema import EMA
 from kagglecifar.training.lookahead import Lookahead
 from kagglecifar.training.optim import learning_rate, make_optimizer, set_learning_rate
@@ -125,8 +126,9 @@ class Training:
         if len(self.data.train_labels) < world * 2:
             raise KaggleCifarError(f"{session.data_dir}: only {len(self.data.train_labels)} usable training images")
         self._note_unvalidated_classes()
-        if hasattr(self.model, "init_from_data") and not resumed:  # e.g. airbench's whitening stem
-            self.model.init_from_data(torch.from_numpy(self.data.train_images))
+        init_from_data = getattr(self.model, "init_from_data", None)  # e.g. airbench's whitening stem
+        if init_from_data is not None and not resumed:
+            init_from_data(torch.from_numpy(self.data.train_images))
         self._training_state(resumed)
         self.loader = self._make_loader(make_loader)
         self.run_dir = self._run_dir(resumed is not None)
@@ -139,14 +141,14 @@ class Training:
 
     def _build_model(self, resuming: bool) -> torch.nn.Module:
         torch.manual_seed(self.recipe.seed)
-        kwargs = self.config.model_kwargs()
-        if resuming and "pretrained" in kwargs:
-            kwargs["pretrained"] = "none"  # last.pt holds the weights: no file or hub needed to continue
+        kwargs = self.config.model_kwargs()  # resuming: last.pt holds the weights, no file or hub is needed
+        kwargs = models.without_pretrained_weights(self.recipe.model, kwargs) if resuming else kwargs
         model = models.create_model(self.recipe.model, num_classes=len(self.classes), **kwargs)
-        if self.main and getattr(model, "loaded_weights", ""):  # pretrained weights: say which (timm/ models)
-            note(model.loaded_weights)
+        loaded = getattr(model, "loaded_weights", None)  # pretrained weights: say which (timm/ models)
+        if self.main and loaded:
+            note(str(loaded))
         channels_last = self.recipe.channels_last
-        return model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        return model.to(self.device).to(memory_format=torch.channels_last if channels_last else torch.preserve_format)
 
     def _training_state(self, resumed: dict | None) -> None:
         """EMA, lookahead, optimizer and progress: fresh, or as last.pt left them."""
@@ -212,7 +214,7 @@ class Training:
         session = self.config.session
         if resuming:
             return Path(session.resume)
-        chosen = [None]
+        chosen: list[str | None] = [None]
         if self.main:
             environment = {
                 "world_size": self.world,
@@ -250,7 +252,8 @@ class Training:
 
     def _wrap_for_steps(self) -> None:
         """The module the steps call: the model, in DDP with several processes, compiled if asked."""
-        self.step_model, self._wrapped_for = self.model, self._trainable()
+        self.step_model: Callable[..., torch.Tensor] = self.model
+        self._wrapped_for = self._trainable()
         if self.world > 1:
             self.step_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.cuda else None
@@ -267,8 +270,9 @@ class Training:
         correct = torch.tensor(sums["correct"], device=self.device, dtype=torch.int64)
         count, steps, reason = sums["count"], len(self.loader), "completed"
         self.model.train()
-        if hasattr(self.model, "start_epoch"):  # e.g. airbench freezes its whitening bias after a few epochs
-            self.model.start_epoch(p.epoch)
+        start_epoch = getattr(self.model, "start_epoch", None)
+        if start_epoch is not None:  # e.g. airbench freezes its whitening bias after a few epochs
+            start_epoch(p.epoch)
             if self.world > 1 and self._trainable() != self._wrapped_for:
                 self._wrap_for_steps()  # DDP's reducer expects a gradient for every parameter it was built with
         bar = progress_bar(
@@ -278,7 +282,9 @@ class Training:
             set_learning_rate(self.optimizer, learning_rate(recipe, p.step, steps))
             x, y = to_model_input(images, self.device, self.channels_last), labels.to(self.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
-            logits, loss = self.forward_backward(x, y)
+            logits, loss = forward_backward(
+                self.step_model, x, y, recipe.accumulate, self.autocast, recipe.label_smoothing
+            )
             self.optimizer.step()
             p.step, p.epoch_step = p.step + 1, p.epoch_step + 1
             if p.step == 1 and self.config.session.compile:  # time compiling apart, as the speed records do
@@ -306,23 +312,6 @@ class Training:
         if p.epoch_step < steps:  # stopped inside the epoch: keep its sums to resume
             self.save_last()
         return reason
-
-    def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, mean loss) of the batch, its gradients accumulated; with --accumulate N, N micro-batches
-        in turn (each loss weighted by its share of the batch, so the gradient is the whole batch's)."""
-        chunks = list(zip(x.chunk(self.recipe.accumulate), y.chunk(self.recipe.accumulate)))
-        logits, losses = [], []
-        for i, (xc, yc) in enumerate(chunks):
-            last = i == len(chunks) - 1
-            no_sync = getattr(self.step_model, "no_sync", None)  # DDP: all-reduce once, after the last
-            with no_sync() if no_sync and not last else contextlib.nullcontext():
-                with self.autocast():
-                    out = self.step_model(xc)
-                    loss = F.cross_entropy(out, yc, label_smoothing=self.recipe.label_smoothing) * (len(yc) / len(y))
-                loss.backward()
-            logits.append(out.detach())
-            losses.append(loss.detach())
-        return torch.cat(logits), torch.stack(losses).sum()
 
     def end_epoch(self, reason: str) -> str:
         """Validation, a metrics row, best.pt when better, last.pt; returns the stop reason (early stopping,
