@@ -250,6 +250,10 @@ def test_a_fine_tuned_run_predicts_and_evaluates_with_no_weights_file_and_no_hub
     code, out, err = run_cli("evaluate", run, "--data-dir", data, "--device", "cpu")
     assert code == 0, err
     assert out.strip().splitlines()[-1].startswith("evaluate: 20 validation images, accuracy none ")
+    from kagglecifar.reports.compare import compare
+
+    (summary,) = compare([run], tmp_path / "submissions")  # counts the parameters with no weights file or hub
+    assert summary.params == sum(p.numel() for p in model.parameters())
     code, _, err = run_cli("train", "--resume", run, "--data-dir", data, "--device", "cpu", "--workers", "0")
     assert code == 0 and "loaded" not in err, err  # resuming takes the weights from last.pt
 
