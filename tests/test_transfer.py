@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from kagglecifar import cache, models
 from kagglecifar.checkpoint import build_model, load_checkpoint
-from kagglecifar.config import make_config
+from kagglecifar.recipes import make_config
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.training.optim import make_optimizer, set_learning_rate
 

@@ -18,6 +18,7 @@ from kagglecifar.models.registry import (  # noqa: F401
     model_names,
     model_options,
     model_table,
+    recipe_preset,
     register,
     register_prefix,
     without_pretrained_weights,

@@ -27,15 +27,19 @@ _DESCRIPTIONS: dict[str, str] = {}
 _BATCH_SIZES: dict[str, int] = {}
 _PREFIXES: dict[str, tuple[Callable[..., nn.Module], Callable[[str], None]]] = {}
 _LISTERS: list[Callable[[], dict[str, str]]] = []  # each gives prefixed names `kagglecifar models` shows
+_RECIPES: dict[str, str] = {}
 
 
-def register(name: str, description: str = "", batch_size: int = 512):
-    """Register a constructor under `name`; batch_size is its default training batch on a GPU."""
+def register(name: str, description: str = "", batch_size: int = 512, recipe: str = "gpu"):
+    """Register a constructor under `name`; batch_size is its default training batch on a GPU; recipe names the
+    preset (kagglecifar/presets/RECIPE.yaml) whose recipe trains the model when no preset of its own is asked
+    for (config.model_recipe scales it to batch_size)."""
 
     def add(fn: Callable[..., nn.Module]):
         _REGISTRY[name] = fn
         _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
         _BATCH_SIZES[name] = batch_size
+        _RECIPES[name] = recipe
         return fn
 
     return add
@@ -47,6 +51,7 @@ def register_prefix(
     description: str = "",
     batch_size: int = 128,
     listed: Callable[[], dict[str, str]] | None = None,
+    recipe: str = "gpu",
 ):
     """Register a constructor for every name PREFIX+REST; check(REST) raises KaggleCifarError for an unknown REST.
     listed() maps the few PREFIX+REST names `kagglecifar models` shows to their descriptions (called only there,
@@ -54,6 +59,7 @@ def register_prefix(
 
     def add(fn: Callable[..., nn.Module]):
         _PREFIXES[prefix] = (fn, check)
+        _RECIPES[prefix] = recipe
         if listed is not None:
             _LISTERS.append(listed)
         _DESCRIPTIONS[prefix] = description or (fn.__doc__ or "").strip().splitlines()[0]
@@ -102,6 +108,11 @@ def describe(name: str) -> str:
 def default_batch_size(name: str) -> int:
     """The training batch size the model is meant for on one GPU."""
     return _BATCH_SIZES[_key(name)]
+
+
+def recipe_preset(name: str) -> str:
+    """The preset whose recipe is the model's own: its family's (ResNets gpu, airbench fast, baselines baseline)."""
+    return _RECIPES[_key(name)]
 
 
 def model_options(name: str) -> dict:

@@ -163,6 +163,7 @@ def count_stages(backbone: Any) -> int:
     "any timm model: timm/NAME or timm/NAME.TAG (timm.list_models())",
     batch_size=128,
     listed=_listed,
+    recipe="transfer",
 )
 def timm_model(
     arch: str,

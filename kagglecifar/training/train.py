@@ -1,10 +1,10 @@
 """`kagglecifar train`: the training loop (nanoGPT / airbench style); the parts it assembles live elsewhere.
 
-    config      TrainConfig = Recipe (fixed for a run) + Session (this invocation)     config.py
+    config      TrainConfig = Recipe (fixed for a run) + Session (this invocation)     config.py, recipes.py
     data        stratified train/validation split of the train cache, uint8 in memory  data.py
     model       from the registry; float NCHW in [0, 1] in, it normalises itself       models/
-    optimizer   SGD Nesterov or AdamW; warm-up then linear/cosine decay               optim.py
-    ema         optional moving average of the weights (what gets evaluated, saved)   ema.py
+    optimizer   SGD Nesterov, AdamW or Muon; schedules; the step; non-finite loss watch  optim.py, step.py
+    ema, lookahead  moving averages of the weights                                    ema.py, lookahead.py
     runtime     device, DDP processes, RNG state, Ctrl-C / SIGTERM / time budget      runtime.py
     run folder  config.yaml, metrics.csv, last.pt, best.pt, curves, result.json       rundir.py, checkpoint.py
     at the end  confusion matrix of best.pt on the validation split                   evaluate.py
@@ -34,15 +34,15 @@ from kagglecifar.console import duration, interactive, note, progress_bar
 from kagglecifar.data.device_loader import choose_loader
 from kagglecifar.data.loading import load_train_data
 from kagglecifar.device import resolve_device
-from kagglecifar.errors import KaggleCifarError
+from kagglecifar.errors import KaggleCifarError, TrainingDiverged
 from kagglecifar.files import write_text_atomic
 from kagglecifar.inference.predict import predict_images
 from kagglecifar.models import to_model_input
 from kagglecifar.training import runtime
-from kagglecifar.training.accumulate import forward_backward
 from kagglecifar.training.ema import EMA
 from kagglecifar.training.lookahead import Lookahead
 from kagglecifar.training.optim import learning_rate, make_optimizer, set_learning_rate
+from kagglecifar.training.step import Divergence, DivergenceWatch, training_step
 
 
 @dataclass
@@ -52,7 +52,7 @@ class TrainResult:
     best_epoch: int | None
     epochs_run: int  # completed epochs, earlier sessions included
     seconds: float  # this session
-    stopped_reason: str  # completed | time_budget | early_stopping | interrupted | pruned
+    stopped_reason: str  # completed | time_budget | early_stopping | interrupted | pruned | diverged
 
     def line(self) -> str:
         if self.best_val_accuracy is not None:
@@ -98,6 +98,8 @@ def train(config: TrainConfig, make_loader=None, on_epoch=None) -> TrainResult:
 
     on_epoch(metrics_row) -> bool is called once each epoch's row, best.pt and last.pt are written
     (single process only); True stops the run there, stopped_reason "pruned" (`tune` prunes through it).
+    A loss no longer finite ends the run (training.step.DivergenceWatch) with no checkpoint of the bad weights,
+    "diverged" in result.json and TrainingDiverged raised.
     """
     check_config(config, resuming=bool(config.session.resume))
     device = resolve_device(config.session.device, int(os.environ.get("LOCAL_RANK", 0)))
@@ -114,6 +116,10 @@ class Training:
         self.started, self.on_epoch = time.monotonic(), on_epoch
         self.config, self.recipe, self.device, self.rank, self.world = config, config.recipe, device, rank, world
         self.main, self.cuda = rank == 0, device.type == "cuda"
+        for line in config.notes if self.main else ():  # where the recipe came from, and what was not taken
+            note(line)
+        self.watch = DivergenceWatch(device)
+        self.diverged_at: int | None = None  # the first step whose loss was not finite
         if self.cuda:
             torch.cuda.set_device(device)
             torch.backends.cudnn.benchmark = True
@@ -125,7 +131,8 @@ class Training:
         self.data = load_train_data(Path(session.data_dir), self.recipe.val_fraction, self.recipe.seed)
         if len(self.data.train_labels) < world * 2:
             raise KaggleCifarError(f"{session.data_dir}: only {len(self.data.train_labels)} usable training images")
-        self._note_unvalidated_classes()
+        if self.main and self.recipe.val_fraction and self.data.unvalidated_classes():
+            note(self.data.unvalidated_note(self.recipe.val_fraction))
         init_from_data = getattr(self.model, "init_from_data", None)  # e.g. airbench's whitening stem
         if init_from_data is not None and not resumed:
             init_from_data(torch.from_numpy(self.data.train_images))
@@ -144,9 +151,8 @@ class Training:
         kwargs = self.config.model_kwargs()  # resuming: last.pt holds the weights, no file or hub is needed
         kwargs = models.without_pretrained_weights(self.recipe.model, kwargs) if resuming else kwargs
         model = models.create_model(self.recipe.model, num_classes=len(self.classes), **kwargs)
-        loaded = getattr(model, "loaded_weights", None)  # pretrained weights: say which (timm/ models)
-        if self.main and loaded:
-            note(str(loaded))
+        if self.main and getattr(model, "loaded_weights", None):  # pretrained weights: say which (timm/ models)
+            note(str(model.loaded_weights))
         channels_last = self.recipe.channels_last
         return model.to(self.device).to(memory_format=torch.channels_last if channels_last else torch.preserve_format)
 
@@ -172,17 +178,6 @@ class Training:
             self.lookahead.load_state_dict(state["lookahead"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
-
-    def _note_unvalidated_classes(self) -> None:
-        """Classes too small for the validation split (data.split_rows keeps their images for training)."""
-        trained, validated = set(self.data.train_labels.tolist()), set(self.data.val_labels.tolist())
-        missing = [self.classes[c] for c in sorted(trained - validated)]
-        if self.main and self.recipe.val_fraction and missing:
-            note(
-                f"{len(missing)} of {len(self.classes)} classes have too few images for a validation share of "
-                f"{self.recipe.val_fraction:g} (e.g. {', '.join(missing[:3])}): their validation accuracy is "
-                "not measured"
-            )
 
     def _make_loader(self, make_loader):
         if make_loader is not None:
@@ -240,7 +235,7 @@ class Training:
         with stop.catching_signals():
             while self.progress.epoch < self.recipe.epochs and reason == "completed":
                 reason = self.train_epoch(stop)
-                if self.progress.epoch_step < len(self.loader):  # stopped inside the epoch, last.pt saved
+                if reason == "diverged" or self.progress.epoch_step < len(self.loader):  # stopped inside the epoch
                     break
                 reason = self.end_epoch(reason)
                 if reason == "completed":
@@ -281,11 +276,9 @@ class Training:
         for images, labels in self.loader.epoch(p.epoch, p.epoch_step):
             set_learning_rate(self.optimizer, learning_rate(recipe, p.step, steps))
             x, y = to_model_input(images, self.device, self.channels_last), labels.to(self.device, non_blocking=True)
-            self.optimizer.zero_grad(set_to_none=True)
-            logits, loss = forward_backward(
-                self.step_model, x, y, recipe.accumulate, self.autocast, recipe.label_smoothing
-            )
-            self.optimizer.step()
+            step = (recipe.label_smoothing, self.autocast, recipe.accumulate)
+            logits, loss = training_step(self.step_model, self.optimizer, x, y, *step)
+            self.watch.update(loss, p.step)
             p.step, p.epoch_step = p.step + 1, p.epoch_step + 1
             if p.step == 1 and self.config.session.compile:  # time compiling apart, as the speed records do
                 if self.cuda:
@@ -302,10 +295,14 @@ class Training:
             correct += (logits.argmax(1) == y).sum()
             count += len(y)
             bar.update(1)
-            reason = stop.check(self.world, p.step)
+            if DivergenceWatch.due(p.step, p.epoch_step == steps):
+                self.diverged_at = self.watch.check(self.model, p.epoch_step == steps, p.step - 1, self.world)
+            reason = "diverged" if self.diverged_at is not None else stop.check(self.world, p.step)
             if reason != "completed" and p.epoch_step < steps:
                 break
         bar.close()
+        if reason == "diverged":  # nothing saved: last.pt and best.pt stay those of the last good epoch
+            return reason
         seconds = sums["seconds"] + time.monotonic() - epoch_started
         p.elapsed += time.monotonic() - epoch_started
         p.partial = {"loss": loss_sum.item(), "correct": int(correct.item()), "count": count, "seconds": seconds}
@@ -413,6 +410,8 @@ class Training:
 
     def finish(self, reason: str) -> TrainResult:
         p, main = self.progress, self.main
+        if reason == "diverged":
+            return self.finish_diverged()
         if main and self.recipe.val_fraction == 0 and p.epoch == self.recipe.epochs:
             save_checkpoint(self.payload(None), self.run_dir / "best.pt")  # no validation: the final weights
         if main:
@@ -437,3 +436,15 @@ class Training:
                 self.run_dir, {**asdict(result), "run_dir": str(self.run_dir), "warmup_seconds": p.warmup_seconds}
             )
         return result
+
+    def finish_diverged(self):
+        """result.json says where the loss stopped being finite; TrainingDiverged carries the line to show."""
+        p, steps = self.progress, len(self.loader)
+        found = Divergence(self.diverged_at, steps, learning_rate(self.recipe, self.diverged_at, steps))
+        if self.main:
+            rundir.write_curves(self.run_dir, p.metrics)
+            seconds = time.monotonic() - self.started
+            result = TrainResult(self.run_dir, p.best_val_accuracy, p.best_epoch, p.epoch, seconds, "diverged")
+            record = {**asdict(result), "run_dir": str(self.run_dir), "diverged": found.record()}
+            rundir.write_result(self.run_dir, record)
+        raise TrainingDiverged(found.line(self.run_dir, p.epoch, self.recipe.lr))
