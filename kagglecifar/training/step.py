@@ -21,9 +21,11 @@ def training_step(
     labels: torch.Tensor,
     label_smoothing: float = 0.0,
     autocast=contextlib.nullcontext,
+    scaler: torch.amp.GradScaler | None = None,
     parts: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, cross-entropy, backward and one optimizer step; returns (logits, loss) on the device.
+    With fp16 autocast a `scaler` scales the loss so that small gradients do not underflow.
 
     parts > 1 (--accumulate) splits the batch into that many micro-batches in turn, each loss weighted by its
     share of the batch, so their gradients add up to the whole batch's; under DDP they are all-reduced once,
@@ -37,10 +39,14 @@ def training_step(
             with autocast():
                 out = model(x)
                 loss = F.cross_entropy(out, y, label_smoothing=label_smoothing) * (len(y) / len(labels))
-            loss.backward()
+            (scaler.scale(loss) if scaler is not None else loss).backward()
         logits.append(out)
         losses.append(loss)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     if len(chunks) == 1:
         return logits[0], losses[0]
     return torch.cat([out.detach() for out in logits]), torch.stack([loss.detach() for loss in losses]).sum()
