@@ -113,14 +113,12 @@ def resolve_checkpoint(run_or_file: Path, which: str = "best") -> Path:
 def build_model(payload: dict, path: Path | str = "checkpoint") -> nn.Module:
     """The checkpoint's model with its weights, on the CPU, in eval mode.
 
-    A model that downloads pretrained weights (resnet50-imagenet) is rebuilt with weights=None: its
-    weights come from the state_dict, so no network is needed.
+    A model that loads pretrained weights (resnet50-imagenet, timm/ models) is rebuilt with weights=None or
+    pretrained="none": its weights come from the state_dict, so no network or weights file is needed.
     """
     from kagglecifar import models
 
-    kwargs = dict(payload.get("model_kwargs", {}))
-    if "weights" in models.model_options(payload["model"]):
-        kwargs["weights"] = None
+    kwargs = models.without_pretrained_weights(payload["model"], dict(payload.get("model_kwargs", {})))
     try:
         model = models.create_model(payload["model"], num_classes=len(payload["classes"]), **kwargs)
     except (TypeError, ValueError, RuntimeError) as exc:  # options of the wrong type or out of range

@@ -31,7 +31,17 @@ from kagglecifar.errors import KaggleCifarError, excerpt
 
 PRESETS_DIR = Path(__file__).with_name("presets")
 ADAMW_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.05}  # taken, with a line saying so, when adamw comes without them
-MODEL_OPTIONS = ("width", "dropout", "freeze_stages")  # passed to create_model when set
+# passed to create_model when set
+MODEL_OPTIONS = (
+    "width",
+    "dropout",
+    "freeze_stages",
+    "unfreeze_epoch",
+    "pretrained",
+    "image_size",
+    "head",
+    "head_dropout",
+)
 
 
 def option(
@@ -56,7 +66,40 @@ class Recipe:
     model: str = option("resnet18", "Model to train (see `kagglecifar models`).", metavar="MODEL")
     width: float | None = option(None, "Model width multiplier (e.g. 0.25); default: the model's.", POSITIVE)
     dropout: float | None = option(None, "Dropout before the classifier; default: the model's.", UNIT_INTERVAL)
-    freeze_stages: int | None = option(None, "Frozen stages (resnet50-imagenet).", AT_LEAST_0)
+    freeze_stages: int | None = option(
+        None, "Frozen stem and first stages of a pretrained backbone (timm/ models, resnet50-imagenet).", AT_LEAST_0
+    )
+    unfreeze_epoch: int | None = option(
+        None, "Train the --freeze-stages stages again after this many epochs (timm/ models); 0: never.", AT_LEAST_0
+    )
+    pretrained: str | None = option(
+        None,
+        "Weights of a timm/ model: hub (the Hugging Face cache, downloaded when allowed; the default), none, or "
+        "a file (.safetensors, or a .pt/.pth state dict or timm checkpoint, e.g. a Kaggle dataset).",
+        metavar="hub|none|PATH",
+    )
+    image_size: int | None = option(
+        None,
+        "Size the images are upsampled to on the device (timm/ models, resnet50-imagenet); default: the "
+        "backbone's pretrained size.",
+        (lambda v: v >= 16, "must be at least 16"),
+    )
+    head: str | None = option(
+        None,
+        "Classifier of a timm/ model: linear (the default), or mlp (dropout, 256 units with BatchNorm, classifier).",
+        (lambda v: v in ("linear", "mlp"), "choose linear or mlp"),
+        metavar="linear|mlp",
+    )
+    head_dropout: float | None = option(None, "Dropout in front of the mlp head (default 0.25).", UNIT_INTERVAL)
+    backbone_lr_scale: float | None = option(
+        None, "Learning rate of a timm/ model's backbone relative to its head (default 1).", POSITIVE
+    )
+    layer_decay: float | None = option(
+        None,
+        "Layer-wise learning-rate decay of a timm/ model: each layer further from the head learns this factor "
+        "slower (default 1: off).",
+        (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    )
     epochs: int = option(
         40, "Passes over the training split.", (lambda v: 1 <= v <= 100_000, "must be at least 1 (and at most 100,000)")
     )
@@ -64,6 +107,12 @@ class Recipe:
         512,
         "Images per step (all processes together).",
         (lambda v: 2 <= v <= 1 << 20, "must be at least 2 (and at most 1,048,576)"),
+    )
+    accumulate: int = option(
+        1,
+        "Split each batch into this many micro-batches whose gradients add up to one step (when the batch does "
+        "not fit in memory).",
+        (lambda v: v >= 1, "must be at least 1"),
     )
     lr: float = option(0.2, "Peak learning rate.", FINITE_POSITIVE)
     optimizer: str = option(
@@ -218,91 +267,11 @@ def all_keys() -> list[str]:
     return [name for cls in SECTIONS.values() for name in fields_of(cls)]
 
 
-# ---- presets and recipe files --------------------------------------------------------------------
-
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
-
-
-def preset_descriptions() -> dict[str, str]:
-    """Each preset's one-line `description:` from its file, for --help and the docs."""
-    return {
-        name: str(read_yaml_or_json(PRESETS_DIR / f"{name}.yaml", name, "preset").get("description", ""))
-        for name in preset_names()
-    }
-
-
-def default_preset() -> str:
-    import torch
-
-    return "gpu" if torch.cuda.is_available() else "cpu"
-
-
-def preset_values(name: str) -> dict:
-    """A preset's flat key -> value dict."""
-    path = PRESETS_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise KaggleCifarError(f"--preset {name}: unknown preset; choose one of: {', '.join(preset_names())}")
-    return read_recipe_file(path)
-
-
 def read_yaml_or_json(path: Path, where: str, what: str):
     """The data of a YAML file (JSON when it ends in .json), or one line naming `where` and the problem."""
     from kagglecifar import records
 
     return records.read_yaml_or_json(path, where, what)
-
-
-def read_recipe_file(path: Path) -> dict:
-    """Flat key -> value from a YAML/JSON recipe file (sections `recipe:`/`session:` or flat keys)."""
-    path = Path(path)
-    data = read_yaml_or_json(path, f"--config {path}", "recipe")
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise KaggleCifarError(f"--config {path}: expected a mapping of option names to values, not {excerpt(data)}")
-    flat = {}
-    for key, value in data.items():
-        if key in SECTIONS:
-            if not isinstance(value, dict):
-                raise KaggleCifarError(f"--config {path}: `{key}:` must hold option: value pairs")
-            for sub, sub_value in value.items():
-                if section_of(str(sub)) != key:
-                    raise KaggleCifarError(f"--config {path}: {excerpt(sub, 40)} is not a {key} option")
-                flat[str(sub)] = sub_value
-        elif key in ("preset", "description"):
-            continue  # recorded for information (a run's preset, a preset's one line); the values are complete
-        else:
-            section_of(str(key))
-            flat[str(key)] = value
-    return {key: coerce(key, value, f"--config {path}: {key}") for key, value in flat.items()}
-
-
-def _parse_set_value(text: str, where: str):
-    """A --set value as YAML (1e-3, true, null), the text itself where it is no YAML; aliases capped."""
-    import yaml
-
-    from kagglecifar.records import load_yaml
-
-    try:
-        return load_yaml(text, where) if text.strip() else ""
-    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an integer of over 4300 digits
-        return text
-
-
-def parse_sets(items: list[str]) -> dict:
-    """--set key=value (key may be prefixed recipe./session.) -> flat key -> typed value."""
-    values = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip().replace("-", "_").split(".", 1)[-1]
-        where = f"--set {excerpt(item)[1:-1]}"
-        if not sep or not key:
-            raise KaggleCifarError(f"{where}: expected key=value, e.g. --set lr=0.1")
-        section_of(key)
-        values[key] = coerce(key, _parse_set_value(text, where), where)
-    return values
 
 
 def coerce(key: str, value, where: str):
@@ -396,6 +365,11 @@ def check_config(config: TrainConfig, resuming: bool = False) -> None:
                 raise KaggleCifarError(f"{flag} {shown}: choose {', '.join(choices[:-1])} or {choices[-1]}")
     recipe, session = config.recipe, config.session
     _check_model_options(recipe)
+    if recipe.accumulate > recipe.batch_size // 2:
+        raise KaggleCifarError(
+            f"--accumulate {recipe.accumulate}: needs micro-batches of at least 2 images (--batch-size "
+            f"{recipe.batch_size})"
+        )
     if recipe.patience and not recipe.val_fraction:
         raise KaggleCifarError(f"--patience {recipe.patience}: needs a validation split (--val-fraction > 0)")
     if session.name and not resuming:

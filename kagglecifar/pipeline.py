@@ -20,11 +20,10 @@ from typing import Any
 
 from kagglecifar import checkpoint, provenance, records, rundir
 from kagglecifar.cache.sources import COMPETITION, cache_format
-from kagglecifar.config import preset_names, preset_values
 from kagglecifar.console import duration
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_path
-from kagglecifar.recipes import make_config
+from kagglecifar.recipes import make_config, preset_names, preset_values
 
 # What each preset gives. cpu: measured on a 2-core machine (benchmarks/README.md); gpu: what this recipe is
 # known to reach.
@@ -193,7 +192,8 @@ def _estimate(model: str | None, preset: str) -> Estimate:
 
     config = make_config(model, preset, device="cpu")
     recipe = config.recipe
-    net = models.create_model(recipe.model, num_classes=10, **config.model_kwargs())
+    kwargs = models.without_pretrained_weights(recipe.model, config.model_kwargs())  # timing needs no weights
+    net = models.create_model(recipe.model, num_classes=10, **kwargs)
     if recipe.channels_last:
         net = net.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(net, recipe)

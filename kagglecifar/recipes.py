@@ -15,17 +15,99 @@ from pathlib import Path
 from kagglecifar.config import (
     ADAMW_DEFAULTS,
     MODEL_OPTIONS,
+    PRESETS_DIR,
     SECTIONS,
     TrainConfig,
     check_config,
-    default_preset,
+    coerce,
     fields_of,
     from_flat,
-    parse_sets,
-    preset_values,
-    read_recipe_file,
+    read_yaml_or_json,
     section_of,
 )
+from kagglecifar.errors import KaggleCifarError, excerpt
+
+# ---- presets and recipe files --------------------------------------------------------------------
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def preset_descriptions() -> dict[str, str]:
+    """Each preset's one-line `description:` from its file, for --help and the docs."""
+    return {
+        name: str(read_yaml_or_json(PRESETS_DIR / f"{name}.yaml", name, "preset").get("description", ""))
+        for name in preset_names()
+    }
+
+
+def default_preset() -> str:
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def preset_values(name: str) -> dict:
+    """A preset's flat key -> value dict."""
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise KaggleCifarError(f"--preset {name}: unknown preset; choose one of: {', '.join(preset_names())}")
+    return read_recipe_file(path)
+
+
+def read_recipe_file(path: Path) -> dict:
+    """Flat key -> value from a YAML/JSON recipe file (sections `recipe:`/`session:` or flat keys)."""
+    path = Path(path)
+    data = read_yaml_or_json(path, f"--config {path}", "recipe")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise KaggleCifarError(f"--config {path}: expected a mapping of option names to values, not {excerpt(data)}")
+    flat = {}
+    for key, value in data.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise KaggleCifarError(f"--config {path}: `{key}:` must hold option: value pairs")
+            for sub, sub_value in value.items():
+                if section_of(str(sub)) != key:
+                    raise KaggleCifarError(f"--config {path}: {excerpt(sub, 40)} is not a {key} option")
+                flat[str(sub)] = sub_value
+        elif key in ("preset", "description"):
+            continue  # recorded for information (a run's preset, a preset's one line); the values are complete
+        else:
+            section_of(str(key))
+            flat[str(key)] = value
+    return {key: coerce(key, value, f"--config {path}: {key}") for key, value in flat.items()}
+
+
+def _parse_set_value(text: str, where: str):
+    """A --set value as YAML (1e-3, true, null), the text itself where it is no YAML; aliases capped."""
+    import yaml
+
+    from kagglecifar.records import load_yaml
+
+    try:
+        return load_yaml(text, where) if text.strip() else ""
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an integer of over 4300 digits
+        return text
+
+
+def parse_sets(items: list[str]) -> dict:
+    """--set key=value (key may be prefixed recipe./session.) -> flat key -> typed value."""
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_").split(".", 1)[-1]
+        where = f"--set {excerpt(item)[1:-1]}"
+        if not sep or not key:
+            raise KaggleCifarError(f"{where}: expected key=value, e.g. --set lr=0.1")
+        section_of(key)
+        values[key] = coerce(key, _parse_set_value(text, where), where)
+    return values
+
+
+# ---- which recipe a run gets ----------------------------------------------------------------------
 
 
 def model_recipe(model: str) -> tuple[dict, str]:

@@ -95,7 +95,7 @@ def create_run(runs_dir: Path, name: str, model: str, environment: dict) -> Path
         check_run_name(name)
         candidates = [runs_dir / name]
     else:
-        base = f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        base = f"{model.replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"  # timm/NAME -> timm-NAME-...
         candidates = [runs_dir / base] + [runs_dir / f"{base}-{n}" for n in range(2, 1000)]
     for path in candidates:
         try:

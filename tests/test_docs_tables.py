@@ -10,9 +10,10 @@ def test_the_docs_tables_are_generated_from_the_declarations():
 
 def test_every_declared_choice_is_in_its_help():
     from kagglecifar.cli.app import TTA_HELP, preset_help
-    from kagglecifar.config import Recipe, fields_of, preset_names
+    from kagglecifar.config import Recipe, fields_of
     from kagglecifar.data.augment import PRESETS
     from kagglecifar.inference.tta import TTA_MODES
+    from kagglecifar.recipes import preset_names
 
     augment_help = fields_of(Recipe)["augment"].metadata["help"]
     assert all(f"{name} ({what})" in augment_help for name, what in PRESETS.items())

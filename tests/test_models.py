@@ -179,7 +179,9 @@ def test_models_command_lists_every_model_at_the_width_asked(run_cli):
     code, out, err = run_cli("models", "--width", "0.25")
     assert code == 0, err
     lines = out.splitlines()
-    assert [line.split()[0] for line in lines[1:-1]] == model_names()
+    listed = [line.split()[0] for line in lines[1:-1]]
+    assert listed[: len(model_names())] == model_names()
+    assert listed[len(model_names()) :] and all(name.startswith("timm/") for name in listed[len(model_names()) :])
     assert lines[-1].startswith(f"{len(model_names())} models at width 0.25")
     row = next(line for line in lines if line.startswith("resnet18 "))
     assert f" {model_info('resnet18', width=0.25)['params'] / 1e6:.2f}M " in row

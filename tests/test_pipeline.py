@@ -8,8 +8,8 @@ import pytest
 from fake_kaggle import make_competition, serving
 
 from kagglecifar import pipeline
-from kagglecifar.config import preset_values
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.recipes import preset_values
 
 CLASSES = ("cat", "dog", "frog")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from kagglecifar import config, models
+from kagglecifar import config, models, recipes
 from kagglecifar.checkpoint import load_checkpoint
 from kagglecifar.errors import KaggleCifarError, TrainingDiverged
 from kagglecifar.models import to_model_input
@@ -78,7 +78,7 @@ def named(notes, key):
     return any(re.search(rf"\b{key} ", line) for line in notes)
 
 
-@pytest.mark.parametrize("preset", config.preset_names())
+@pytest.mark.parametrize("preset", recipes.preset_names())
 @pytest.mark.parametrize("from_preset", [False, True])
 def test_every_preset_value_not_taken_is_named(preset, from_preset):
     """presets x models: each value of the preset that the config does not end with is named in the notes, and
@@ -86,8 +86,8 @@ def test_every_preset_value_not_taken_is_named(preset, from_preset):
     for name in models.model_names():
         made = make_config(name, preset, device="cpu", recipe_from_preset=from_preset)
         final = {**config.dataclasses.asdict(made.recipe), **config.dataclasses.asdict(made.session)}
-        preset_model = config.preset_values(preset)["model"]
-        for key, value in config.preset_values(preset).items():
+        preset_model = recipes.preset_values(preset)["model"]
+        for key, value in recipes.preset_values(preset).items():
             if key != "model" and final[key] != value:
                 assert named(made.notes[1:], key), (preset, name, key, made.notes)
         first = made.notes[0]
@@ -100,7 +100,7 @@ def test_every_preset_value_not_taken_is_named(preset, from_preset):
             assert f"recipe: {name}'s own (the {models.recipe_preset(name)} preset's" in first
 
 
-@pytest.mark.parametrize("preset", config.preset_names())
+@pytest.mark.parametrize("preset", recipes.preset_names())
 def test_adamw_s_defaults_are_said_and_given_values_win(preset):
     made = make_config("resnet18", preset, device="cpu", optimizer="adamw")
     assert (made.recipe.lr, made.recipe.weight_decay) == (config.ADAMW_DEFAULTS["lr"], 0.05)
@@ -123,7 +123,7 @@ def test_a_model_s_options_dropped_by_a_later_model_are_said(tmp_path):
 def test_train_resnet18_on_a_cpu_gets_resnet_s_recipe_not_airbench_s(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     made = make_config("resnet18", device="cpu")
-    gpu = config.preset_values("gpu")
+    gpu = recipes.preset_values("gpu")
     assert made.preset == "cpu" and (made.recipe.lr, made.recipe.schedule) == (gpu["lr"], gpu["schedule"])
     assert not made.recipe.lookahead and made.recipe.width is None
     assert "not taken from the cpu preset: width 0.25, epochs 12, lr 0.75" in made.notes[1]

@@ -490,7 +490,7 @@ def test_checkpoints_rebuild_pretrained_models_without_downloading_weights(tmp_p
 
 
 def test_layers_apply_in_order_and_the_saved_config_trains_the_same_run_again(data_dir, tmp_path, run_cli):
-    from kagglecifar.config import preset_values
+    from kagglecifar.recipes import preset_values
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("recipe:\n  model: mlp\n  epochs: 1\n  lr: 0.5\n  batch_size: 32\nsession:\n  workers: 0\n")
@@ -550,7 +550,7 @@ def test_bad_recipe_values_give_one_clear_line(tmp_path, run_cli, args, message)
 
 
 def test_help_shows_real_defaults_and_each_presets_value(run_cli):
-    from kagglecifar.config import preset_names, preset_values
+    from kagglecifar.recipes import preset_names, preset_values
 
     code, out, _ = run_cli("train", "--help")
     assert code == 0

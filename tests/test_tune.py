@@ -12,8 +12,7 @@ import pytest
 import yaml
 from test_train import make_cache, small_config
 
-from kagglecifar import config as train_config
-from kagglecifar import rundir
+from kagglecifar import recipes, rundir
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.recipes import make_config
 from kagglecifar.training.train import train
@@ -334,7 +333,7 @@ def test_default_space_per_family_and_grid_points():
     assert dimensions["augment"].grid() == ["none", "light", "standard", "strong"]
 
 
-@pytest.mark.parametrize("preset", train_config.preset_names())
+@pytest.mark.parametrize("preset", recipes.preset_names())
 def test_every_preset_s_own_recipe_lies_inside_its_model_s_default_space(preset):
     """Otherwise `tune --preset P` searches elsewhere and its first trial is not the preset's recipe."""
     base = make_config(preset=preset)

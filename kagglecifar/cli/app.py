@@ -48,8 +48,8 @@ TTA_HELP = tta_help()  # generated from tta.TTA_MODES
 
 def preset_help(lead: str, default: str = "Default: gpu with CUDA, else cpu.") -> str:
     """--preset's help, from each preset file's one-line description."""
-    from kagglecifar.config import preset_descriptions
     from kagglecifar.console import choices_text
+    from kagglecifar.recipes import preset_descriptions
 
     return f"{lead}, one of kagglecifar/presets/NAME.yaml: {choices_text(preset_descriptions())}. {default}"
 

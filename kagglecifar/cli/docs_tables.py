@@ -40,12 +40,12 @@ def tta_table() -> str:
 
 
 def presets_table() -> str:
-    from kagglecifar import config
+    from kagglecifar import config, recipes
 
     defaults = asdict(config.Recipe())
     rows = []
-    for name, what in config.preset_descriptions().items():
-        values = {**defaults, **config.preset_values(name)}
+    for name, what in recipes.preset_descriptions().items():
+        values = {**defaults, **recipes.preset_values(name)}
         shown = [
             "default"
             if values.get(key) is None

@@ -23,23 +23,25 @@ from kagglecifar.errors import KaggleCifarError
 def models_command(
     width: float = typer.Option(1.0, "--width", help="Width multiplier to size the models at (e.g. 0.25)."),
 ) -> None:
-    """List the models `train` accepts: parameters, GFLOPs per 32x32 image, default GPU batch, options."""
+    """List the models `train` accepts: parameters, GFLOPs per image, default GPU batch, options."""
     from kagglecifar import models
 
     for line in models.model_table(width):
         typer.echo(line)
     summary(
-        f"{len(models.model_names())} models at width {width:g}; GFLOPs = forward pass of one image "
-        "(2 per multiply-add); train one with `kagglecifar train MODEL`"
+        f"{len(models.model_names())} models at width {width:g} and a few recommended timm backbones; GFLOPs = "
+        "forward pass of one image at the size the model sees (2 per multiply-add); train one with "
+        "`kagglecifar train MODEL`. Any other timm model works too: `kagglecifar train timm/NAME` "
+        "(timm.list_models(); pretrained weights from the Hugging Face hub, or --pretrained FILE offline)"
     )
 
 
 def _config_parameters() -> tuple[list[inspect.Parameter], dict]:
     """One Typer option per TrainConfig field (but the model, which is the MODEL argument), defaulting to None
     so that only what the user gives overrides the preset; --help shows the default and each preset's value."""
-    from kagglecifar import config
+    from kagglecifar import config, recipes
 
-    presets = {name: config.preset_values(name) for name in config.preset_names()}
+    presets = {name: recipes.preset_values(name) for name in recipes.preset_names()}
     parameters, annotations = [], {}
     for section in config.SECTIONS.values():
         types = config.field_types(section)
@@ -119,7 +121,8 @@ def _build_train_command():
                 metavar="NAME",
                 help=preset_help("A model with its recipe")
                 + " With a MODEL that is not the preset's, MODEL trains with its own family's recipe (ResNets: "
-                "gpu's, airbench: fast's, simplecnn and mlp: baseline's, resnet50-imagenet: transfer's) and the "
+                "gpu's, airbench: fast's, simplecnn and mlp: baseline's, resnet50-imagenet: transfer-resnet50's, "
+                "timm/NAME: transfer's) and the "
                 "preset's session settings; the first line says where each part came from.",
             ),
         ),

@@ -8,7 +8,7 @@ import below.
 """
 
 # Importing a family module registers its models.
-from kagglecifar.models import airbench, baselines, resnet, resnet_imagenet  # noqa: E402,F401
+from kagglecifar.models import airbench, baselines, resnet, resnet_imagenet, timm_family  # noqa: E402,F401
 from kagglecifar.models.layers import CIFAR_MEAN, CIFAR_STD, Normalize, check_common, scaled, to_model_input  # noqa: F401
 from kagglecifar.models.registry import (  # noqa: F401
     create_model,
@@ -20,4 +20,6 @@ from kagglecifar.models.registry import (  # noqa: F401
     model_table,
     recipe_preset,
     register,
+    register_prefix,
+    without_pretrained_weights,
 )

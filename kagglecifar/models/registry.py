@@ -3,11 +3,14 @@
     create_model("resnet18", num_classes=10, width=0.25)   -> nn.Module taking float NCHW in [0, 1]
 
 Every constructor reads `fn(num_classes=10, width=1.0, dropout=0.0, **family options)`; create_model
-rejects options a model does not take.
+rejects options a model does not take. A family may also own every name under a prefix (`timm/NAME`): its
+constructor then takes the rest of the name first, `fn(NAME, num_classes=10, ...)`, and its check turns an
+unknown NAME into one clear line.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 
@@ -22,6 +25,8 @@ COMMON_OPTIONS = ("num_classes", "width", "dropout")
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 _BATCH_SIZES: dict[str, int] = {}
+_PREFIXES: dict[str, tuple[Callable[..., nn.Module], Callable[[str], None]]] = {}
+_LISTERS: list[Callable[[], dict[str, str]]] = []  # each gives prefixed names `kagglecifar models` shows
 _RECIPES: dict[str, str] = {}
 
 
@@ -40,41 +45,90 @@ def register(name: str, description: str = "", batch_size: int = 512, recipe: st
     return add
 
 
+def register_prefix(
+    prefix: str,
+    check: Callable[[str], None],
+    description: str = "",
+    batch_size: int = 128,
+    listed: Callable[[], dict[str, str]] | None = None,
+    recipe: str = "gpu",
+):
+    """Register a constructor for every name PREFIX+REST; check(REST) raises KaggleCifarError for an unknown REST.
+    listed() maps the few PREFIX+REST names `kagglecifar models` shows to their descriptions (called only there,
+    so that the family's library is imported only when needed)."""
+
+    def add(fn: Callable[..., nn.Module]):
+        _PREFIXES[prefix] = (fn, check)
+        _RECIPES[prefix] = recipe
+        if listed is not None:
+            _LISTERS.append(listed)
+        _DESCRIPTIONS[prefix] = description or (fn.__doc__ or "").strip().splitlines()[0]
+        _BATCH_SIZES[prefix] = batch_size
+        return fn
+
+    return add
+
+
 def model_names() -> list[str]:
+    """The registered names (names under a prefix, such as timm/NAME, are not listed)."""
     return list(_REGISTRY)
 
 
+def split_prefix(name: str) -> tuple[str, str] | None:
+    """(prefix, rest) when a prefix family owns `name`, else None."""
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            return prefix, name[len(prefix) :]
+    return None
+
+
 def constructor(name: str) -> Callable[..., nn.Module]:
+    prefixed = split_prefix(name)
+    if prefixed:
+        fn, check = _PREFIXES[prefixed[0]]
+        check(prefixed[1])
+        return fn
     if name not in _REGISTRY:
-        raise KaggleCifarError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}")
+        also = "".join(f", or {prefix}NAME" for prefix in _PREFIXES)
+        raise KaggleCifarError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}{also}")
     return _REGISTRY[name]
 
 
-def describe(name: str) -> str:
+def _key(name: str) -> str:
+    """The name the descriptions and batch sizes are kept under (the prefix for prefixed names)."""
     constructor(name)
-    return _DESCRIPTIONS[name]
+    prefixed = split_prefix(name)
+    return prefixed[0] if prefixed else name
+
+
+def describe(name: str) -> str:
+    return _DESCRIPTIONS[_key(name)]
 
 
 def default_batch_size(name: str) -> int:
     """The training batch size the model is meant for on one GPU."""
-    constructor(name)
-    return _BATCH_SIZES[name]
+    return _BATCH_SIZES[_key(name)]
 
 
 def recipe_preset(name: str) -> str:
     """The preset whose recipe is the model's own: its family's (ResNets gpu, airbench fast, baselines baseline)."""
-    constructor(name)
-    return _RECIPES[name]
+    return _RECIPES[_key(name)]
 
 
 def model_options(name: str) -> dict:
     """Every keyword the model's constructor takes, with its default."""
     params = inspect.signature(constructor(name)).parameters
-    return {key: p.default for key, p in params.items()}
+    options = {key: p.default for key, p in params.items()}
+    if split_prefix(name):
+        options.pop(next(iter(options)))  # the rest of the name, given positionally
+    return options
 
 
 def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     fn = constructor(name)
+    prefixed = split_prefix(name)
+    if prefixed:
+        fn = functools.partial(fn, prefixed[1])
     unknown = sorted(set(kwargs) - set(model_options(name)))
     if unknown:
         raise KaggleCifarError(
@@ -83,6 +137,17 @@ def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     if num_classes < 1:
         raise KaggleCifarError(f"model {name!r}: num_classes must be at least 1, got {num_classes}")
     return fn(num_classes=num_classes, **kwargs)
+
+
+def without_pretrained_weights(name: str, kwargs: dict) -> dict:
+    """`kwargs` for building `name` without reading pretrained weights (weights=None, pretrained="none"): when
+    a checkpoint supplies the weights, or only the model's shape matters."""
+    options = model_options(name)
+    return {
+        **kwargs,
+        **({"weights": None} if "weights" in options else {}),
+        **({"pretrained": "none"} if "pretrained" in options else {}),
+    }
 
 
 def model_info(name: str, **kwargs) -> dict:
@@ -102,21 +167,21 @@ def model_info(name: str, **kwargs) -> dict:
         "params": sum(p.numel() for p in model.parameters()),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "flops": counter.get_total_flops(),
-        "default_batch_size": _BATCH_SIZES[name],
-        "description": _DESCRIPTIONS[name],
+        "default_batch_size": default_batch_size(name),
+        "description": describe(name),
     }
 
 
 def model_table(width: float = 1.0) -> list[str]:
-    """`kagglecifar models`: one aligned row per registered model (sizes at `width`, no weights read)."""
+    """`kagglecifar models`: one aligned row per registered model and per listed prefixed name (sizes at
+    `width`, no weights read)."""
     if not width > 0:
         raise KaggleCifarError(f"width must be positive, got {width}")
     rows = [("model", "params", "GFLOPs", "batch", "options", "description")]
-    for name in model_names():
+    listed = {name: text for lister in _LISTERS for name, text in lister().items()}
+    for name in [*model_names(), *listed]:
         options = model_options(name)
-        kwargs = {"width": width} if width != 1 else {}
-        if "weights" in options:
-            kwargs["weights"] = None
+        kwargs = without_pretrained_weights(name, {"width": width} if width != 1 else {})
         try:
             info = model_info(name, **kwargs)
             gflops = info["flops"] / 1e9
@@ -124,5 +189,5 @@ def model_table(width: float = 1.0) -> list[str]:
         except KaggleCifarError:  # a model whose width is fixed (pretrained channels)
             params = gflops = "-"
         extra = ", ".join(k for k in options if k not in COMMON_OPTIONS) or "-"
-        rows.append((name, params, gflops, str(_BATCH_SIZES[name]), extra, _DESCRIPTIONS[name]))
+        rows.append((name, params, gflops, str(default_batch_size(name)), extra, listed.get(name) or describe(name)))
     return table(rows[0], rows[1:], right=(1, 2, 3))

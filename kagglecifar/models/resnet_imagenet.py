@@ -89,7 +89,7 @@ class ImageNetResNet50(nn.Module):
     "resnet50-imagenet",
     "torchvision ResNet-50 with ImageNet weights, images upsampled to 224 px",
     batch_size=128,
-    recipe="transfer",
+    recipe="transfer-resnet50",
 )
 def resnet50_imagenet(
     num_classes: int = 10,

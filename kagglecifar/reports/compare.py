@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kagglecifar import provenance, rundir
+from kagglecifar.config import MODEL_OPTIONS
 from kagglecifar.console import duration, table
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_output, refuse_existing, write_text_atomic
@@ -108,10 +109,11 @@ def summarize(run_dir: Path, submissions: dict[Path, list[dict]]) -> RunSummary:
 def _parameter_count(recipe: dict) -> int | None:
     from kagglecifar import models
 
-    kwargs = {k: recipe[k] for k in ("width", "dropout", "freeze_stages") if recipe.get(k) is not None}
+    if not isinstance(recipe.get("model"), str):
+        return None  # a damaged config.yaml: the run is listed without a parameter count
+    kwargs = {k: recipe[k] for k in MODEL_OPTIONS if recipe.get(k) is not None}
     try:
-        if "weights" in models.model_options(recipe.get("model", "")):
-            kwargs["weights"] = None  # no download just to count
+        kwargs = models.without_pretrained_weights(recipe["model"], kwargs)  # no download just to count
         return models.model_info(recipe["model"], **kwargs)["params"]
     except (KaggleCifarError, KeyError, TypeError, ValueError, RuntimeError):
         return None

@@ -7,6 +7,7 @@ import math
 import torch
 
 from kagglecifar.config import Recipe
+from kagglecifar.errors import KaggleCifarError
 from kagglecifar.training.muon import Muon
 
 MUON_MOMENTUM = 0.6  # airbench94_muon's, for the filters; the SGD groups keep --momentum
@@ -14,9 +15,19 @@ MUON_MOMENTUM = 0.6  # airbench94_muon's, for the filters; the SGD groups keep -
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """Parameter groups from the model when its family defines them (airbench), else nanoGPT's rule: decay
-    matrices and kernels, not norms and biases. A group's "lr_scale" multiplies the scheduled rate."""
+    matrices and kernels, not norms and biases. A group's "lr_scale" multiplies the scheduled rate.
+    A pretrained backbone (timm/ models) splits its groups by --backbone-lr-scale and --layer-decay."""
+    scales = {"backbone_lr_scale": recipe.backbone_lr_scale, "layer_decay": recipe.layer_decay}
+    transfer_groups = getattr(model, "transfer_param_groups", None)
     family_groups = getattr(model, "param_groups", None)
-    if family_groups is not None:
+    if transfer_groups is not None:
+        groups = transfer_groups(recipe.weight_decay, recipe.backbone_lr_scale or 1.0, recipe.layer_decay or 1.0)
+    elif any(value not in (None, 1) for value in scales.values()):
+        given = next(key for key, value in scales.items() if value not in (None, 1))
+        raise KaggleCifarError(
+            f"--{given.replace('_', '-')}: model {recipe.model!r} has no pretrained backbone to scale (timm/ models)"
+        )
+    elif family_groups is not None:
         groups = family_groups(recipe.lr, recipe.weight_decay)
     else:
         params = [p for p in model.parameters() if p.requires_grad]

@@ -22,21 +22,34 @@ def training_step(
     label_smoothing: float = 0.0,
     autocast=contextlib.nullcontext,
     scaler: torch.amp.GradScaler | None = None,
+    parts: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, cross-entropy, backward and one optimizer step; returns (logits, loss) on the device.
-    With fp16 autocast a `scaler` scales the loss so that small gradients do not underflow."""
-    with autocast():
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    With fp16 autocast a `scaler` scales the loss so that small gradients do not underflow.
+
+    parts > 1 (--accumulate) splits the batch into that many micro-batches in turn, each loss weighted by its
+    share of the batch, so their gradients add up to the whole batch's; under DDP they are all-reduced once,
+    after the last."""
     optimizer.zero_grad(set_to_none=True)
+    chunks = list(zip(images.chunk(parts), labels.chunk(parts)))
+    no_sync = getattr(model, "no_sync", None)
+    logits, losses = [], []
+    for i, (x, y) in enumerate(chunks):
+        with no_sync() if no_sync is not None and i < len(chunks) - 1 else contextlib.nullcontext():
+            with autocast():
+                out = model(x)
+                loss = F.cross_entropy(out, y, label_smoothing=label_smoothing) * (len(y) / len(labels))
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        logits.append(out)
+        losses.append(loss)
     if scaler is not None:
-        scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
     else:
-        loss.backward()
         optimizer.step()
-    return logits, loss
+    if len(chunks) == 1:
+        return logits[0], losses[0]
+    return torch.cat([out.detach() for out in logits]), torch.stack([loss.detach() for loss in losses]).sum()
 
 
 class DivergenceWatch:

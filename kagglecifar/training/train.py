@@ -97,20 +97,22 @@ class Training:
             resume.check_resumable(resumed, Path(session.resume) / "last.pt", config)
         # The model first: an unknown model or a missing cache fails before the slow data load.
         self.classes = labelled_classes(Path(session.data_dir), "train")  # models get len(classes) outputs
-        self.model = self._build_model()
+        self.model = self._build_model(resuming=resumed is not None)
         self.data = load_train_data(Path(session.data_dir), self.recipe.val_fraction, self.recipe.seed)
-        if self.main:  # the first line a run prints (bad options fail before it): what runs where, and how
-            note(self.plan.line(self.recipe.amp, session.compile, self.recipe.channels_last))
-            for line in config.notes:  # where the recipe came from, and what was not taken
-                note(line)
         if len(self.data.train_labels) < world * 2:
             raise KaggleCifarError(f"{session.data_dir}: only {len(self.data.train_labels)} usable training images")
-        if self.main and self.recipe.val_fraction and self.data.unvalidated_classes():
-            note(self.data.unvalidated_note(self.recipe.val_fraction))
         init_from_data = getattr(self.model, "init_from_data", None)  # e.g. airbench's whitening stem
         if init_from_data is not None and not resumed:
             init_from_data(torch.from_numpy(self.data.train_images))
         self._training_state(resumed)
+        if (
+            self.main
+        ):  # the first line a run prints (bad options and a damaged last.pt fail before it): what runs where, and how
+            note(self.plan.line(self.recipe.amp, session.compile, self.recipe.channels_last))
+            for line in config.notes:  # where the recipe came from, and what was not taken
+                note(line)
+        if self.main and self.recipe.val_fraction and self.data.unvalidated_classes():
+            note(self.data.unvalidated_note(self.recipe.val_fraction))
         self.loader = self._make_loader(make_loader)
         self.run_dir = self._run_dir(resumed is not None)
         if resumed:
@@ -125,9 +127,13 @@ class Training:
         if self.scaler is not None and resumed and "scaler" in resumed["train_state"]:
             self.scaler.load_state_dict(resumed["train_state"]["scaler"])
 
-    def _build_model(self) -> torch.nn.Module:
+    def _build_model(self, resuming: bool) -> torch.nn.Module:
         torch.manual_seed(self.recipe.seed)
-        model = models.create_model(self.recipe.model, num_classes=len(self.classes), **self.config.model_kwargs())
+        kwargs = self.config.model_kwargs()  # resuming: last.pt holds the weights, no file or hub is needed
+        kwargs = models.without_pretrained_weights(self.recipe.model, kwargs) if resuming else kwargs
+        model = models.create_model(self.recipe.model, num_classes=len(self.classes), **kwargs)
+        if self.main and getattr(model, "loaded_weights", None):  # pretrained weights: say which (timm/ models)
+            note(str(model.loaded_weights))
         layout = torch.channels_last if self.channels_last else torch.preserve_format
         return model.to(self.device).to(memory_format=layout)
 
@@ -260,6 +266,7 @@ class Training:
                 recipe.label_smoothing,
                 lambda: self.plan.autocast(recipe.amp),
                 self.scaler,
+                recipe.accumulate,
             )
             self.watch.update(loss, p.step)
             p.step, p.epoch_step = p.step + 1, p.epoch_step + 1
