@@ -202,7 +202,7 @@ def test_one_line_errors(tmp_path, run_cli, monkeypatch):
         (["timm/test_resnet", "--pretrained", tmp_path / "absent.pt"], "absent.pt: no such weights file"),
         (["timm/test_resnet", "--head", "deep"], "--head deep: choose linear or mlp"),
         (["timm/test_resnet", "--pretrained", "none", "--width", "0.5"], "width must be 1"),
-        (["mlp", "--pretrained", "none"], "model 'mlp' takes no option pretrained"),
+        (["mlp", "--pretrained", "none"], "--pretrained none: model mlp has no pretrained option"),
     ]
     for args, message in cases:
         code, _, err = run_cli("train", *args, "--device", "cpu", "--data-dir", data, "--runs-dir", tmp_path / "runs")

@@ -130,8 +130,10 @@ def _stop_on_sigterm() -> None:
 def main(argv: Optional[list[str]] = None) -> None:
     """Console entry point: one-line errors, non-zero exit, no traceback for user mistakes or OS problems."""
     from kagglecifar.files import os_error
+    from kagglecifar.records import reset_warnings
 
     _stop_on_sigterm()
+    reset_warnings()
     try:
         app(args=fill_optional_values(sys.argv[1:] if argv is None else list(argv)), prog_name="kagglecifar")
     except KaggleCifarError as exc:

@@ -18,6 +18,7 @@ the competition's test set pads its 10,000 real images with 290,000 junk ones, m
 from __future__ import annotations
 
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +32,9 @@ from kagglecifar.cache.sources import COMPETITION, cache_format
 from kagglecifar.checkpoint import load_model, resolve_checkpoint
 from kagglecifar.console import note, progress_bar
 from kagglecifar.device import device_plan, resolve_device, usable_plan
-from kagglecifar.errors import KaggleCifarError
+from kagglecifar.errors import KaggleCifarError, excerpt
 from kagglecifar.files import atomic_output, refuse_existing
+from kagglecifar.inference import saved_probs
 from kagglecifar.inference.batches import HostResults, default_batch_size, device_batches
 from kagglecifar.inference.tta import MODES, TTA_VIEWS, check_tta_mode, make_view, views_of
 from kagglecifar.kaggle_io.submission_csv import read_sample_ids, write_predictions_csv, write_submission
@@ -84,7 +86,9 @@ def parse_weights(text: str | None, count: int) -> list[float] | None:
     try:
         weights = [float(part) for part in text.split(",")]
     except ValueError:
-        raise KaggleCifarError(f"--weights {text}: expected comma-separated numbers such as 2,1") from None
+        raise KaggleCifarError(
+            f"--weights {excerpt(text)[1:-1]}: expected comma-separated numbers such as 2,1"
+        ) from None
     _check_weights(weights, count)
     return weights
 
@@ -93,7 +97,15 @@ def _check_weights(weights: list[float], count: int) -> None:
     if len(weights) != count:
         raise KaggleCifarError(f"--weights: {len(weights)} weights for {count} checkpoints; give one per checkpoint")
     if any(not 0 < w < float("inf") for w in weights):
-        raise KaggleCifarError("--weights: every weight must be a positive number")
+        raise KaggleCifarError("--weights: every weight must be a positive finite number")
+
+
+def normalised_weights(weights: list[float]) -> list[float]:
+    """Weights summing to 1, computed without overflow (1e308,1e308 -> 0.5,0.5) or underflow to 0."""
+    largest = max(weights)
+    scaled = [w / largest for w in weights]  # each in (0, 1]: their sum cannot overflow
+    total = sum(scaled)
+    return [w / total for w in scaled]
 
 
 def predict_images(
@@ -153,7 +165,7 @@ def predict(
         raise KaggleCifarError("predict: give at least one run folder or checkpoint")
     weights = list(weights) if weights else [1.0] * len(checkpoints)
     _check_weights(weights, len(checkpoints))
-    weights = [w / sum(weights) for w in weights]
+    weights = normalised_weights(weights)
     test = load_split(data_dir, "test")
     dev = resolve_device(device)
     plan = usable_plan(dev)
@@ -245,22 +257,20 @@ def save_probs(predictions: Predictions, path: Path, force: bool = False) -> Pat
 
 
 def load_probs(path: Path) -> Predictions:
-    """Probabilities written by save_probs(.npz)."""
+    """Probabilities written by save_probs(.npz); every declared size is checked before anything is allocated."""
     path = Path(path)
+    saved_probs.check_headers(path)
     try:
         with np.load(path, allow_pickle=False) as saved:
-            return Predictions(
-                saved["ids"],
-                saved["probs"].astype(np.float32),
-                saved["confidence"],
-                saved["bad"],
-                [str(c) for c in saved["classes"]],
-                str(saved["tta"]),
-            )
-    except (OSError, ValueError, KeyError) as exc:
+            ids, probs, confidence, bad = (saved[k] for k in ("ids", "probs", "confidence", "bad"))
+            classes, tta = [str(c) for c in saved["classes"]], str(saved["tta"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise KaggleCifarError(
-            f"{path}: not probabilities saved by `kagglecifar predict --save-probs` ({exc})"
+            f"{path}: not probabilities saved by `kagglecifar predict --save-probs` ({excerpt(first, 100)[1:-1]})"
         ) from None
+    saved_probs.check_arrays(path, ids, probs, confidence, bad, classes, tta, MODES)
+    return Predictions(ids.astype(np.int64), probs.astype(np.float32), confidence, bad.astype(bool), classes, tta)
 
 
 def default_submission_path(sources: list[Path], tta: str, folder: Path = Path("submissions")) -> Path:

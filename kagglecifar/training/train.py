@@ -34,11 +34,11 @@ from kagglecifar.console import interactive, note, progress_bar
 from kagglecifar.data.device_loader import choose_loader
 from kagglecifar.data.loading import load_train_data
 from kagglecifar.device import training_device, usable_plan
-from kagglecifar.errors import KaggleCifarError, TrainingDiverged
+from kagglecifar.errors import KaggleCifarError, TrainingDiverged, excerpt
 from kagglecifar.files import write_text_atomic
 from kagglecifar.inference.predict import predict_images
 from kagglecifar.models import to_model_input
-from kagglecifar.training import runtime
+from kagglecifar.training import resume, runtime
 from kagglecifar.training.ema import EMA
 from kagglecifar.training.lookahead import Lookahead
 from kagglecifar.training.optim import learning_rate, make_optimizer, set_learning_rate
@@ -67,6 +67,8 @@ def train(config: TrainConfig, make_loader=None, on_epoch=None) -> TrainResult:
     "diverged" in result.json and TrainingDiverged raised.
     """
     check_config(config, resuming=bool(config.session.resume))
+    if config.session.resume:
+        config = resume.guard(config)
     device = training_device(config.session.device)
     with runtime.distributed(device, config.recipe.batch_size) as (rank, world):
         return Training(config, device, rank, world, make_loader, on_epoch).run()
@@ -91,6 +93,8 @@ class Training:
             torch.backends.cudnn.benchmark = True
         session = config.session
         resumed = load_checkpoint(Path(session.resume) / "last.pt") if session.resume else None
+        if resumed is not None:
+            resume.check_resumable(resumed, Path(session.resume) / "last.pt", config)
         # The model first: an unknown model or a missing cache fails before the slow data load.
         self.classes = labelled_classes(Path(session.data_dir), "train")  # models get len(classes) outputs
         self.model = self._build_model(resuming=resumed is not None)
@@ -110,7 +114,12 @@ class Training:
         self.loader = self._make_loader(make_loader)
         self.run_dir = self._run_dir(resumed is not None)
         if resumed:
-            runtime.set_rng_state(resumed["train_state"]["rng"], self.cuda)
+            try:
+                runtime.set_rng_state(resumed["train_state"]["rng"], self.cuda)
+            except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError):
+                raise KaggleCifarError(
+                    f"{Path(session.resume) / 'last.pt'}: its random-number state is damaged"
+                ) from None
         self._wrap_for_steps()
         self.scaler = self.plan.grad_scaler(self.recipe.amp)  # fp16 only
         if self.scaler is not None and resumed and "scaler" in resumed["train_state"]:
@@ -141,13 +150,19 @@ class Training:
                 f"the cache in {self.config.session.data_dir} has {self.classes}"
             )
         state = resumed["train_state"]
-        self.model.load_state_dict(state.get("model_state", resumed["state_dict"]))
-        if self.ema:
-            self.ema.load_state_dict(resumed["state_dict"])
-        if self.lookahead:
-            self.lookahead.load_state_dict(state["lookahead"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.progress = Progress(**state["progress"])
+        try:
+            self.model.load_state_dict(state.get("model_state", resumed["state_dict"]))
+            if self.ema:
+                self.ema.load_state_dict(resumed["state_dict"])
+            if self.lookahead:
+                self.lookahead.load_state_dict(state["lookahead"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.progress = Progress(**state["progress"])
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+            raise KaggleCifarError(
+                f"{Path(self.config.session.resume) / 'last.pt'}: does not fit this run ({excerpt(first, 120)[1:-1]})"
+            ) from None
 
     def _make_loader(self, make_loader):
         if make_loader is not None:
