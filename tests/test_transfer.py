@@ -92,38 +92,42 @@ def test_the_backbone_s_own_size_and_normalisation(tmp_path):
     assert resnet.normalize.std.flatten().tolist() == pytest.approx([0.229, 0.224, 0.225])
 
 
+def step(model, optimizer, epoch):
+    """One of the trainer's steps: train mode, the frozen groups at rate 0, one optimizer step."""
+    model.train()
+    set_learning_rate(optimizer, 1e-2, model.frozen_groups(epoch))
+    optimizer.zero_grad()
+    torch.nn.functional.cross_entropy(model(torch.rand(4, 3, 32, 32)), torch.arange(4)).backward()
+    optimizer.step()
+
+
 def test_freezing_by_stage_and_unfreezing_later(tmp_path):
     model = models.create_model(
         "timm/test_resnet", num_classes=10, pretrained="none", freeze_stages=2, unfreeze_epoch=1
     )
-    frozen = {n for n, p in model.backbone.named_parameters() if not p.requires_grad}
+    frozen = set(model.frozen_names)
     assert frozen and all(n.split(".")[0] in ("conv1", "bn1", "layer1", "layer2") for n in frozen)
     assert any(n.startswith("layer2.") for n in frozen) and not any(n.startswith("layer3.") for n in frozen)
-    model.train()
-    assert not model.backbone.bn1.training and model.backbone.layer3[0].bn1.training  # frozen BN keeps its stats
+    assert all(p.requires_grad for p in model.parameters())  # compiled graphs and DDP stay as they are
     recipe = make_config("timm/test_resnet", "cpu", optimizer="adamw", device="cpu").recipe
     optimizer = make_optimizer(model, recipe)
     before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
     stats = model.backbone.bn1.running_mean.clone()
-    model.start_epoch(0)
-    torch.nn.functional.cross_entropy(model(torch.rand(4, 3, 32, 32)), torch.arange(4)).backward()
-    optimizer.step()
+    step(model, optimizer, epoch=0)
+    assert not model.backbone.bn1.training and model.backbone.layer3[0].bn1.training  # frozen BN keeps its stats
     after = dict(model.backbone.named_parameters())
     assert all(torch.equal(before[n], after[n]) for n in frozen)
     assert not torch.equal(before["layer3.0.conv1.weight"], after["layer3.0.conv1.weight"])
     assert torch.equal(stats, model.backbone.bn1.running_mean)
-    model.start_epoch(1)  # after unfreeze_epoch epochs: everything trains, with the optimizer it already has
-    model.train()
-    assert all(p.requires_grad for p in model.parameters()) and model.backbone.bn1.training
-    optimizer.zero_grad()
-    torch.nn.functional.cross_entropy(model(torch.rand(4, 3, 32, 32)), torch.arange(4)).backward()
-    optimizer.step()
+    step(model, optimizer, epoch=1)  # after unfreeze_epoch epochs: everything trains, with the same optimizer
+    assert model.backbone.bn1.training
     assert not torch.equal(before["conv1.0.weight"], model.backbone.conv1[0].weight)
+    assert not torch.equal(stats, model.backbone.bn1.running_mean)
 
 
 def test_vit_stages_are_its_blocks():
     model = models.create_model("timm/test_vit", num_classes=10, pretrained="none", freeze_stages=1)
-    frozen = {n for n, p in model.backbone.named_parameters() if not p.requires_grad}
+    frozen = set(model.frozen_names)
     assert {"cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight"} <= frozen
     assert not any(n.startswith("blocks.1.") or n.startswith("head") for n in frozen)
     with pytest.raises(KaggleCifarError, match=r"freeze_stages must be 0\.\.6 \(its stages\), got 7"):

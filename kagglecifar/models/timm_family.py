@@ -8,8 +8,9 @@ was pretrained at). Weights: pretrained="hub" (the Hugging Face cache, downloade
 file path (timm_weights.py); the classifier is always new, for the dataset's classes.
 
 Stages are timm's coarse parameter groups (group_matcher): the stem, then each stage (ResNet layers, ViT
-blocks, ...), then the final norm and classifier. freeze_stages=k freezes the stem and stages 1..k (their
-BatchNorm layers stay in eval mode, keeping the pretrained statistics); unfreeze_epoch=E trains them again
+blocks, ...), then the final norm and classifier. freeze_stages=k freezes the stem and stages 1..k (learning
+rate 0 through frozen_groups; their BatchNorm layers stay in eval mode, keeping the pretrained statistics);
+unfreeze_epoch=E trains them again
 from epoch E+1. transfer_param_groups gives the optimizer the backbone/head learning-rate split and
 layer-wise decay.
 """
@@ -33,6 +34,7 @@ PREFIX = "timm/"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HEADS = ("linear", "mlp")
+FROZEN_GROUP = "frozen_stages"  # the optimizer groups of the frozen stages (learning rate 0 while frozen)
 MLP_HIDDEN = 256
 MLP_DROPOUT = 0.25  # the users' reports: pooled features, dropout 0.25, 256 units with BatchNorm, classifier
 RECOMMENDED = {
@@ -95,24 +97,27 @@ class TimmModel(nn.Module):
             for name, p in backbone.named_parameters()
             if stage.get(name, freeze_stages + 1) <= freeze_stages and id(p) not in classifier
         ]
-        self.set_frozen(bool(freeze_stages))
+        frozen = set(self.frozen_names)
+        self.frozen_norms = [
+            m
+            for name, m in backbone.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and f"{name}.weight" in frozen
+        ]
+        self.frozen_now = bool(self.frozen_names)
 
-    def set_frozen(self, frozen: bool) -> None:
-        names = set(self.frozen_names)
-        for name, p in self.backbone.named_parameters():
-            p.requires_grad_(not (frozen and name in names))
-
-    def start_epoch(self, epoch: int) -> None:
-        """Called by the trainer before each epoch (0-based): frozen stages train again from unfreeze_epoch on."""
-        if self.frozen_names:
-            self.set_frozen(not (self.unfreeze_epoch and epoch >= self.unfreeze_epoch))
+    def frozen_groups(self, epoch: int) -> set[str]:
+        """Called by the trainer before each epoch (0-based), after train(): the optimizer groups that must not
+        move (learning rate 0). The frozen stages stay so until unfreeze_epoch; their parameters keep
+        requires_grad, so neither a compiled graph nor DDP's reducer changes when they start to train."""
+        self.frozen_now = bool(self.frozen_names) and not (self.unfreeze_epoch and epoch >= self.unfreeze_epoch)
+        self.train(self.training)
+        return {FROZEN_GROUP} if self.frozen_now else set()
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for module in self.backbone.modules():  # frozen BatchNorm keeps its pretrained running statistics
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None:
-                if not module.weight.requires_grad:
-                    module.eval()
+        if self.frozen_now:  # frozen BatchNorm keeps its pretrained running statistics
+            for module in self.frozen_norms:
+                module.eval()
         return self
 
     def forward(self, x):
@@ -122,8 +127,8 @@ class TimmModel(nn.Module):
         return self.head(self.backbone(x))
 
     def transfer_param_groups(self, weight_decay: float, backbone_lr_scale: float, layer_decay: float) -> list[dict]:
-        """Optimizer groups (frozen parameters included, so unfreezing needs no new optimizer): the head at the
-        scheduled rate, the backbone at backbone_lr_scale times it, each layer a further layer_decay^depth
+        """Optimizer groups (the frozen stages' named FROZEN_GROUP, so unfreezing needs no new optimizer): the head
+        at the scheduled rate, the backbone at backbone_lr_scale times it, each layer a further layer_decay^depth
         (timm's fine-grained groups, counted from the head); no weight decay on norms, biases and embeddings."""
         head = {id(p) for p in [*self.backbone.get_classifier().parameters(), *self.head.parameters()]}
         if layer_decay != 1 and not count_stages(self.backbone):
@@ -131,14 +136,16 @@ class TimmModel(nn.Module):
         layer = stage_ids(self.backbone, coarse=False) if layer_decay != 1 else {}
         last = max(layer.values(), default=0)
         no_decay = set(getattr(self.backbone, "no_weight_decay", lambda: set())())
-        groups: dict[tuple[float, float], list] = {}
         named = [(f"backbone.{n}", n, p) for n, p in self.backbone.named_parameters()]
         named += [(f"head.{n}", n, p) for n, p in self.head.named_parameters()]
-        for _, name, p in named:
+        frozen = set(self.frozen_names)
+        groups: dict[tuple[str, float, float], list] = {}
+        for full, name, p in named:
             scale = 1.0 if id(p) in head else backbone_lr_scale * layer_decay ** (last - layer.get(name, last))
             decay = 0.0 if p.ndim <= 1 or name in no_decay else weight_decay
-            groups.setdefault((scale, decay), []).append(p)
-        return [{"params": ps, "lr_scale": s, "weight_decay": d} for (s, d), ps in sorted(groups.items())]
+            frozen_here = full.startswith("backbone.") and name in frozen
+            groups.setdefault((FROZEN_GROUP if frozen_here else "trained", scale, decay), []).append(p)
+        return [{"name": n, "params": ps, "lr_scale": s, "weight_decay": d} for (n, s, d), ps in sorted(groups.items())]
 
 
 def stage_ids(backbone: Any, coarse: bool) -> dict[str, int]:
