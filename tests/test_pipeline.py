@@ -14,6 +14,7 @@ from kagglecifar.errors import KaggleCifarError
 CLASSES = ("cat", "dog", "frog")
 
 
+@pytest.mark.slow
 def test_run_goes_through_every_stage_then_skips_them_all(run_cli, tmp_path, monkeypatch):
     competition = tmp_path / "competition"
     solution = make_competition(competition, n_train=60, n_test=40, classes=CLASSES)
@@ -63,6 +64,7 @@ def test_run_goes_through_every_stage_then_skips_them_all(run_cli, tmp_path, mon
         assert (tmp_path / "submissions" / "tuned-flip.csv").is_file() and len(fake.called("upload")) == 1
 
 
+@pytest.mark.slow
 def test_without_a_gpu_run_says_what_to_expect_and_offers_the_cpu_preset(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     said = []

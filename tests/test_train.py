@@ -129,6 +129,7 @@ def test_model_input_is_float_nchw_in_unit_range():
 # ---- the training loop -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_model_overfits_a_small_batch(tmp_path):
     rng = np.random.default_rng(1)
     data_dir = tmp_path / "noise"  # random images with random labels: only memorising fits them
@@ -309,6 +310,7 @@ def test_ctrl_c_saves_last_and_resumes_identically(data_dir, tmp_path, straight_
 # ---- several processes ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_train_in_sync(data_dir, tmp_path):
     command = [
         sys.executable,
@@ -354,6 +356,7 @@ def test_ddp_two_cpu_processes_train_in_sync(data_dir, tmp_path):
     assert last["train_state"]["progress"]["step"] == 10
 
 
+@pytest.mark.slow
 def test_ddp_trains_airbench_past_the_epoch_its_stem_bias_freezes(data_dir, tmp_path):
     """From epoch WHITEN_BIAS_EPOCHS on the stem's bias gets no gradient; DDP's reducer, built while it had
     one, stopped the run there ("Expected to have finished reduction in the prior iteration")."""
@@ -581,6 +584,7 @@ def test_a_malicious_checkpoint_is_refused_in_one_line_without_running_it(tmp_pa
     assert "weights_only" not in err and not os.path.exists(marker)
 
 
+@pytest.mark.slow
 def test_training_logged_to_a_file_writes_one_line_per_epoch_and_no_bar_frames(data_dir, tmp_path):
     command = [
         sys.executable,
@@ -664,6 +668,7 @@ AIRBENCH = dict(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "muon"])
 def test_the_airbench_recipe_trains_and_resumes_to_identical_weights(data_dir, tmp_path, optimizer):
     recipe = {**AIRBENCH, "optimizer": optimizer}

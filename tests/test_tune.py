@@ -75,6 +75,7 @@ def searched(data_dir, tmp_path_factory):
     return result, runs, said
 
 
+@pytest.mark.slow
 def test_a_clearly_worse_trial_is_pruned_and_stops_early(searched):
     result, runs, said = searched
     study = load(runs / "tune-p", "p")
@@ -109,6 +110,7 @@ def test_pruning_waits_for_half_the_shortest_run():
     assert epoch == 6
 
 
+@pytest.mark.slow
 def test_a_trial_is_never_pruned_at_its_last_epoch(data_dir, tmp_path):
     """With 2 epochs, pruning may start at epoch 2, the last: the poor trial completes with its value."""
     storage = tune_storage.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
@@ -134,6 +136,7 @@ def test_a_trial_is_never_pruned_at_its_last_epoch(data_dir, tmp_path):
     assert trials[2].value < min(t.value for t in trials[:2])
 
 
+@pytest.mark.slow
 def test_outputs_table_csv_best_recipe_and_plots(searched):
     result, runs, said = searched
     tune_dir = runs / "tune-p"
@@ -151,6 +154,7 @@ def test_outputs_table_csv_best_recipe_and_plots(searched):
     assert not [p.name for p in tune_dir.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
+@pytest.mark.slow
 def test_best_recipe_trains_again_through_train_config(searched, data_dir, tmp_path, run_cli):
     result, runs, _ = searched
     code, out, err = run_cli(
@@ -171,6 +175,7 @@ def test_best_recipe_trains_again_through_train_config(searched, data_dir, tmp_p
     assert rundir.read_result(tmp_path / "again")["best_val_accuracy"] == pytest.approx(result.best_value)
 
 
+@pytest.mark.slow
 def test_the_same_command_on_a_finished_search_trains_nothing_more(searched, data_dir):
     result, runs, _ = searched
     again = tune.tune(
@@ -359,6 +364,7 @@ def test_a_base_recipe_outside_the_space_is_said_and_its_first_trial_sampled(dat
     assert 0.01 <= first.params["lr"] <= 0.02 and first.params["label_smoothing"] == 0.0  # SETS' value, inside
 
 
+@pytest.mark.slow
 def test_grid_sampler_runs_each_point_once(data_dir, tmp_path):
     space_file = write_space(tmp_path / "s.yaml", "lr: {choices: [0.01, 0.02]}\nepochs: {choices: [1]}\n")
     result = tune.tune(
@@ -430,6 +436,7 @@ def test_bad_options_give_one_clear_line(tmp_path, run_cli, args, message):
     assert "s3cret" not in out + err
 
 
+@pytest.mark.slow
 def test_a_study_refuses_another_base_recipe(searched, data_dir):
     _, runs, _ = searched
     with pytest.raises(KaggleCifarError, match="this study searches another recipe \\(differs in epochs\\)"):
