@@ -43,7 +43,12 @@ def small_model_options(name):
     return {"width": next((w for w in widths if models.model_info(name, width=w)["flops"] <= 50e6), 0.125)}
 
 
-@pytest.mark.parametrize("name", models.model_names())
+QUICK = ("mlp", "simplecnn", "airbench-cpu")  # the others take 5-20 s each on two busy cores
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in models.model_names()]
+)
 def test_every_model_learns_with_its_own_recipe(name):
     """The model's recipe (through the gpu preset: its own for ResNet-18, the model's family's for the others),
     at a batch of 64 with the rate scaled linearly, trained with the trainer's step, schedule and lookahead:

@@ -116,8 +116,6 @@ class Training:
         self.started, self.on_epoch = time.monotonic(), on_epoch
         self.config, self.recipe, self.device, self.rank, self.world = config, config.recipe, device, rank, world
         self.main, self.cuda = rank == 0, device.type == "cuda"
-        for line in config.notes if self.main else ():  # where the recipe came from, and what was not taken
-            note(line)
         self.watch = DivergenceWatch(device)
         self.diverged_at: int | None = None  # the first step whose loss was not finite
         if self.cuda:
@@ -131,6 +129,8 @@ class Training:
         self.data = load_train_data(Path(session.data_dir), self.recipe.val_fraction, self.recipe.seed)
         if len(self.data.train_labels) < world * 2:
             raise KaggleCifarError(f"{session.data_dir}: only {len(self.data.train_labels)} usable training images")
+        for line in config.notes if self.main else ():  # where the recipe came from, once the data is known good
+            note(line)
         if self.main and self.recipe.val_fraction and self.data.unvalidated_classes():
             note(self.data.unvalidated_note(self.recipe.val_fraction))
         init_from_data = getattr(self.model, "init_from_data", None)  # e.g. airbench's whitening stem
