@@ -10,7 +10,6 @@ is complete and up to date, so an interrupted run picks up where it stopped.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -19,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kagglecifar import checkpoint, provenance, rundir
+from kagglecifar import checkpoint, provenance, records, rundir
 from kagglecifar.cache.sources import COMPETITION, cache_format
 from kagglecifar.config import preset_names, preset_values
 from kagglecifar.console import duration
@@ -221,7 +220,7 @@ def _existing_preset(model: str | None, runs_dir: Path, name: str | None) -> str
         run_dir = Path(runs_dir) / (name or f"{model or preset_values(preset)['model']}-{preset}")
         if rundir.is_run(run_dir):
             saved = rundir.read_config(run_dir)
-            if saved.get("preset") == preset and (model is None or saved["recipe"]["model"] == model):
+            if saved.get("preset") == preset and (model is None or saved["recipe"].get("model") == model):
                 return preset
     return None
 
@@ -331,7 +330,13 @@ def run(
         if not submit:
             return f"not submitted (--no-submit); later: kagglecifar submit {out} -m MESSAGE", False
         if record.is_file() and record.stat().st_mtime >= out.stat().st_mtime:
-            previous = json.loads(record.read_text())
+            try:
+                previous = provenance.read_record(record)
+            except records.Damaged as exc:
+                raise KaggleCifarError(
+                    f"{exc}; it is what says whether {out.name} was submitted: remove it to submit again, or "
+                    "pass --no-submit"
+                ) from None
             return (
                 f"{out.name} was already submitted: {previous.get('status')}, score {previous.get('public_score')}",
                 False,

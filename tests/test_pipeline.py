@@ -44,6 +44,17 @@ def test_run_goes_through_every_stage_then_skips_them_all(run_cli, tmp_path, mon
         assert "0 of 4 stages ran" in out
         assert len(fake.called("upload")) == 1
 
+        # A damaged submission record is one line naming it: nothing uploaded again, nothing rewritten.
+        record_path = csv.with_name(f"{model}-cpu-flip.submitted.json")
+        good = record_path.read_bytes()
+        for damaged in (b"", good[: len(good) // 2], b"[]", b"\x00\xff" * 40, b'{"public_score": "high"}'):
+            record_path.write_bytes(damaged)
+            code, out, err = run_cli("run", "--preset", "cpu")
+            assert code == 1 and err.strip().splitlines()[-1].startswith("kagglecifar: error: "), err
+            assert "submitted.json: damaged record" in err and "Traceback" not in err, err
+            assert record_path.read_bytes() == damaged and len(fake.called("upload")) == 1
+        record_path.write_bytes(good)
+
         # Without a GPU and without --preset, a finished run is found before any question or speed test.
         monkeypatch.setattr("torch.cuda.is_available", lambda: False)
         monkeypatch.setattr(pipeline, "_estimate", lambda *a: pytest.fail("measured training speed again"))

@@ -29,7 +29,10 @@ SUBMISSIONS_DIR = typer.Option(Path("submissions"), "--submissions-dir", help="W
 COMPETITION = typer.Option("cifar-10", "--competition", help="Kaggle competition slug.")
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")
 BATCH_SIZE = typer.Option(
-    None, "--batch-size", min=1, help="Images per forward pass (default: 1024 on CUDA, 256 on CPU)."
+    None,
+    "--batch-size",
+    min=1,
+    help="Images per forward pass (default: 256 on CPU; on CUDA what half the free memory holds, at most 1024).",
 )
 CONFIG_FILE = typer.Option(
     None,
@@ -127,8 +130,10 @@ def _stop_on_sigterm() -> None:
 def main(argv: Optional[list[str]] = None) -> None:
     """Console entry point: one-line errors, non-zero exit, no traceback for user mistakes or OS problems."""
     from kagglecifar.files import os_error
+    from kagglecifar.records import reset_warnings
 
     _stop_on_sigterm()
+    reset_warnings()
     try:
         app(args=fill_optional_values(sys.argv[1:] if argv is None else list(argv)), prog_name="kagglecifar")
     except KaggleCifarError as exc:
