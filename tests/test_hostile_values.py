@@ -255,7 +255,7 @@ def test_values_are_finite_in_range_and_quoted_short(tmp_path, run_cli, sets, me
 
 
 def test_a_model_option_given_is_kept_or_refused_never_saved_as_null(tmp_path, run_cli):
-    from kagglecifar.config import make_config
+    from kagglecifar.recipes import make_config
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("recipe:\n  width: 0.5\n  dropout: 0.1\n")
