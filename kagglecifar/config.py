@@ -57,7 +57,7 @@ def option(
 
 AT_LEAST_0 = (lambda v: v >= 0, "must be 0 or more")
 POSITIVE = (lambda v: v > 0, "must be positive")
-FINITE_POSITIVE = (lambda v: math.isfinite(v) and v > 0, "must be a finite positive number")
+FINITE_POSITIVE = (lambda v: not math.isfinite(v) or v > 0, "must be positive")  # check_config refuses inf, nan
 UNIT_INTERVAL = (lambda v: 0 <= v < 1, "must be in [0, 1)")
 
 

@@ -67,10 +67,11 @@ def test_newest_csv_in_submissions_is_the_default(run_cli, fake, competition, tm
     write_predictions(tmp_path / "submissions" / "old.csv", competition[1], right_every=2)
     expected = write_predictions(tmp_path / "submissions" / "new.csv", competition[1], right_every=1)
     os.utime(tmp_path / "submissions" / "old.csv", (1, 1))
-    code, out, err = submit(run_cli, fake, competition, "-m", "newest")
+    code, out, err = submit(run_cli, fake, competition)  # `kagglecifar submit` bare: no -m needed
     assert code == 0, err
     assert f"submissions/new.csv scored {expected:.5f}" in out
     assert fake.submissions[0].file_name == "new.csv"
+    assert fake.submissions[0].description == "kagglecifar new.csv"
 
 
 def test_rate_limit_and_server_errors_are_retried_then_succeed(run_cli, fake, competition, tmp_path):
