@@ -43,6 +43,14 @@ TTA_HELP = (
     "Test-time augmentation: none (1 view), flip (2 views), translate (airbench's: flips + 1 px "
     "shifts, 6 views) or shift (flips + 2 px shifts, 10 views)."
 )  # tta.py's modes; a test keeps them in step
+TTA_FRACTION = typer.Option(
+    None,
+    "--tta-fraction",
+    metavar="F",
+    help="Share of the images (0 < F <= 1) that get every TTA view: the least confident ones, by the margin "
+    "between their two highest probabilities from the image alone; the rest are predicted from the image alone. "
+    "1: every image gets every view. Default: 0.25.",
+)  # gating.DEFAULT_FRACTION; a test keeps them in step
 
 
 def summary(line: str) -> None:

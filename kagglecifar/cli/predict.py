@@ -12,6 +12,7 @@ from kagglecifar.cli.app import (
     DATA_DIR,
     DEVICE,
     SUBMISSIONS_DIR,
+    TTA_FRACTION,
     TTA_HELP,
     app,
     examples,
@@ -33,6 +34,7 @@ def predict(
         "Probabilities saved earlier with --save-probs x.npz can join it.",
     ),
     tta: str = typer.Option("flip", "--tta", metavar="MODE", help=TTA_HELP),
+    tta_fraction: Optional[float] = TTA_FRACTION,
     weights: Optional[str] = typer.Option(None, "--weights", help="Ensemble weights, one per checkpoint, e.g. 2,1."),
     data_dir: Path = DATA_DIR,
     submissions_dir: Path = SUBMISSIONS_DIR,
@@ -57,10 +59,12 @@ def predict(
 ) -> None:
     """Predict every test image (undecodable ones get a fallback label) and write a submission CSV (for other
     data than the competition's: id,label for every test id, and the file of each for an image folder)."""
+    from kagglecifar.inference import gating
     from kagglecifar.inference import predict as prediction
     from kagglecifar.inference.tta import check_tta_mode
 
     check_tta_mode(tta)
+    tta_fraction = gating.check_fraction(gating.DEFAULT_FRACTION if tta_fraction is None else tta_fraction)
     out = out or prediction.default_submission_path(runs, tta, submissions_dir)
     result = prediction.predict_to_submission(
         runs,
@@ -73,6 +77,7 @@ def predict(
         force=force,
         save_probs_path=save_probs,
         ood_threshold=ood_threshold,
+        tta_fraction=tta_fraction,
     )
     summary(f"predict: {result.line()}")
 
@@ -85,6 +90,13 @@ def evaluate(
     tta: Optional[list[str]] = typer.Option(
         None, "--tta", metavar="MODE", help=TTA_HELP + " Repeatable; default: every mode. `none` is always included."
     ),
+    tta_fraction: Optional[float] = typer.Option(
+        None,
+        "--tta-fraction",
+        metavar="F",
+        help="Also score each mode with gated TTA: only the least confident share F (0 < F <= 1) of the images "
+        "gets every view (default: predict's, 0.25); the accuracy with every view on every image is always shown.",
+    ),
     data_dir: Path = DATA_DIR,
     batch_size: Optional[int] = BATCH_SIZE,
     device: str = DEVICE,
@@ -92,10 +104,14 @@ def evaluate(
     """Per-class accuracy on the run's validation split and, when the cache's test split is labelled (CIFAR
     python data, image folders with test/CLASS/), on the test split, without and with TTA; per super-class for
     CIFAR-100; the most frequent confusions; confusion matrices and per_class.csv in the run folder."""
+    from kagglecifar.inference import gating
     from kagglecifar.inference.evaluate import evaluate as evaluate_run
     from kagglecifar.inference.tta import TTA_VIEWS
 
-    report = evaluate_run(run, data_dir, tta or list(TTA_VIEWS), test=True, batch_size=batch_size, device=device)
+    fraction = gating.check_fraction(gating.DEFAULT_FRACTION if tta_fraction is None else tta_fraction)
+    report = evaluate_run(
+        run, data_dir, tta or list(TTA_VIEWS), test=True, batch_size=batch_size, device=device, tta_fraction=fraction
+    )
     typer.echo(report.table())
     parts = []
     for scores in report.splits.values():

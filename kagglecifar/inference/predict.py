@@ -33,7 +33,8 @@ from kagglecifar.console import progress_bar
 from kagglecifar.device import resolve_device
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_output, refuse_existing
-from kagglecifar.inference.tta import MODES, TTA_VIEWS, check_tta_mode, make_view, views_of
+from kagglecifar.inference import gating
+from kagglecifar.inference.tta import MODES, TTA_VIEWS, View, check_tta_mode, make_view, views_of
 from kagglecifar.kaggle_io.submission_csv import read_sample_ids, write_predictions_csv, write_submission
 from kagglecifar.models import to_model_input
 
@@ -62,6 +63,11 @@ class Predictions:
     classes: list[str]
     tta: str = "none"
     images_per_second: float = 0.0
+    views: np.ndarray | None = None  # (N,) uint8: views of the TTA mode each row averages (gating); None: all
+    tta_fraction: float = 1.0  # share of the decodable images that got every view
+
+    def views_per_row(self) -> np.ndarray:
+        return np.full(len(self.ids), TTA_VIEWS.get(self.tta, 1), np.uint8) if self.views is None else self.views
 
     def labels(self) -> np.ndarray:
         return np.array(self.classes, dtype=object)[self.probs.argmax(axis=1)]
@@ -106,12 +112,15 @@ def predict_images(
     device: torch.device = torch.device("cpu"),
     desc: str = "predict",
     progress: bool = True,
+    mode_views: dict[str, dict[View, float]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Weighted sum over models of each mode's weighted mean softmax over its views, for uint8 NHWC images
     (a memory map is fine). One pass over the images: batches are read in order, moved to the device as uint8
-    and scaled there; a view that several modes share is computed once.
+    and scaled there; a view that several modes share is computed once. `mode_views`: each mode's views and
+    weights when not tta.MODES' (gating's second pass: a mode without its first view).
     """
-    views = views_of(modes)
+    table = mode_views or {mode: MODES[mode] for mode in modes}
+    views = views_of(modes) if mode_views is None else list(dict.fromkeys(v for m in modes for v in table[m]))
     batch_size = batch_size or BATCH_SIZE.get(device.type, BATCH_SIZE["cpu"])
     out = {mode: np.zeros((len(images), num_classes), np.float32) for mode in modes}
     cuda = device.type == "cuda"
@@ -126,10 +135,50 @@ def predict_images(
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                         probs = model(x_view).float().softmax(dim=1).cpu().numpy()
                     for mode in modes:
-                        if view in MODES[mode]:
-                            out[mode][rows] += (weight * MODES[mode][view]) * probs
+                        if view in table[mode]:
+                            out[mode][rows] += (weight * table[mode][view]) * probs
             bar.update(len(batch))
     return out
+
+
+def predict_gated(
+    models: list[tuple[nn.Module, float]],
+    images: np.ndarray,
+    mode: str,
+    num_classes: int,
+    fraction: float = gating.DEFAULT_FRACTION,
+    *,
+    gate: str = gating.DEFAULT_GATE,
+    eligible: np.ndarray | None = None,
+    others: np.ndarray | None = None,
+    batch_size: int | None = None,
+    device: torch.device = torch.device("cpu"),
+    desc: str = "predict",
+    progress: bool = True,
+) -> gating.GatedProbs:
+    """predict_images for one mode with confidence-gated TTA (gating.py): every image with its first view, then
+    the least confident `fraction` of the `eligible` rows (default: all) with the mode's other views.
+    `others`: the weighted probabilities of the rest of an ensemble (saved earlier), added for the ranking only,
+    so that the whole ensemble's confidence decides. Fraction 1 is predict_images itself."""
+    check_tta_mode(mode)
+    fraction = gating.check_fraction(fraction)
+    full = TTA_VIEWS[mode]
+    if fraction >= 1 or full == 1:
+        probs = predict_images(models, images, [mode], num_classes, batch_size, device, desc, progress)[mode]
+        return gating.GatedProbs(probs, np.full(len(images), full, np.uint8))
+    one_view = predict_images(models, images, ["none"], num_classes, batch_size, device, desc, progress)["none"]
+    ranked = one_view if others is None else one_view + others
+    rows = gating.least_confident(ranked, fraction, gate, eligible)
+    probs = one_view.copy()
+    views = np.ones(len(images), np.uint8)
+    if len(rows):
+        rest, desc = gating.other_views(mode), f"{desc} +{full - 1} views"
+        extra = predict_images(
+            models, gating.Rows(images, rows), [mode], num_classes, batch_size, device, desc, progress, rest
+        )[mode]
+        probs[rows] = MODES[mode][gating.IDENTITY] * one_view[rows] + extra
+        views[rows] = full
+    return gating.GatedProbs(probs, views)
 
 
 def predict(
@@ -140,12 +189,17 @@ def predict(
     weights: list[float] | None = None,
     batch_size: int | None = None,
     device: str = "auto",
+    tta_fraction: float = gating.DEFAULT_FRACTION,
+    gate: str = gating.DEFAULT_GATE,
 ) -> Predictions:
     """Predict every id of the test cache with one checkpoint or a weighted ensemble.
 
     `checkpoints`: run folders, checkpoint files, or .npz probabilities saved earlier (see save_probs).
+    `tta_fraction`: the least confident share of the decodable images that gets every view of the TTA mode,
+    the rest being predicted from the image alone (gating.py); 1: every image gets every view.
     """
     check_tta_mode(tta)
+    tta_fraction = gating.check_fraction(tta_fraction)
     if not checkpoints:
         raise KaggleCifarError("predict: give at least one run folder or checkpoint")
     weights = list(weights) if weights else [1.0] * len(checkpoints)
@@ -179,12 +233,30 @@ def predict(
 
     started = time.perf_counter()
     probs = np.zeros((len(test), len(classes)), np.float32)
-    if models:
-        probs += predict_images(models, test.images, [tta], len(classes), batch_size, dev)[tta]
     for earlier, weight in saved:
         probs += weight * earlier.probs
+    if models:
+        gated = predict_gated(
+            models,
+            test.images,
+            tta,
+            len(classes),
+            tta_fraction,
+            gate=gate,
+            eligible=~test.bad,
+            others=probs if saved else None,
+            batch_size=batch_size,
+            device=dev,
+        )
+        probs = gated.probs + probs if saved else gated.probs
+        views = gated.views
+    else:  # saved probabilities only: each row as many views as any of them had
+        views = np.max([earlier.views_per_row() for earlier, _ in saved], axis=0)
     seconds = time.perf_counter() - started
-    return _with_fallback(test.ids, probs, test.bad, classes, tta, len(test) / max(seconds, 1e-9))
+    result = _with_fallback(test.ids, probs, test.bad, classes, tta, len(test) / max(seconds, 1e-9))
+    result.views = views
+    result.tta_fraction = tta_fraction if models else 1.0
+    return result
 
 
 def _agreeing_classes(class_lists: dict[Path, list[str]]) -> list[str]:
@@ -226,6 +298,8 @@ def save_probs(predictions: Predictions, path: Path, force: bool = False) -> Pat
                     bad=p.bad,
                     classes=np.array(p.classes),
                     tta=np.array(p.tta),
+                    views=p.views_per_row(),
+                    tta_fraction=np.array(p.tta_fraction),
                 )
         else:
             import pandas as pd
@@ -234,12 +308,13 @@ def save_probs(predictions: Predictions, path: Path, force: bool = False) -> Pat
             table.insert(0, "id", p.ids)
             table.insert(1, "confidence", p.confidence)
             table.insert(2, "bad", p.bad.astype(int))
+            table.insert(3, "views", p.views_per_row())
             table.to_csv(tmp, index=False, float_format="%.6f")
     return path
 
 
 def load_probs(path: Path) -> Predictions:
-    """Probabilities written by save_probs(.npz)."""
+    """Probabilities written by save_probs(.npz); files from before gating have no views: every row had all."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as saved:
@@ -250,6 +325,8 @@ def load_probs(path: Path) -> Predictions:
                 saved["bad"],
                 [str(c) for c in saved["classes"]],
                 str(saved["tta"]),
+                views=saved["views"].astype(np.uint8) if "views" in saved.files else None,
+                tta_fraction=float(saved["tta_fraction"]) if "tta_fraction" in saved.files else 1.0,
             )
     except (OSError, ValueError, KeyError) as exc:
         raise KaggleCifarError(
@@ -285,8 +362,12 @@ class PredictResult:
         probs = f", probabilities {self.probs_path}" if self.probs_path else ""
         views = TTA_VIEWS[p.tta]
         threshold = default_ood_threshold(len(p.classes)) if self.ood_threshold is None else self.ood_threshold
+        shown = f"{views} view{'s' if views > 1 else ''}"
+        if views > 1 and p.tta_fraction < 1:
+            gated = int((p.views_per_row() == views).sum())
+            shown += f" on the {gated:,} least confident of {int((~p.bad).sum()):,} images, 1 on the rest"
         return (
-            f"{self.rows} rows, TTA {p.tta} ({views} view{'s' if views > 1 else ''}), "
+            f"{self.rows} rows, TTA {p.tta} ({shown}), "
             f"{int(p.bad.sum())} undecodable ids -> {p.fallback!r} (listed in {self.bad_ids_path}), "
             f"{p.ood_count(threshold)} look out-of-distribution (confidence < {threshold:g}), "
             f"{p.images_per_second:,.0f} images/s{probs} -> {self.csv_path}"
@@ -305,6 +386,7 @@ def predict_to_submission(
     force: bool = False,
     save_probs_path: Path | None = None,
     ood_threshold: float | None = None,
+    tta_fraction: float = gating.DEFAULT_FRACTION,
 ) -> PredictResult:
     """`kagglecifar predict`: predictions -> submission CSV (+ bad-ids report, + probabilities).
 
@@ -324,7 +406,10 @@ def predict_to_submission(
         )
     competition = built_from in (None, COMPETITION)
     sample_ids = read_sample_ids(sample) if competition else None
-    predictions = predict(sources, data_dir, tta=tta, weights=weights, batch_size=batch_size, device=device)
+    gating.check_fraction(tta_fraction)  # before the long part
+    predictions = predict(
+        sources, data_dir, tta=tta, weights=weights, batch_size=batch_size, device=device, tta_fraction=tta_fraction
+    )
     if save_probs_path is not None:
         save_probs(predictions, save_probs_path, force)
     if competition:
