@@ -47,6 +47,13 @@ def predict(
     ),
     batch_size: Optional[int] = BATCH_SIZE,
     device: str = DEVICE,
+    backend: str = typer.Option(
+        "auto",
+        "--backend",
+        metavar="auto|eager|onnx",
+        help="What runs the net: eager (PyTorch) or onnx (ONNX Runtime, CPU only, the optional extra: "
+        "pip install 'kagglecifar[onnx]'); auto: onnx on the CPU when installed, else eager.",
+    ),
     ood_threshold: Optional[float] = typer.Option(
         None,
         "--ood-threshold",
@@ -78,6 +85,7 @@ def predict(
         save_probs_path=save_probs,
         ood_threshold=ood_threshold,
         tta_fraction=tta_fraction,
+        backend=backend,
     )
     summary(f"predict: {result.line()}")
 

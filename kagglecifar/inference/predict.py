@@ -33,7 +33,7 @@ from kagglecifar.console import progress_bar
 from kagglecifar.device import resolve_device
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_output, refuse_existing
-from kagglecifar.inference import gating
+from kagglecifar.inference import backends, gating
 from kagglecifar.inference.tta import MODES, TTA_VIEWS, View, check_tta_mode, make_view, views_of
 from kagglecifar.kaggle_io.submission_csv import read_sample_ids, write_predictions_csv, write_submission
 from kagglecifar.models import to_model_input
@@ -65,6 +65,7 @@ class Predictions:
     images_per_second: float = 0.0
     views: np.ndarray | None = None  # (N,) uint8: views of the TTA mode each row averages (gating); None: all
     tta_fraction: float = 1.0  # share of the decodable images that got every view
+    backend: str = "eager"  # what ran the nets (backends.py)
 
     def views_per_row(self) -> np.ndarray:
         return np.full(len(self.ids), TTA_VIEWS.get(self.tta, 1), np.uint8) if self.views is None else self.views
@@ -191,6 +192,7 @@ def predict(
     device: str = "auto",
     tta_fraction: float = gating.DEFAULT_FRACTION,
     gate: str = gating.DEFAULT_GATE,
+    backend: str = "auto",
 ) -> Predictions:
     """Predict every id of the test cache with one checkpoint or a weighted ensemble.
 
@@ -207,6 +209,7 @@ def predict(
     weights = [w / sum(weights) for w in weights]
     test = load_split(data_dir, "test")
     dev = resolve_device(device)
+    backend = backends.resolve_backend(backend, dev)
 
     models, saved, class_lists = [], [], {}
     for source, weight in zip(checkpoints, weights):
@@ -221,7 +224,7 @@ def predict(
             path = resolve_checkpoint(source)
             model, payload = load_model(path, dev)
             class_lists[path] = list(payload["classes"])
-            models.append((model, weight))
+            models.append((backends.prepare(model, backend), weight))
     classes = _agreeing_classes(class_lists)
     if sorted(classes) != sorted(test.classes):  # e.g. a CIFAR-10 run on a CIFAR-100 cache
         shown = ", ".join(test.classes[:5]) + (", ..." if len(test.classes) > 5 else "")
@@ -256,6 +259,7 @@ def predict(
     result = _with_fallback(test.ids, probs, test.bad, classes, tta, len(test) / max(seconds, 1e-9))
     result.views = views
     result.tta_fraction = tta_fraction if models else 1.0
+    result.backend = backend if models else "saved"
     return result
 
 
@@ -370,7 +374,7 @@ class PredictResult:
             f"{self.rows} rows, TTA {p.tta} ({shown}), "
             f"{int(p.bad.sum())} undecodable ids -> {p.fallback!r} (listed in {self.bad_ids_path}), "
             f"{p.ood_count(threshold)} look out-of-distribution (confidence < {threshold:g}), "
-            f"{p.images_per_second:,.0f} images/s{probs} -> {self.csv_path}"
+            f"{p.images_per_second:,.0f} images/s ({p.backend}){probs} -> {self.csv_path}"
         )
 
 
@@ -387,6 +391,7 @@ def predict_to_submission(
     save_probs_path: Path | None = None,
     ood_threshold: float | None = None,
     tta_fraction: float = gating.DEFAULT_FRACTION,
+    backend: str = "auto",
 ) -> PredictResult:
     """`kagglecifar predict`: predictions -> submission CSV (+ bad-ids report, + probabilities).
 
@@ -407,9 +412,9 @@ def predict_to_submission(
     competition = built_from in (None, COMPETITION)
     sample_ids = read_sample_ids(sample) if competition else None
     gating.check_fraction(tta_fraction)  # before the long part
-    predictions = predict(
-        sources, data_dir, tta=tta, weights=weights, batch_size=batch_size, device=device, tta_fraction=tta_fraction
-    )
+    backends.resolve_backend(backend, resolve_device(device))
+    options = dict(tta=tta, weights=weights, batch_size=batch_size, device=device, tta_fraction=tta_fraction)
+    predictions = predict(sources, data_dir, **options, backend=backend)
     if save_probs_path is not None:
         save_probs(predictions, save_probs_path, force)
     if competition:
