@@ -7,6 +7,7 @@ from torch import nn
 from kagglecifar.cache import write_split
 from kagglecifar.checkpoint import save_checkpoint
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.inference import gating
 from kagglecifar.inference.evaluate import evaluate
 from kagglecifar.inference.predict import load_probs, predict, predict_images, save_probs
 from kagglecifar.inference.tta import tta_views
@@ -160,7 +161,7 @@ def test_cli_predict_writes_rows_in_sample_order(tmp_path, data, run_cli, monkey
     report = (tmp_path / "submissions" / "tiny-shift.bad-ids.txt").read_text().splitlines()
     assert report[1:] == ["7", "11"] and f"'{fallback}'" in report[0]
     line = out.strip().splitlines()[-1]
-    shown = "TTA shift (10 views on the 3 least confident of 10 images, 1 on the rest)"  # ceil(0.25 x 10)
+    shown = "TTA shift (10 views on the 3 least confident of 10 images, 1 on the rest)"  # ceil(0.3 x 10)
     assert line.startswith(f"predict: 12 rows, {shown}, 2 undecodable ids") and str(csv_path.name) in line
     assert probs["views"].tolist().count(10) == 3 and probs["views"][probs["bad"] == 1].tolist() == [1, 1]
     assert "10 look out-of-distribution (confidence < 0.99)" in line
@@ -214,7 +215,11 @@ def test_evaluate_on_a_tiny_run(tmp_path, run_cli):
 
     report = evaluate(run, tmp_path / "data", ("flip",))
     assert report.count == 5 and report.overall["none"] == pytest.approx(3 / 5)
-    assert list(report.overall) == ["none", "flip", "flip@0.25"]  # flip, then flip gated at the default fraction
+    assert list(report.overall) == [
+        "none",
+        "flip",
+        f"flip@{gating.DEFAULT_FRACTION:g}",
+    ]  # flip, then flip gated at the default fraction
     wrong_class = labels[3]
     assert report.per_class["none"][wrong_class] < 1
     assert report.confusion_path == run / "confusion_matrix.png" and report.confusion_path.stat().st_size > 1000

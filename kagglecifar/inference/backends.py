@@ -1,8 +1,8 @@
 """What runs the net at prediction time: PyTorch itself (`eager`) or ONNX Runtime (`onnx`, CPU only, the optional
 extra `pip install 'kagglecifar[onnx]'`: onnxruntime, and onnx for the export). `auto`, the default, takes ONNX
 Runtime on the CPU when it is installed and PyTorch otherwise; measured side by side in
-benchmarks/results/predict_backends.json. torch.compile was measured too and is not offered: on two CPU cores
-its compilation took minutes, longer than predicting the competition's whole test set.
+benchmarks/results/predict_backends.json. torch.compile is not offered: on two CPU cores its first compilation
+took minutes (benchmarks/README.md), longer than predicting the competition's whole test set.
 
 The ONNX model is exported from the loaded checkpoint in memory each time (a few seconds), with a variable
 batch size; it returns the same logits as the PyTorch model up to float rounding.
