@@ -72,7 +72,29 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "model" not in payload:
         raise KaggleCifarError(f"{path}: not a kagglecifar checkpoint (no model name or state_dict)")
+    problem = _payload_problem(payload)
+    if problem:
+        raise KaggleCifarError(f"{path}: damaged kagglecifar checkpoint ({problem})")
     return payload
+
+
+def _payload_problem(payload: dict) -> str | None:
+    """What train writes: a model name, its options, a non-empty list of distinct class names, tensors."""
+    classes = payload.get("classes")
+    if not isinstance(payload["model"], str):
+        return "the model name is not text"
+    if not isinstance(payload.get("model_kwargs", {}), dict) or not all(
+        isinstance(k, str) for k in payload.get("model_kwargs", {})
+    ):
+        return "its model options are not a mapping"
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        return "no list of class names"
+    if len(set(classes)) != len(classes):
+        return "its class names repeat"
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return "its state_dict is not a mapping of tensors"
+    return None
 
 
 def resolve_checkpoint(run_or_file: Path, which: str = "best") -> Path:
@@ -99,7 +121,13 @@ def build_model(payload: dict, path: Path | str = "checkpoint") -> nn.Module:
     kwargs = dict(payload.get("model_kwargs", {}))
     if "weights" in models.model_options(payload["model"]):
         kwargs["weights"] = None
-    model = models.create_model(payload["model"], num_classes=len(payload["classes"]), **kwargs)
+    try:
+        model = models.create_model(payload["model"], num_classes=len(payload["classes"]), **kwargs)
+    except (TypeError, ValueError, RuntimeError) as exc:  # options of the wrong type or out of range
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise KaggleCifarError(f"{path}: its model options do not build {payload['model']!r} ({first[:120]})") from None
+    except KaggleCifarError as exc:
+        raise KaggleCifarError(f"{path}: {exc}") from None
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -10,6 +10,7 @@ Values are layered, later wins:
 
     field defaults < preset (kagglecifar/presets/NAME.yaml) < --config FILE < --set key=value < options
 
+recipes.make_config layers them and says where each part came from.
 A recipe file is YAML (or JSON) with `recipe:` and `session:` sections or flat keys; every run folder's
 config.yaml is one, so `kagglecifar train --config runs/NAME/config.yaml` trains that run again.
 """
@@ -17,19 +18,19 @@ config.yaml is one, so `kagglecifar train --config runs/NAME/config.yaml` trains
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kagglecifar.console import choices_text
 from kagglecifar.data.augment import PRESETS as AUGMENT_PRESETS
-from kagglecifar.errors import KaggleCifarError
+from kagglecifar.errors import KaggleCifarError, excerpt
 
 PRESETS_DIR = Path(__file__).with_name("presets")
-ADAMW_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.05}  # taken when --optimizer adamw comes without them
+ADAMW_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.05}  # taken, with a line saying so, when adamw comes without them
 MODEL_OPTIONS = ("width", "dropout", "freeze_stages")  # passed to create_model when set
 
 
@@ -46,6 +47,7 @@ def option(
 
 AT_LEAST_0 = (lambda v: v >= 0, "must be 0 or more")
 POSITIVE = (lambda v: v > 0, "must be positive")
+FINITE_POSITIVE = (lambda v: math.isfinite(v) and v > 0, "must be a finite positive number")
 UNIT_INTERVAL = (lambda v: 0 <= v < 1, "must be in [0, 1)")
 
 
@@ -55,9 +57,15 @@ class Recipe:
     width: float | None = option(None, "Model width multiplier (e.g. 0.25); default: the model's.", POSITIVE)
     dropout: float | None = option(None, "Dropout before the classifier; default: the model's.", UNIT_INTERVAL)
     freeze_stages: int | None = option(None, "Frozen stages (resnet50-imagenet).", AT_LEAST_0)
-    epochs: int = option(40, "Passes over the training split.", (lambda v: v >= 1, "must be at least 1"))
-    batch_size: int = option(512, "Images per step (all processes together).", (lambda v: v >= 2, "must be at least 2"))
-    lr: float = option(0.2, "Peak learning rate.", POSITIVE)
+    epochs: int = option(
+        40, "Passes over the training split.", (lambda v: 1 <= v <= 100_000, "must be at least 1 (and at most 100,000)")
+    )
+    batch_size: int = option(
+        512,
+        "Images per step (all processes together).",
+        (lambda v: 2 <= v <= 1 << 20, "must be at least 2 (and at most 1,048,576)"),
+    )
+    lr: float = option(0.2, "Peak learning rate.", FINITE_POSITIVE)
     optimizer: str = option(
         "sgd",
         "sgd (Nesterov momentum), adamw (then lr 2e-3 and weight decay 0.05 "
@@ -66,7 +74,7 @@ class Recipe:
         choices=("sgd", "adamw", "muon"),
     )
     muon_lr: float = option(
-        0.24, "Peak rate of Muon's conv-filter updates (--optimizer muon); scheduled like --lr.", POSITIVE
+        0.24, "Peak rate of Muon's conv-filter updates (--optimizer muon); scheduled like --lr.", FINITE_POSITIVE
     )
     momentum: float = option(0.9, "SGD's Nesterov momentum.", UNIT_INTERVAL)
     schedule: str = option(
@@ -107,13 +115,23 @@ class Recipe:
         "Stratified validation share of the train images; 0 trains on all.",
         (lambda v: 0 <= v < 1, "must be in [0, 1) (0 = train on everything)"),
     )
-    seed: int = option(0, "Seeds the split, initialisation, data order and augmentation.")
+    seed: int = option(0, "Seeds the split, initialisation, data order and augmentation.", AT_LEAST_0)
     patience: int = option(
         0,
         "Stop after this many epochs without a better validation accuracy (0: never).",
         (lambda v: v >= 0, "must be 0 (off) or more epochs"),
     )
-    amp: bool = option(True, "bf16 autocast (CUDA only).")
+    val_every: int = option(
+        1,
+        "Validate every N epochs and after the last; 0: after the last only (validation stays out of the "
+        "timed training, as in the speed records).",
+        AT_LEAST_0,
+    )
+    amp: bool = option(
+        True,
+        "Mixed precision where the device has it: bf16 autocast on CUDA capability 8.0+, fp16 with loss "
+        "scaling on 7.x; fp32 elsewhere (`kagglecifar doctor` shows the plan).",
+    )
     channels_last: bool = option(True, "channels_last memory format: faster convolutions on CUDA and on CPU.")
 
 
@@ -121,7 +139,9 @@ class Recipe:
 class Session:
     device: str = option("auto", "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")
     workers: int | None = option(
-        None, "DataLoader processes augmenting batches; default: min(8, cores) on CUDA, 0 on CPU.", AT_LEAST_0
+        None,
+        "DataLoader processes augmenting batches; default: min(8, cores) on CUDA, 0 on CPU.",
+        (lambda v: 0 <= v <= 256, "must be 0 or more (and at most 256)"),
     )
     compile: bool = option(False, "torch.compile the model.")
     time_budget: float = option(
@@ -145,6 +165,7 @@ class TrainConfig:
     recipe: Recipe = field(default_factory=Recipe)
     session: Session = field(default_factory=Session)
     preset: str = ""
+    notes: list[str] = field(default_factory=list, compare=False, repr=False)  # where each part came from
 
     def to_dict(self) -> dict:
         return {
@@ -190,7 +211,7 @@ def section_of(key: str) -> str:
     for section, cls in SECTIONS.items():
         if key in fields_of(cls):
             return section
-    raise KaggleCifarError(f"unknown train option {key!r}; known: {', '.join(all_keys())}")
+    raise KaggleCifarError(f"unknown train option {excerpt(key, 40)}; known: {', '.join(all_keys())}")
 
 
 def all_keys() -> list[str]:
@@ -228,16 +249,9 @@ def preset_values(name: str) -> dict:
 
 def read_yaml_or_json(path: Path, where: str, what: str):
     """The data of a YAML file (JSON when it ends in .json), or one line naming `where` and the problem."""
-    import yaml
+    from kagglecifar import records
 
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        return json.loads(text) if Path(path).suffix.lower() == ".json" else yaml.safe_load(text)
-    except FileNotFoundError:
-        raise KaggleCifarError(f"{where}: no such {what} file") from None
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise KaggleCifarError(f"{where}: not a readable YAML/JSON {what} ({first})") from None
+    return records.read_yaml_or_json(path, where, what)
 
 
 def read_recipe_file(path: Path) -> dict:
@@ -247,7 +261,7 @@ def read_recipe_file(path: Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise KaggleCifarError(f"--config {path}: expected a mapping of option names to values")
+        raise KaggleCifarError(f"--config {path}: expected a mapping of option names to values, not {excerpt(data)}")
     flat = {}
     for key, value in data.items():
         if key in SECTIONS:
@@ -255,7 +269,7 @@ def read_recipe_file(path: Path) -> dict:
                 raise KaggleCifarError(f"--config {path}: `{key}:` must hold option: value pairs")
             for sub, sub_value in value.items():
                 if section_of(str(sub)) != key:
-                    raise KaggleCifarError(f"--config {path}: {sub!r} is not a {key} option")
+                    raise KaggleCifarError(f"--config {path}: {excerpt(sub, 40)} is not a {key} option")
                 flat[str(sub)] = sub_value
         elif key in ("preset", "description"):
             continue  # recorded for information (a run's preset, a preset's one line); the values are complete
@@ -265,22 +279,29 @@ def read_recipe_file(path: Path) -> dict:
     return {key: coerce(key, value, f"--config {path}: {key}") for key, value in flat.items()}
 
 
-def parse_sets(items: list[str]) -> dict:
-    """--set key=value (key may be prefixed recipe./session.) -> flat key -> typed value."""
+def _parse_set_value(text: str, where: str):
+    """A --set value as YAML (1e-3, true, null), the text itself where it is no YAML; aliases capped."""
     import yaml
 
+    from kagglecifar.records import load_yaml
+
+    try:
+        return load_yaml(text, where) if text.strip() else ""
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an integer of over 4300 digits
+        return text
+
+
+def parse_sets(items: list[str]) -> dict:
+    """--set key=value (key may be prefixed recipe./session.) -> flat key -> typed value."""
     values = {}
     for item in items:
         key, sep, text = item.partition("=")
         key = key.strip().replace("-", "_").split(".", 1)[-1]
+        where = f"--set {excerpt(item)[1:-1]}"
         if not sep or not key:
-            raise KaggleCifarError(f"--set {item}: expected key=value, e.g. --set lr=0.1")
+            raise KaggleCifarError(f"{where}: expected key=value, e.g. --set lr=0.1")
         section_of(key)
-        try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            value = text
-        values[key] = coerce(key, value, f"--set {item}")
+        values[key] = coerce(key, _parse_set_value(text, where), where)
     return values
 
 
@@ -292,8 +313,10 @@ def coerce(key: str, value, where: str):
     if kind is bool:
         if isinstance(value, bool):
             return value
-        raise KaggleCifarError(f"{where}: expected true or false, got {value!r}")
+        raise KaggleCifarError(f"{where}: expected true or false, got {excerpt(value)}")
     if kind is str:
+        if isinstance(value, (dict, list)):
+            raise KaggleCifarError(f"{where}: expected a text value, got {excerpt(value)}")
         return str(value)
     try:
         if kind is int and isinstance(value, float) and not value.is_integer():
@@ -301,43 +324,13 @@ def coerce(key: str, value, where: str):
         if isinstance(value, bool):
             raise ValueError
         return kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise KaggleCifarError(
-            f"{where}: expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+            f"{where}: expected {'an integer' if kind is int else 'a number'}, got {excerpt(value)}"
         ) from None
 
 
 # ---- building and checking a config --------------------------------------------------------------
-
-
-def make_config(
-    model: str | None = None,
-    preset: str | None = None,
-    *,
-    config_file: Path | None = None,
-    sets: Sequence[str] = (),
-    **options,
-) -> TrainConfig:
-    """Field defaults < preset (default: gpu with CUDA, else cpu) < config_file < sets < options (not None)."""
-    preset = preset or default_preset()
-    values = preset_values(preset)
-    layers = [
-        read_recipe_file(config_file) if config_file else {},
-        parse_sets(list(sets)),
-        {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None},
-    ]
-    if model:
-        layers[-1]["model"] = model
-    for layer in layers:
-        if layer.get("model", values.get("model")) != values.get("model"):
-            # a preset's width etc. belong to the preset's model
-            values = {k: v for k, v in values.items() if k not in MODEL_OPTIONS}
-        if layer.get("optimizer") == "adamw" and values.get("optimizer") != "adamw":
-            values.update(ADAMW_DEFAULTS)
-        values.update(layer)
-    config = from_flat(values, preset)
-    check_config(config)
-    return config
 
 
 def from_flat(values: dict, preset: str = "") -> TrainConfig:
@@ -351,6 +344,7 @@ def resume_config(saved: dict, run: str, **options) -> TrainConfig:
     A time budget is per session: it applies again only when given again.
     """
     flat = {**saved.get("recipe", {}), **saved.get("session", {}), "time_budget": 0.0, "name": ""}
+    flat = {key: coerce(str(key), value, f"--resume {run}: its config.yaml: {key}") for key, value in flat.items()}
     options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None}
     changed = [k for k, v in options.items() if section_of(k) == "recipe" and flat.get(k) != v]
     if changed:
@@ -364,6 +358,26 @@ def resume_config(saved: dict, run: str, **options) -> TrainConfig:
     return config
 
 
+MAX_INT = 2**31  # every integer option (epochs, batch size, seed, ...) stays below it
+
+
+def _check_model_options(recipe: Recipe) -> None:
+    """--width, --dropout, --freeze-stages only for a model that takes them: never saved and silently unused."""
+    from kagglecifar import models
+
+    given = [key for key in MODEL_OPTIONS if getattr(recipe, key) is not None]
+    if not given or recipe.model not in models.model_names():
+        return  # an unknown model is refused where it is built, with the list of models
+    takes = models.model_options(recipe.model)
+    for key in given:
+        if key not in takes:
+            options = [k for k in MODEL_OPTIONS if k in takes]
+            raise KaggleCifarError(
+                f"--{key.replace('_', '-')} {getattr(recipe, key)}: model {recipe.model} has no {key} option"
+                + (f" (it takes {', '.join('--' + k.replace('_', '-') for k in options)})" if options else "")
+            )
+
+
 def check_config(config: TrainConfig, resuming: bool = False) -> None:
     """One clear KaggleCifarError for the first bad value."""
     for part in (config.recipe, config.session):
@@ -371,11 +385,17 @@ def check_config(config: TrainConfig, resuming: bool = False) -> None:
             value = getattr(part, name)
             check, choices = spec.metadata["check"], spec.metadata["choices"]
             flag = "--" + name.replace("_", "-")
+            shown = excerpt(value)[1:-1] if isinstance(value, str) else excerpt(value)
             if value is not None and check and not check[0](value):
-                raise KaggleCifarError(f"{flag} {value}: {check[1]}")
+                raise KaggleCifarError(f"{flag} {shown}: {check[1]}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise KaggleCifarError(f"{flag} {shown}: must be a finite number")
+            if isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT < value < MAX_INT:
+                raise KaggleCifarError(f"{flag} {shown}: out of range (at most {MAX_INT - 1:,})")
             if choices and value not in choices:
-                raise KaggleCifarError(f"{flag} {value}: choose {', '.join(choices[:-1])} or {choices[-1]}")
+                raise KaggleCifarError(f"{flag} {shown}: choose {', '.join(choices[:-1])} or {choices[-1]}")
     recipe, session = config.recipe, config.session
+    _check_model_options(recipe)
     if recipe.patience and not recipe.val_fraction:
         raise KaggleCifarError(f"--patience {recipe.patience}: needs a validation split (--val-fraction > 0)")
     if session.name and not resuming:

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from kagglecifar import rundir
+from kagglecifar import records, rundir
 from kagglecifar.files import write_text_atomic
 
 
@@ -49,12 +49,29 @@ def write_sources(csv_path: Path, sources: list[Path], tta: str, weights: list[f
     return write_text_atomic(sources_path(csv_path), json.dumps(record, indent=2) + "\n")
 
 
+def _record_problem(data: dict) -> str | None:
+    return records.field_problem(
+        data,
+        {
+            "runs": records.is_str_list,
+            "run": lambda v: isinstance(v, str),
+            "sources": records.is_str_list,
+            "public_score": records.is_number,
+            "status": lambda v: isinstance(v, str),
+            "csv": lambda v: isinstance(v, str),
+        },
+    )
+
+
+def read_record(path: Path) -> dict:
+    """A NAME.sources.json or NAME.submitted.json: {} when absent; records.Damaged (one line naming the file)
+    when it is not what predict and submit write."""
+    return records.read_json_record(path, _record_problem)
+
+
 def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """read_record, but a damaged record is one warning line and {}."""
+    return records.read_json_or_warn(path, _record_problem)
 
 
 def record_submission(csv_path: Path, result, message: str, competition: str, runs: list[Path] | None = None) -> Path:

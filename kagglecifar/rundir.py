@@ -24,12 +24,23 @@ import time
 from pathlib import Path
 
 import kagglecifar
-from kagglecifar.errors import KaggleCifarError
+from kagglecifar import records
+from kagglecifar.errors import KaggleCifarError, excerpt
 from kagglecifar.files import atomic_path, write_text_atomic
 
 MARKER = "run.json"
 CONFIG = "config.yaml"
-METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "seconds"]
+METRIC_COLUMNS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "images_per_s",
+    "train_seconds",  # the steps alone
+    "seconds",  # with validation and checkpoints
+]
 WRITTEN = (MARKER, CONFIG, "metrics.csv", "curves.png", "confusion_matrix.png", "result.json")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 
@@ -101,9 +112,10 @@ def create_run(runs_dir: Path, name: str, model: str, environment: dict) -> Path
 
 
 def is_run(path: Path) -> bool:
+    """Whether kagglecifar created the folder (its run.json says so); a damaged run.json says no."""
     try:
-        return json.loads((Path(path) / MARKER).read_text()).get("created_by") == "kagglecifar"
-    except (OSError, ValueError, AttributeError):
+        return records.read_json_record(Path(path) / MARKER).get("created_by") == "kagglecifar"
+    except (records.Damaged, OSError):
         return False
 
 
@@ -133,23 +145,38 @@ def remove_unstarted(run_dir: Path) -> bool:
 
 
 def read_config(run_dir: Path) -> dict:
+    """A run's config.yaml: {"preset", "recipe": {...}, "session": {...}}, or one line naming the file."""
     import yaml
 
     path = Path(run_dir) / CONFIG
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        data = records.load_yaml(records.read_text(path), str(path))
+    except FileNotFoundError:
+        raise KaggleCifarError(f"{path}: no such run config") from None
+    except (OSError, yaml.YAMLError) as exc:
         raise KaggleCifarError(f"{path}: unreadable run config ({type(exc).__name__})") from None
-    if not isinstance(data, dict) or "recipe" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("recipe"), dict):
         raise KaggleCifarError(f"{path}: not a kagglecifar run config (no recipe section)")
+    if not isinstance(data.get("session", {}), dict) or not isinstance(data.get("preset", ""), (str, type(None))):
+        raise KaggleCifarError(f"{path}: not a kagglecifar run config (its session or preset is not what train writes)")
+    if any(not isinstance(key, str) for key in data["recipe"]):
+        raise KaggleCifarError(f"{path}: not a kagglecifar run config (a recipe key that is no name)")
     return data
 
 
+def _environment_problem(data: dict) -> str | None:
+    environment = data.get("environment", {})
+    if not isinstance(environment, dict):
+        return "environment is not an object"
+    world = environment.get("world_size", 1)
+    if not isinstance(world, int) or isinstance(world, bool) or world < 1:
+        return f"world_size is {excerpt(world, 30)}"
+    return records.field_problem(environment, {"device": lambda v: isinstance(v, str)})
+
+
 def read_environment(run_dir: Path) -> dict:
-    try:
-        return json.loads((Path(run_dir) / MARKER).read_text()).get("environment", {})
-    except (OSError, ValueError, AttributeError):
-        return {}
+    """run.json's environment ({} when absent or damaged, with a warning)."""
+    return records.read_json_or_warn(Path(run_dir) / MARKER, _environment_problem).get("environment", {})
 
 
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
@@ -161,12 +188,13 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """metrics.csv rows with numbers as floats (None where empty); [] when there is none."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.is_file():
+    """metrics.csv rows with numbers as floats (None where empty); [] when there is none or it is damaged
+    (said in one warning line)."""
+    try:
+        return records.read_metrics_csv(Path(run_dir) / "metrics.csv", METRIC_COLUMNS)
+    except records.Damaged as exc:
+        records.warn_damaged(exc)
         return []
-    with open(path, newline="") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def write_figure(path: Path, draw) -> Path:
@@ -188,12 +216,37 @@ def write_result(run_dir: Path, result: dict) -> None:
 
 
 def read_result(run_dir: Path) -> dict:
-    try:
-        return json.loads((Path(run_dir) / "result.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    """result.json ({} when absent, or damaged: with a warning)."""
+    return records.read_json_or_warn(
+        Path(run_dir) / "result.json",
+        lambda d: records.field_problem(d, {"stopped_reason": lambda v: isinstance(v, str)}),
+    )
 
 
 def finished(run_dir: Path) -> bool:
     """Whether a run ended for good (all epochs, or early stopping) rather than being stopped to resume."""
     return read_result(run_dir).get("stopped_reason") in ("completed", "early_stopping")
+
+
+def newest_finished_run(runs_dir: Path) -> Path | None:
+    """The run in runs_dir that finished for good (all epochs, or early stopping) with a best.pt, most recently;
+    None when there is none. A diverged or stopped run is never taken."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return None
+    finished_runs = [p for p in runs_dir.iterdir() if is_run(p) and finished(p) and (p / "best.pt").is_file()]
+    return max(finished_runs, key=lambda p: ((p / "result.json").stat().st_mtime, p.name), default=None)
+
+
+def divergence(run_dir: Path) -> str | None:
+    """'diverged at epoch E, step S (learning rate X)' for a run that stopped on a non-finite loss, else None."""
+    result = read_result(run_dir)
+    if result.get("stopped_reason") != "diverged":
+        return None
+    where = result.get("diverged", {})
+    kept = result.get("epochs_run") or 0
+    return (
+        f"training diverged at epoch {where.get('epoch', '?')}, step {where.get('step', '?')} (learning rate "
+        f"{where.get('lr', float('nan')):.4g}); "
+        + (f"its checkpoints are epoch {kept}'s, the last good one" if kept else "it wrote no checkpoint")
+    )

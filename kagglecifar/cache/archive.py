@@ -31,6 +31,7 @@ import py7zr.io
 from py7zr.member import FILE_ATTRIBUTE_UNIX_EXTENSION
 from py7zr.properties import Property as PROPERTY
 
+from kagglecifar.cache import limits
 from kagglecifar.errors import KaggleCifarError
 
 LZMA2, LZMA1 = b"\x21", b"\x03\x01\x01"  # 7z method ids
@@ -97,6 +98,7 @@ def check_members(archive: Path, split: str, names, is_dir, is_symlink, empty, s
         (empty_list if no_data else member_list).append(image_id)
     if not image_ids:
         raise KaggleCifarError(f"{archive}: no {split}/<id>.png images in it")
+    limits.check_declared_sizes(archive, len(image_ids), sizes)
     ids = np.sort(np.frombuffer(image_ids, np.int64))
     duplicates = ids[1:][ids[1:] == ids[:-1]]
     if len(duplicates):
@@ -141,6 +143,7 @@ class _FileList:
 
 def _read_file_list(fp) -> _FileList | None:
     count = py7zr.archiveinfo.read_uint64(fp)
+    limits.check_member_count(count)  # before allocating per declared member
     names, empty, attributes = None, np.zeros(count, bool), np.zeros(count, np.uint32)
     while (prop := fp.read(1)) != PROPERTY.END:
         if not prop:
@@ -189,6 +192,8 @@ def read_fast(archive: Path, split: str) -> tuple[Members, LzmaStream] | None:
             if len(header_bytes) != signature.nextheadersize or zlib.crc32(header_bytes) != signature.nextheadercrc:
                 return None  # py7zr will say what is wrong
             header = _Header.retrieve(fp, io.BytesIO(header_bytes), after_header)
+    except limits.TooManyMembers as exc:
+        raise limits.too_many_members(archive, exc.count) from None
     except Exception:  # noqa: BLE001 - not an archive this reader understands: py7zr will say what is wrong
         return None
     files, streams = getattr(header, "file_list", None), header.main_streams

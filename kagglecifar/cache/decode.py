@@ -33,13 +33,50 @@ class CorruptMember(Exception):
     """A member's bytes do not match the CRC32 the archive's header records for it."""
 
 
+MAX_SIDE = 4096  # pixels: larger images are not decoded (a 10000x10000 16-bit PNG of 3 MB decodes to 600 MB)
+JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def image_size(data: bytes | memoryview) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR or a JPEG's frame header, without decoding; None for anything else
+    (or a header too damaged to say)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # no length
+            at += 2
+            continue
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker in JPEG_FRAMES and at + 9 <= len(data):
+            return int.from_bytes(data[at + 7 : at + 9], "big"), int.from_bytes(data[at + 5 : at + 7], "big")
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image, or the scan began before any frame header
+            return None
+        at += 2 + length
+    return None
+
+
+def decodable_size(data: bytes | memoryview) -> bool:
+    """A PNG or JPEG whose header declares at most MAX_SIDE pixels each way (and at least one)."""
+    size = image_size(data)
+    return size is not None and 0 < size[0] <= MAX_SIDE and 0 < size[1] <= MAX_SIDE
+
+
 def png_to_rgb32(data: bytes | memoryview) -> tuple[np.ndarray | None, tuple[str, ...]]:
     """Decode PNG bytes to (32, 32, 3) uint8 RGB and name the conversions made; (None, ()) if undecodable.
 
     16-bit -> 8-bit (rounded), gray -> RGB, palette -> RGB, RGBA -> RGB by dropping alpha (the stored colours
     are kept: compositing would invent a background), any other size -> 32x32 with INTER_AREA.
     """
-    if not data:
+    if not data or not decodable_size(data):  # sized from the header first: never a decode of any size
         return None, ()
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)

@@ -59,11 +59,18 @@ def is_complete(data_dir: Path, split: str) -> bool:
 def read_manifest(data_dir: Path, split: str) -> dict:
     path = split_dir(data_dir, split) / "manifest.json"
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise KaggleCifarError(f"{path}: no {split} cache here; run `kagglecifar fetch` first") from None
-    except (OSError, ValueError) as exc:
-        raise KaggleCifarError(f"{path}: unreadable cache manifest ({exc}); run `kagglecifar fetch --force`") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise KaggleCifarError(
+            f"{path}: unreadable cache manifest ({first}); run `kagglecifar fetch --force`"
+        ) from None
+    classes = manifest.get("classes") if isinstance(manifest, dict) else None
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise KaggleCifarError(f"{path}: damaged cache manifest (no list of classes); run `kagglecifar fetch --force`")
+    return manifest
 
 
 def labelled_classes(data_dir: Path, split: str = "train") -> list[str]:

@@ -29,7 +29,10 @@ SUBMISSIONS_DIR = typer.Option(Path("submissions"), "--submissions-dir", help="W
 COMPETITION = typer.Option("cifar-10", "--competition", help="Kaggle competition slug.")
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")
 BATCH_SIZE = typer.Option(
-    None, "--batch-size", min=1, help="Images per forward pass (default: 1024 on CUDA, 256 on CPU)."
+    None,
+    "--batch-size",
+    min=1,
+    help="Images per forward pass (default: 256 on CPU; on CUDA what half the free memory holds, at most 1024).",
 )
 CONFIG_FILE = typer.Option(
     None,
@@ -57,6 +60,32 @@ def preset_help(lead: str, default: str = "Default: gpu with CUDA, else cpu.") -
     from kagglecifar.console import choices_text
 
     return f"{lead}, one of kagglecifar/presets/NAME.yaml: {choices_text(preset_descriptions())}. {default}"
+
+
+TTA_DEFAULT = "flip"  # what `--tta` alone means
+OPTIONAL_VALUE = {"--tta": TTA_DEFAULT}  # options whose value may be left out (click has no such option)
+
+
+def fill_optional_values(argv: list[str]) -> list[str]:
+    """argv with the default value inserted after an optional-value option given without one: `--tta` last, or
+    followed by another option or by an existing path (a run folder), reads as `--tta flip`. Anything else after
+    it is its value (a mode, checked as usual); `--tta=MODE` and everything after `--` pass as they are."""
+    filled: list[str] = []
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            return filled + list(argv[index:])
+        filled.append(arg)
+        if arg in OPTIONAL_VALUE:
+            following = argv[index + 1] if index + 1 < len(argv) else None
+            if following is None or following.startswith("-") or (Path(following).exists() and not _is_mode(following)):
+                filled.append(OPTIONAL_VALUE[arg])
+    return filled
+
+
+def _is_mode(text: str) -> bool:
+    from kagglecifar.inference.tta import TTA_VIEWS
+
+    return text in TTA_VIEWS
 
 
 def summary(line: str) -> None:
@@ -109,10 +138,12 @@ def _stop_on_sigterm() -> None:
 def main(argv: Optional[list[str]] = None) -> None:
     """Console entry point: one-line errors, non-zero exit, no traceback for user mistakes or OS problems."""
     from kagglecifar.files import os_error
+    from kagglecifar.records import reset_warnings
 
     _stop_on_sigterm()
+    reset_warnings()
     try:
-        app(args=argv, prog_name="kagglecifar")
+        app(args=fill_optional_values(sys.argv[1:] if argv is None else list(argv)), prog_name="kagglecifar")
     except KaggleCifarError as exc:
         typer.echo(f"kagglecifar: error: {exc}", err=True)
         sys.exit(1)

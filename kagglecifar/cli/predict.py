@@ -11,30 +11,61 @@ from kagglecifar.cli.app import (
     BATCH_SIZE,
     DATA_DIR,
     DEVICE,
+    RUNS_DIR,
     SUBMISSIONS_DIR,
+    TTA_DEFAULT,
     TTA_FRACTION,
     TTA_HELP,
     app,
     examples,
     summary,
 )
+from kagglecifar.errors import KaggleCifarError
+
+NO_TTA = typer.Option(False, "--no-tta", help="One view per image (the same as --tta none).")
+
+
+def newest_run(runs_dir: Path, command: str) -> Path:
+    """The newest finished run in runs_dir, said in the command's first line; one line when there is none."""
+    from kagglecifar import rundir
+
+    run = rundir.newest_finished_run(runs_dir)
+    if run is None:
+        raise KaggleCifarError(
+            f"{command}: no finished training run in {runs_dir}; train one first (kagglecifar train) or give a run"
+        )
+    typer.echo(f"{command}: using {run}, the newest finished run in {runs_dir}")
+    return run
+
+
+def say_if_diverged(runs: list[Path], command: str) -> None:
+    from kagglecifar import rundir
+
+    for run in runs:
+        found = rundir.divergence(run) if run.is_dir() else None
+        if found:
+            typer.echo(f"{command}: {run}: {found}")
 
 
 @app.command(
     epilog=examples(
-        "kagglecifar predict runs/resnet18-gpu",
+        "kagglecifar predict --tta                   # the newest finished run in runs/, flip TTA",
+        "kagglecifar predict runs/resnet18-gpu --tta shift",
         "kagglecifar predict runs/a runs/b --weights 2,1 --tta shift --save-probs probs.npz",
     )
 )
 def predict(
-    runs: list[Path] = typer.Argument(
-        ...,
-        metavar="RUN_OR_CHECKPOINT...",
+    runs: Optional[list[Path]] = typer.Argument(
+        None,
+        metavar="[RUN_OR_CHECKPOINT...]",
         help="Run folders (their best.pt) or checkpoint files; several make an ensemble. "
-        "Probabilities saved earlier with --save-probs x.npz can join it.",
+        "Probabilities saved earlier with --save-probs x.npz can join it. Default: the newest finished run "
+        "in RUNS_DIR.",
     ),
-    tta: str = typer.Option("flip", "--tta", metavar="MODE", help=TTA_HELP),
+    tta: str = typer.Option(TTA_DEFAULT, "--tta", metavar="[MODE]", help=TTA_HELP + f" --tta alone: {TTA_DEFAULT}."),
+    no_tta: bool = NO_TTA,
     tta_fraction: Optional[float] = TTA_FRACTION,
+    runs_dir: Path = RUNS_DIR,
     weights: Optional[str] = typer.Option(None, "--weights", help="Ensemble weights, one per checkpoint, e.g. 2,1."),
     data_dir: Path = DATA_DIR,
     submissions_dir: Path = SUBMISSIONS_DIR,
@@ -70,8 +101,10 @@ def predict(
     from kagglecifar.inference import predict as prediction
     from kagglecifar.inference.tta import check_tta_mode
 
-    check_tta_mode(tta)
+    tta = "none" if no_tta else check_tta_mode(tta)
     tta_fraction = gating.check_fraction(gating.DEFAULT_FRACTION if tta_fraction is None else tta_fraction)
+    runs = runs or [newest_run(runs_dir, "predict")]
+    say_if_diverged(runs, "predict")
     out = out or prediction.default_submission_path(runs, tta, submissions_dir)
     result = prediction.predict_to_submission(
         runs,
@@ -91,13 +124,25 @@ def predict(
 
 
 @app.command(
-    epilog=examples("kagglecifar evaluate runs/resnet18-gpu", "kagglecifar evaluate runs/resnet18-gpu --tta flip")
+    epilog=examples(
+        "kagglecifar evaluate                        # the newest finished run in runs/, every TTA mode",
+        "kagglecifar evaluate runs/resnet18-gpu --tta flip",
+    )
 )
 def evaluate(
-    run: Path = typer.Argument(..., metavar="RUN", help="Run folder (its best.pt) or checkpoint file."),
-    tta: Optional[list[str]] = typer.Option(
-        None, "--tta", metavar="MODE", help=TTA_HELP + " Repeatable; default: every mode. `none` is always included."
+    run: Optional[Path] = typer.Argument(
+        None,
+        metavar="[RUN]",
+        help="Run folder (its best.pt) or checkpoint file. Default: the newest finished run in RUNS_DIR.",
     ),
+    tta: Optional[list[str]] = typer.Option(
+        None,
+        "--tta",
+        metavar="[MODE]",
+        help=TTA_HELP + f" Repeatable; --tta alone: {TTA_DEFAULT}; default: every mode. `none` is always included.",
+    ),
+    no_tta: bool = NO_TTA,
+    runs_dir: Path = RUNS_DIR,
     tta_fraction: Optional[float] = typer.Option(
         None,
         "--tta-fraction",
@@ -117,9 +162,10 @@ def evaluate(
     from kagglecifar.inference.tta import TTA_VIEWS
 
     fraction = gating.check_fraction(gating.DEFAULT_FRACTION if tta_fraction is None else tta_fraction)
-    report = evaluate_run(
-        run, data_dir, tta or list(TTA_VIEWS), test=True, batch_size=batch_size, device=device, tta_fraction=fraction
-    )
+    run = run or newest_run(runs_dir, "evaluate")
+    say_if_diverged([run], "evaluate")
+    modes = ["none"] if no_tta else (tta or list(TTA_VIEWS))
+    report = evaluate_run(run, data_dir, modes, test=True, batch_size=batch_size, device=device, tta_fraction=fraction)
     typer.echo(report.table())
     parts = []
     for scores in report.splits.values():

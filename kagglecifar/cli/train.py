@@ -73,15 +73,15 @@ def _config_parameters() -> tuple[list[inspect.Parameter], dict]:
     return parameters, annotations
 
 
-def _train_command(model, preset, config_file, sets, **options):
+def _train_command(model, preset, config_file, sets, recipe_from_preset=False, **options):
     import os
 
-    from kagglecifar import config as train_config
+    from kagglecifar import recipes
     from kagglecifar.training import train
 
     resume = options.pop("resume", None)
     if resume:
-        if preset or config_file or sets:
+        if preset or config_file or sets or recipe_from_preset:
             raise KaggleCifarError(
                 f"--resume {resume}: a resumed run keeps its recipe; --preset, --config and "
                 "--set cannot be combined with it"
@@ -89,7 +89,9 @@ def _train_command(model, preset, config_file, sets, **options):
         runs_dir = options.pop("runs_dir") or "runs"
         config = train.resume_config(resume, runs_dir, model=model, **options)
     else:
-        config = train_config.make_config(model, preset, config_file=config_file, sets=sets or [], **options)
+        config = recipes.make_config(
+            model, preset, config_file=config_file, sets=sets or [], recipe_from_preset=recipe_from_preset, **options
+        )
     result = train.train(config)
     if int(os.environ.get("RANK", 0)) == 0:
         summary(f"train: {result.line()}")
@@ -115,7 +117,21 @@ def _build_train_command():
                 None,
                 "--preset",
                 metavar="NAME",
-                help=preset_help("Base recipe"),
+                help=preset_help("A model with its recipe")
+                + " With a MODEL that is not the preset's, MODEL trains with its own family's recipe (ResNets: "
+                "gpu's, airbench: fast's, simplecnn and mlp: baseline's, resnet50-imagenet: transfer's) and the "
+                "preset's session settings; the first line says where each part came from.",
+            ),
+        ),
+        inspect.Parameter(
+            "recipe_from_preset",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=bool,
+            default=typer.Option(
+                False,
+                "--recipe-from-preset",
+                help="Train MODEL with the preset's recipe even though it was made for another model "
+                "(its width and dropout are left out, with a line saying so).",
             ),
         ),
         inspect.Parameter(
@@ -130,10 +146,19 @@ def _build_train_command():
         curves, confusion matrix).
 
         Values come from, later winning: the defaults, the preset, --config FILE, --set KEY=VALUE, then the
-        options below. Several GPUs: torchrun --nproc_per_node N -m kagglecifar train MODEL ...
+        options below. A preset is a model and its recipe: MODEL other than the preset's trains with its own
+        family's recipe and the preset's session settings (or the preset's recipe with --recipe-from-preset).
+        The first line printed says where each part came from and names every preset value not taken or
+        changed (a model's width or dropout, AdamW's lr and weight decay).
+        Several GPUs: torchrun --nproc_per_node N -m kagglecifar train MODEL ...
         """
         _train_command(
-            kwargs.pop("model"), kwargs.pop("preset"), kwargs.pop("config_file"), kwargs.pop("sets"), **kwargs
+            kwargs.pop("model"),
+            kwargs.pop("preset"),
+            kwargs.pop("config_file"),
+            kwargs.pop("sets"),
+            kwargs.pop("recipe_from_preset"),
+            **kwargs,
         )
 
     train_command.__dict__["__signature__"] = inspect.Signature(fixed + generated)  # what Typer reads
@@ -146,6 +171,8 @@ app.command(
     epilog=examples(
         "kagglecifar train                                   # the preset for this machine",
         "kagglecifar train resnet18 --preset gpu --epochs 60",
+        "kagglecifar train simplecnn                         # simplecnn's own recipe (the baseline preset's)",
+        "kagglecifar train resnet18 --preset cpu --recipe-from-preset",
         "kagglecifar train --config runs/resnet18-20261123-101500/config.yaml --set seed=1",
         "kagglecifar train --resume resnet18-20261123-101500",
     ),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kagglecifar.errors import KaggleCifarError
+from kagglecifar.errors import KaggleCifarError, excerpt
 
 PRESETS = {  # name -> what it does; build_pipeline makes each
     "none": "no augmentation",
@@ -88,22 +88,27 @@ def load_pipeline(path: Path):
     import albumentations as A
 
     suffix = path.suffix.lower()
+    shown = excerpt(str(path))[1:-1]
     if suffix not in (".json", ".yaml", ".yml"):
-        raise KaggleCifarError(f"--augment {path}: not a preset ({', '.join(PRESETS)}) nor a .json/.yaml pipeline file")
+        raise KaggleCifarError(
+            f"--augment {shown}: not a preset ({', '.join(PRESETS)}) nor a .json/.yaml pipeline file"
+        )
     if not path.is_file():
-        raise KaggleCifarError(f"--augment {path}: no such pipeline file (presets: {', '.join(PRESETS)})")
+        raise KaggleCifarError(f"--augment {shown}: no such pipeline file (presets: {', '.join(PRESETS)})")
     try:
         pipeline = A.load(str(path), data_format="json" if suffix == ".json" else "yaml")
     except Exception as exc:  # A.load raises whatever the parser or the transform constructors raise
         raise KaggleCifarError(
-            f"{path}: not a readable albumentations pipeline ({type(exc).__name__}: {exc})".replace("\n", " ")
+            f"{path}: not a readable albumentations pipeline ({type(exc).__name__}: {excerpt(str(exc), 120)[1:-1]})"
         ) from None
     if not isinstance(pipeline, A.BaseCompose):
         pipeline = A.Compose([pipeline])
     try:
         out = pipeline(image=np.zeros((32, 32, 3), np.uint8))["image"]
     except Exception as exc:
-        raise KaggleCifarError(f"{path}: pipeline fails on a 32x32 RGB image ({type(exc).__name__}: {exc})") from None
+        raise KaggleCifarError(
+            f"{path}: pipeline fails on a 32x32 RGB image ({type(exc).__name__}: {excerpt(str(exc), 120)[1:-1]})"
+        ) from None
     if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != (32, 32, 3):
         raise KaggleCifarError(
             f"{path}: pipeline must return uint8 32x32x3 images (got "

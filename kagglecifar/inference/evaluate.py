@@ -18,7 +18,7 @@ import numpy as np
 from kagglecifar.cache import is_complete, load_split
 from kagglecifar.checkpoint import load_model, resolve_checkpoint
 from kagglecifar.console import table
-from kagglecifar.device import resolve_device
+from kagglecifar.device import resolve_device, usable_plan
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import write_text_atomic
 from kagglecifar.inference import gating
@@ -201,6 +201,7 @@ def evaluate(
     tta_fraction = gating.check_fraction(tta_fraction)
     path = resolve_checkpoint(run)
     dev = resolve_device(device)
+    usable_plan(dev)
     model, ckpt = load_model(path, dev)
     classes = list(ckpt["classes"])
     train = load_split(data_dir, "train")
@@ -263,19 +264,53 @@ def evaluate(
 EVALUATION = "evaluation.json"
 
 
-def read_evaluation(run_dir: Path) -> dict:
-    """A run's evaluation.json (what `compare` reads), {} when it has none."""
+def _evaluation_problem(data: dict) -> str | None:
+    from kagglecifar.records import field_problem, is_number, is_str_list
+
+    problem = field_problem(
+        data,
+        {
+            "accuracy": lambda v: isinstance(v, dict) and all(is_number(a) for a in v.values()),
+            "per_class": lambda v: isinstance(v, dict) and all(isinstance(a, list) for a in v.values()),
+            "classes": is_str_list,
+            "confusion": lambda v: isinstance(v, dict),
+            "count": lambda v: isinstance(v, int),
+            "checkpoint": lambda v: isinstance(v, dict),
+        },
+    )
+    if problem is None and not all(key in data for key in ("checkpoint", "accuracy")):
+        problem = "no checkpoint or accuracy"
+    counts = (data.get("confusion") or {}).get("counts", [])
+    classes = data.get("classes") or []
+    if problem is None and counts:
+        square = isinstance(counts, list) and all(
+            isinstance(row, list) and len(row) == len(counts) and all(is_number(c) and c >= 0 for c in row)
+            for row in counts
+        )
+        if not square or (classes and len(classes) != len(counts)):
+            problem = "its confusion counts are not a square table of counts, one row per class"
+    return problem
+
+
+def read_evaluation(run_dir: Path) -> dict | None:
+    """A run's evaluation.json (what `compare` reads): {} when it has none, None when it is damaged (said in
+    one warning line)."""
+    from kagglecifar import records
+
     try:
-        return json.loads((Path(run_dir) / EVALUATION).read_text())
-    except (OSError, ValueError):
-        return {}
+        return records.read_json_record(Path(run_dir) / EVALUATION, _evaluation_problem)
+    except records.Damaged as exc:
+        records.warn_damaged(exc)
+        return None
 
 
-def _record(report: EvalReport, ckpt: dict) -> Path:
+def _record(report: EvalReport, ckpt: dict) -> Path | None:
     """evaluation.json: validation accuracy overall and per class for each TTA mode (modes evaluated earlier on
     the same checkpoint are kept) and the confusion counts of the mode with the most views."""
     checkpoint = {"file": report.checkpoint.name, "epoch": ckpt.get("epoch"), "val_accuracy": ckpt.get("val_accuracy")}
     previous = read_evaluation(report.checkpoint.parent)
+    if previous is None:  # damaged: left as it is for the user to look at, not replaced
+        return None
     kept = previous if previous.get("checkpoint") == checkpoint and previous.get("count") == report.count else {}
     mode = report.largest_mode
 

@@ -18,6 +18,7 @@ the competition's test set pads its 10,000 real images with 290,000 junk ones, m
 from __future__ import annotations
 
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,14 +30,14 @@ from kagglecifar import provenance
 from kagglecifar.cache import load_split, read_manifest
 from kagglecifar.cache.sources import COMPETITION, cache_format
 from kagglecifar.checkpoint import load_model, resolve_checkpoint
-from kagglecifar.console import progress_bar
-from kagglecifar.device import resolve_device
-from kagglecifar.errors import KaggleCifarError
+from kagglecifar.console import note, progress_bar
+from kagglecifar.device import device_plan, resolve_device, usable_plan
+from kagglecifar.errors import KaggleCifarError, excerpt
 from kagglecifar.files import atomic_output, refuse_existing
-from kagglecifar.inference import backends, gating
+from kagglecifar.inference import backends, gating, saved_probs
+from kagglecifar.inference.batches import HostResults, default_batch_size, device_batches
 from kagglecifar.inference.tta import MODES, TTA_VIEWS, View, check_tta_mode, make_view, views_of
 from kagglecifar.kaggle_io.submission_csv import read_sample_ids, write_predictions_csv, write_submission
-from kagglecifar.models import to_model_input
 
 OOD_THRESHOLD = 0.5  # with 10 classes: no class gets half the probability
 
@@ -47,7 +48,6 @@ def default_ood_threshold(num_classes: int) -> float:
     return min(OOD_THRESHOLD, 5 / num_classes)
 
 
-BATCH_SIZE = {"cuda": 1024, "cpu": 256}  # a CPU predicts faster in smaller batches
 SAVED_PROBS_SUFFIX = ".npz"
 SAVE_PROBS_ELSEWHERE = "another --save-probs path"
 
@@ -92,7 +92,9 @@ def parse_weights(text: str | None, count: int) -> list[float] | None:
     try:
         weights = [float(part) for part in text.split(",")]
     except ValueError:
-        raise KaggleCifarError(f"--weights {text}: expected comma-separated numbers such as 2,1") from None
+        raise KaggleCifarError(
+            f"--weights {excerpt(text)[1:-1]}: expected comma-separated numbers such as 2,1"
+        ) from None
     _check_weights(weights, count)
     return weights
 
@@ -101,7 +103,15 @@ def _check_weights(weights: list[float], count: int) -> None:
     if len(weights) != count:
         raise KaggleCifarError(f"--weights: {len(weights)} weights for {count} checkpoints; give one per checkpoint")
     if any(not 0 < w < float("inf") for w in weights):
-        raise KaggleCifarError("--weights: every weight must be a positive number")
+        raise KaggleCifarError("--weights: every weight must be a positive finite number")
+
+
+def normalised_weights(weights: list[float]) -> list[float]:
+    """Weights summing to 1, computed without overflow (1e308,1e308 -> 0.5,0.5) or underflow to 0."""
+    largest = max(weights)
+    scaled = [w / largest for w in weights]  # each in (0, 1]: their sum cannot overflow
+    total = sum(scaled)
+    return [w / total for w in scaled]
 
 
 def predict_images(
@@ -113,33 +123,38 @@ def predict_images(
     device: torch.device = torch.device("cpu"),
     desc: str = "predict",
     progress: bool = True,
+    amp: bool = True,
     mode_views: dict[str, dict[View, float]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Weighted sum over models of each mode's weighted mean softmax over its views, for uint8 NHWC images
     (a memory map is fine). One pass over the images: batches are read in order, moved to the device as uint8
-    and scaled there; a view that several modes share is computed once. `mode_views`: each mode's views and
-    weights when not tta.MODES' (gating's second pass: a mode without its first view).
+    and scaled there; a view that several modes share is computed once. `amp`: mixed precision where the device
+    has it (kagglecifar.device); on CUDA the batches are read, copied and computed overlapping (batches.py).
+    `mode_views`: each mode's views and weights when not tta.MODES' (gating's second pass: a mode less its
+    first view).
     """
     table = mode_views or {mode: MODES[mode] for mode in modes}
     views = views_of(modes) if mode_views is None else list(dict.fromkeys(v for m in modes for v in table[m]))
-    batch_size = batch_size or BATCH_SIZE.get(device.type, BATCH_SIZE["cpu"])
-    out = {mode: np.zeros((len(images), num_classes), np.float32) for mode in modes}
-    cuda = device.type == "cuda"
+    plan = device_plan(device)
+    layout = torch.channels_last if plan.channels_last else torch.contiguous_format  # faster convs on CPU too
+    batch_size = batch_size or default_batch_size(device, [model for model, _ in models])
+    out = np.zeros((len(modes), len(images), num_classes), np.float32)
+    results = HostResults(out, device)
     with torch.inference_mode(), progress_bar(len(images), desc, "img", enabled=progress) as bar:
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.array(images[start : start + batch_size]))  # a writable copy off the memory map
-            x = to_model_input(batch, device, channels_last=True)
-            rows = slice(start, start + len(batch))
+        for rows, x in device_batches(images, batch_size, device):
+            sums = torch.zeros((len(modes), len(x), num_classes), dtype=torch.float32, device=device)
             for model, weight in models:
                 for view in views:
-                    x_view = make_view(x, view).contiguous(memory_format=torch.channels_last)  # faster convs on CPU too
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                        probs = model(x_view).float().softmax(dim=1).cpu().numpy()
-                    for mode in modes:
+                    x_view = make_view(x, view).contiguous(memory_format=layout)
+                    with plan.autocast(amp):
+                        probs = model(x_view).float().softmax(dim=1)
+                    for i, mode in enumerate(modes):
                         if view in table[mode]:
-                            out[mode][rows] += (weight * table[mode][view]) * probs
-            bar.update(len(batch))
-    return out
+                            sums[i].add_(probs, alpha=weight * table[mode][view])
+            results.put(rows, sums)  # one copy back per batch, collected when the next batch's is queued
+            bar.update(len(x))
+        results.collect()
+    return {mode: out[i] for i, mode in enumerate(modes)}
 
 
 def predict_gated(
@@ -158,9 +173,8 @@ def predict_gated(
     progress: bool = True,
 ) -> gating.GatedProbs:
     """predict_images for one mode with confidence-gated TTA (gating.py): every image with its first view, then
-    the least confident `fraction` of the `eligible` rows (default: all) with the mode's other views.
-    `others`: the weighted probabilities of the rest of an ensemble (saved earlier), added for the ranking only,
-    so that the whole ensemble's confidence decides. Fraction 1 is predict_images itself."""
+    the least confident `fraction` of the `eligible` rows with the mode's other views. `others`: the rest of an
+    ensemble's weighted probabilities (saved earlier), for the ranking only. Fraction 1 is predict_images."""
     check_tta_mode(mode)
     fraction = gating.check_fraction(fraction)
     full = TTA_VIEWS[mode]
@@ -174,10 +188,9 @@ def predict_gated(
     views = np.ones(len(images), np.uint8)
     if len(rows):
         rest, desc = gating.other_views(mode), f"{desc} +{full - 1} views"
-        extra = predict_images(
-            models, gating.Rows(images, rows), [mode], num_classes, batch_size, device, desc, progress, rest
-        )[mode]
-        probs[rows] = MODES[mode][gating.IDENTITY] * one_view[rows] + extra
+        chosen = gating.Rows(images, rows)
+        extra = predict_images(models, chosen, [mode], num_classes, batch_size, device, desc, progress, mode_views=rest)
+        probs[rows] = MODES[mode][gating.IDENTITY] * one_view[rows] + extra[mode]
         views[rows] = full
     return gating.GatedProbs(probs, views)
 
@@ -206,10 +219,11 @@ def predict(
         raise KaggleCifarError("predict: give at least one run folder or checkpoint")
     weights = list(weights) if weights else [1.0] * len(checkpoints)
     _check_weights(weights, len(checkpoints))
-    weights = [w / sum(weights) for w in weights]
+    weights = normalised_weights(weights)
     test = load_split(data_dir, "test")
     dev = resolve_device(device)
     backend = backends.resolve_backend(backend, dev)
+    plan = usable_plan(dev)
 
     models, saved, class_lists = [], [], {}
     for source, weight in zip(checkpoints, weights):
@@ -234,25 +248,16 @@ def predict(
             f"{len(test.classes)} ({shown}); predict with a run trained on this data"
         )
 
+    if models:
+        note(plan.line(compile=False))  # the first line predict prints: what runs where
     started = time.perf_counter()
     probs = np.zeros((len(test), len(classes)), np.float32)
     for earlier, weight in saved:
         probs += weight * earlier.probs
     if models:
-        gated = predict_gated(
-            models,
-            test.images,
-            tta,
-            len(classes),
-            tta_fraction,
-            gate=gate,
-            eligible=~test.bad,
-            others=probs if saved else None,
-            batch_size=batch_size,
-            device=dev,
-        )
-        probs = gated.probs + probs if saved else gated.probs
-        views = gated.views
+        options = dict(gate=gate, eligible=~test.bad, others=probs if saved else None, batch_size=batch_size)
+        gated = predict_gated(models, test.images, tta, len(classes), tta_fraction, **options, device=dev)
+        probs, views = (gated.probs + probs if saved else gated.probs), gated.views
     else:  # saved probabilities only: each row as many views as any of them had
         views = np.max([earlier.views_per_row() for earlier, _ in saved], axis=0)
     seconds = time.perf_counter() - started
@@ -318,24 +323,24 @@ def save_probs(predictions: Predictions, path: Path, force: bool = False) -> Pat
 
 
 def load_probs(path: Path) -> Predictions:
-    """Probabilities written by save_probs(.npz); files from before gating have no views: every row had all."""
+    """Probabilities written by save_probs(.npz); every declared size is checked before anything is allocated.
+    Files from before gating have no views: every row had every view."""
     path = Path(path)
+    saved_probs.check_headers(path)
     try:
         with np.load(path, allow_pickle=False) as saved:
-            return Predictions(
-                saved["ids"],
-                saved["probs"].astype(np.float32),
-                saved["confidence"],
-                saved["bad"],
-                [str(c) for c in saved["classes"]],
-                str(saved["tta"]),
-                views=saved["views"].astype(np.uint8) if "views" in saved.files else None,
-                tta_fraction=float(saved["tta_fraction"]) if "tta_fraction" in saved.files else 1.0,
-            )
-    except (OSError, ValueError, KeyError) as exc:
+            ids, probs, confidence, bad = (saved[k] for k in ("ids", "probs", "confidence", "bad"))
+            classes, tta = [str(c) for c in saved["classes"]], str(saved["tta"])
+            views, fraction = saved_probs.read_views(path, saved, len(ids))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise KaggleCifarError(
-            f"{path}: not probabilities saved by `kagglecifar predict --save-probs` ({exc})"
+            f"{path}: not probabilities saved by `kagglecifar predict --save-probs` ({excerpt(first, 100)[1:-1]})"
         ) from None
+    saved_probs.check_arrays(path, ids, probs, confidence, bad, classes, tta, MODES)
+    loaded = Predictions(ids.astype(np.int64), probs.astype(np.float32), confidence, bad.astype(bool), classes, tta)
+    loaded.views, loaded.tta_fraction = views, fraction
+    return loaded
 
 
 def default_submission_path(sources: list[Path], tta: str, folder: Path = Path("submissions")) -> Path:

@@ -28,6 +28,7 @@ from kagglecifar.console import duration, table
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_output, refuse_existing, write_text_atomic
 from kagglecifar.inference.evaluate import read_evaluation
+from kagglecifar.records import warn_damaged
 from kagglecifar.reports.plots import pyplot
 from kagglecifar.rundir import write_figure
 
@@ -76,7 +77,7 @@ def summarize(run_dir: Path, submissions: dict[Path, list[dict]]) -> RunSummary:
     environment = rundir.read_environment(run_dir)
     metrics = rundir.read_metrics(run_dir)
     accuracies = [row["val_acc"] for row in metrics if row.get("val_acc") is not None]
-    evaluation = read_evaluation(run_dir)
+    evaluation = read_evaluation(run_dir) or {}
     world = environment.get("world_size", 1)
     summary = RunSummary(
         path=run_dir,
@@ -120,7 +121,14 @@ def compare(paths: list[Path], submissions_dir: Path = Path("submissions")) -> l
     if not paths:
         raise KaggleCifarError("compare: give at least one run folder (or a folder of runs)")
     submissions = provenance.submissions_by_run(submissions_dir) if Path(submissions_dir).is_dir() else {}
-    runs = [summarize(run, submissions) for run in expand(paths)]
+    runs: list[RunSummary] = []
+    for folder in expand(paths):
+        try:
+            runs.append(summarize(folder, submissions))
+        except KaggleCifarError as exc:  # one damaged run folder leaves the others to compare
+            warn_damaged(exc)
+    if not runs:
+        raise KaggleCifarError("compare: no run left to compare (each one above was skipped)")
     names = [r.name for r in runs]
     for run in runs:  # the same name in two folders: say which
         if names.count(run.name) > 1:

@@ -1,10 +1,10 @@
 """`kagglecifar train`: the training loop (nanoGPT / airbench style); the parts it assembles live elsewhere.
 
-    config      TrainConfig = Recipe (fixed for a run) + Session (this invocation)     config.py
+    config      TrainConfig = Recipe (fixed for a run) + Session (this invocation)     config.py, recipes.py
     data        stratified train/validation split of the train cache, uint8 in memory  data.py
     model       from the registry; float NCHW in [0, 1] in, it normalises itself       models/
-    optimizer   SGD Nesterov or AdamW; warm-up then linear/cosine decay               optim.py
-    ema         optional moving average of the weights (what gets evaluated, saved)   ema.py
+    optimizer   SGD Nesterov, AdamW or Muon; schedules; the step; non-finite loss watch  optim.py, step.py
+    ema, lookahead  moving averages of the weights                                    ema.py, lookahead.py
     runtime     device, DDP processes, RNG state, Ctrl-C / SIGTERM / time budget      runtime.py
     run folder  config.yaml, metrics.csv, last.pt, best.pt, curves, result.json       rundir.py, checkpoint.py
     at the end  confusion matrix of best.pt on the validation split                   evaluate.py
@@ -16,69 +16,34 @@ each process trains its shard with DDP; --batch-size is the global batch; rank 0
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from kagglecifar import models, rundir
 from kagglecifar.cache import labelled_classes
 from kagglecifar.checkpoint import load_checkpoint, make_payload, save_checkpoint
 from kagglecifar.config import TrainConfig, check_config
 from kagglecifar.config import resume_config as config_for_resume
-from kagglecifar.console import duration, interactive, note, progress_bar
+from kagglecifar.console import interactive, note, progress_bar
 from kagglecifar.data.device_loader import choose_loader
 from kagglecifar.data.loading import load_train_data
-from kagglecifar.device import resolve_device
-from kagglecifar.errors import KaggleCifarError
+from kagglecifar.device import training_device, usable_plan
+from kagglecifar.errors import KaggleCifarError, TrainingDiverged, excerpt
 from kagglecifar.files import write_text_atomic
 from kagglecifar.inference.predict import predict_images
 from kagglecifar.models import to_model_input
-from kagglecifar.training import runtime
+from kagglecifar.training import resume, runtime
 from kagglecifar.training.ema import EMA
 from kagglecifar.training.lookahead import Lookahead
 from kagglecifar.training.optim import learning_rate, make_optimizer, set_learning_rate
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    best_val_accuracy: float | None
-    best_epoch: int | None
-    epochs_run: int  # completed epochs, earlier sessions included
-    seconds: float  # this session
-    stopped_reason: str  # completed | time_budget | early_stopping | interrupted | pruned
-
-    def line(self) -> str:
-        if self.best_val_accuracy is not None:
-            accuracy = f"best val accuracy {self.best_val_accuracy:.2%} (epoch {self.best_epoch})"
-        else:
-            accuracy = "no epoch completed yet" if self.epochs_run == 0 else "no validation split"
-        line = f"{accuracy}, {self.epochs_run} epochs, {duration(self.seconds)}, {self.stopped_reason}: {self.run_dir}"
-        if self.stopped_reason in ("time_budget", "interrupted"):
-            line += f"  (continue with --resume {self.run_dir})"
-        return line
-
-
-@dataclass
-class Progress:
-    """Where a run is; saved in last.pt."""
-
-    epoch: int = 0  # completed epochs
-    epoch_step: int = 0  # steps done in the current epoch (non-zero only after a mid-epoch stop)
-    step: int = 0
-    best_val_accuracy: float | None = None
-    best_epoch: int | None = None
-    epochs_without_improvement: int = 0
-    elapsed: float = 0.0  # training seconds over all sessions
-    warmup_seconds: float = 0.0  # the first step with --compile (compiling), left out of the epoch's seconds
-    partial: dict = field(default_factory=dict)  # running sums of the current epoch
-    metrics: list = field(default_factory=list)
+from kagglecifar.training.run_state import Progress, TrainResult
+from kagglecifar.training.step import Divergence, DivergenceWatch, training_step
 
 
 def resume_config(run: str | Path, runs_dir: str | Path = "runs", **options) -> TrainConfig:
@@ -98,9 +63,13 @@ def train(config: TrainConfig, make_loader=None, on_epoch=None) -> TrainResult:
 
     on_epoch(metrics_row) -> bool is called once each epoch's row, best.pt and last.pt are written
     (single process only); True stops the run there, stopped_reason "pruned" (`tune` prunes through it).
+    A loss no longer finite ends the run (training.step.DivergenceWatch) with no checkpoint of the bad weights,
+    "diverged" in result.json and TrainingDiverged raised.
     """
     check_config(config, resuming=bool(config.session.resume))
-    device = resolve_device(config.session.device, int(os.environ.get("LOCAL_RANK", 0)))
+    if config.session.resume:
+        config = resume.guard(config)
+    device = training_device(config.session.device)
     with runtime.distributed(device, config.recipe.batch_size) as (rank, world):
         return Training(config, device, rank, world, make_loader, on_epoch).run()
 
@@ -114,18 +83,30 @@ class Training:
         self.started, self.on_epoch = time.monotonic(), on_epoch
         self.config, self.recipe, self.device, self.rank, self.world = config, config.recipe, device, rank, world
         self.main, self.cuda = rank == 0, device.type == "cuda"
+        self.plan = usable_plan(device)  # refused here when torch has no kernels for the GPU
+        self.compiled = config.session.compile and self.plan.compile
+        self.channels_last = self.recipe.channels_last and self.plan.channels_last
+        self.watch = DivergenceWatch(device)
+        self.diverged_at: int | None = None  # the first step whose loss was not finite
         if self.cuda:
             torch.cuda.set_device(device)
             torch.backends.cudnn.benchmark = True
         session = config.session
         resumed = load_checkpoint(Path(session.resume) / "last.pt") if session.resume else None
+        if resumed is not None:
+            resume.check_resumable(resumed, Path(session.resume) / "last.pt", config)
         # The model first: an unknown model or a missing cache fails before the slow data load.
         self.classes = labelled_classes(Path(session.data_dir), "train")  # models get len(classes) outputs
         self.model = self._build_model()
         self.data = load_train_data(Path(session.data_dir), self.recipe.val_fraction, self.recipe.seed)
+        if self.main:  # the first line a run prints (bad options fail before it): what runs where, and how
+            note(self.plan.line(self.recipe.amp, session.compile, self.recipe.channels_last))
+            for line in config.notes:  # where the recipe came from, and what was not taken
+                note(line)
         if len(self.data.train_labels) < world * 2:
             raise KaggleCifarError(f"{session.data_dir}: only {len(self.data.train_labels)} usable training images")
-        self._note_unvalidated_classes()
+        if self.main and self.recipe.val_fraction and self.data.unvalidated_classes():
+            note(self.data.unvalidated_note(self.recipe.val_fraction))
         init_from_data = getattr(self.model, "init_from_data", None)  # e.g. airbench's whitening stem
         if init_from_data is not None and not resumed:
             init_from_data(torch.from_numpy(self.data.train_images))
@@ -133,17 +114,22 @@ class Training:
         self.loader = self._make_loader(make_loader)
         self.run_dir = self._run_dir(resumed is not None)
         if resumed:
-            runtime.set_rng_state(resumed["train_state"]["rng"], self.cuda)
+            try:
+                runtime.set_rng_state(resumed["train_state"]["rng"], self.cuda)
+            except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError):
+                raise KaggleCifarError(
+                    f"{Path(session.resume) / 'last.pt'}: its random-number state is damaged"
+                ) from None
         self._wrap_for_steps()
-        self.channels_last = self.recipe.channels_last
-        bf16 = self.cuda and self.recipe.amp
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+        self.scaler = self.plan.grad_scaler(self.recipe.amp)  # fp16 only
+        if self.scaler is not None and resumed and "scaler" in resumed["train_state"]:
+            self.scaler.load_state_dict(resumed["train_state"]["scaler"])
 
     def _build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.recipe.seed)
         model = models.create_model(self.recipe.model, num_classes=len(self.classes), **self.config.model_kwargs())
-        channels_last = self.recipe.channels_last
-        return model.to(self.device).to(memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        layout = torch.channels_last if self.channels_last else torch.preserve_format
+        return model.to(self.device).to(memory_format=layout)
 
     def _training_state(self, resumed: dict | None) -> None:
         """EMA, lookahead, optimizer and progress: fresh, or as last.pt left them."""
@@ -160,24 +146,19 @@ class Training:
                 f"the cache in {self.config.session.data_dir} has {self.classes}"
             )
         state = resumed["train_state"]
-        self.model.load_state_dict(state.get("model_state", resumed["state_dict"]))
-        if self.ema:
-            self.ema.load_state_dict(resumed["state_dict"])
-        if self.lookahead:
-            self.lookahead.load_state_dict(state["lookahead"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.progress = Progress(**state["progress"])
-
-    def _note_unvalidated_classes(self) -> None:
-        """Classes too small for the validation split (data.split_rows keeps their images for training)."""
-        trained, validated = set(self.data.train_labels.tolist()), set(self.data.val_labels.tolist())
-        missing = [self.classes[c] for c in sorted(trained - validated)]
-        if self.main and self.recipe.val_fraction and missing:
-            note(
-                f"{len(missing)} of {len(self.classes)} classes have too few images for a validation share of "
-                f"{self.recipe.val_fraction:g} (e.g. {', '.join(missing[:3])}): their validation accuracy is "
-                "not measured"
-            )
+        try:
+            self.model.load_state_dict(state.get("model_state", resumed["state_dict"]))
+            if self.ema:
+                self.ema.load_state_dict(resumed["state_dict"])
+            if self.lookahead:
+                self.lookahead.load_state_dict(state["lookahead"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.progress = Progress(**state["progress"])
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+            raise KaggleCifarError(
+                f"{Path(self.config.session.resume) / 'last.pt'}: does not fit this run ({excerpt(first, 120)[1:-1]})"
+            ) from None
 
     def _make_loader(self, make_loader):
         if make_loader is not None:
@@ -235,25 +216,22 @@ class Training:
         with stop.catching_signals():
             while self.progress.epoch < self.recipe.epochs and reason == "completed":
                 reason = self.train_epoch(stop)
-                if self.progress.epoch_step < len(self.loader):  # stopped inside the epoch, last.pt saved
+                if reason == "diverged" or self.progress.epoch_step < len(self.loader):  # stopped inside the epoch
                     break
                 reason = self.end_epoch(reason)
                 if reason == "completed":
                     reason = stop.check(self.world, self.progress.step, at_epoch_end=True)
         return self.finish(reason)
 
-    def _trainable(self) -> tuple[bool, ...]:
-        return tuple(p.requires_grad for p in self.model.parameters())
-
     def _wrap_for_steps(self) -> None:
-        """The module the steps call: the model, in DDP with several processes, compiled if asked."""
+        """The module the steps call: the model, in DDP with several processes, compiled if asked and the
+        device can (once for the whole run: nothing the loop changes alters the graph)."""
         self.step_model: Callable[..., torch.Tensor] = self.model
-        self._wrapped_for = self._trainable()
         if self.world > 1:
             self.step_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.cuda else None
             )
-        if self.config.session.compile:
+        if self.compiled:
             self.step_model = torch.compile(self.step_model)
 
     def train_epoch(self, stop: runtime.StopRequest) -> str:
@@ -261,29 +239,31 @@ class Training:
         p, recipe = self.progress, self.recipe
         epoch_started = time.monotonic()
         sums = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0, **p.partial}  # a stopped epoch's too
-        loss_sum = torch.tensor(sums["loss"], device=self.device, dtype=torch.float64)
+        loss_sum = torch.tensor(sums["loss"], device=self.device, dtype=torch.float32)  # MPS has no float64
         correct = torch.tensor(sums["correct"], device=self.device, dtype=torch.int64)
         count, steps, reason = sums["count"], len(self.loader), "completed"
         self.model.train()
-        start_epoch = getattr(self.model, "start_epoch", None)
-        if start_epoch is not None:  # e.g. airbench freezes its whitening bias after a few epochs
-            start_epoch(p.epoch)
-            if self.world > 1 and self._trainable() != self._wrapped_for:
-                self._wrap_for_steps()  # DDP's reducer expects a gradient for every parameter it was built with
+        # e.g. airbench's whitening bias stops moving after a few epochs: its group's learning rate becomes 0
+        frozen_groups = getattr(self.model, "frozen_groups", None)
+        frozen = frozen_groups(p.epoch) if frozen_groups is not None else set()
         bar = progress_bar(
             steps, f"epoch {p.epoch + 1}/{recipe.epochs}", "batch", enabled=self.main, initial=p.epoch_step
         )
         for images, labels in self.loader.epoch(p.epoch, p.epoch_step):
-            set_learning_rate(self.optimizer, learning_rate(recipe, p.step, steps))
+            set_learning_rate(self.optimizer, learning_rate(recipe, p.step, steps), frozen)
             x, y = to_model_input(images, self.device, self.channels_last), labels.to(self.device, non_blocking=True)
-            with self.autocast():
-                logits = self.step_model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            logits, loss = training_step(
+                self.step_model,
+                self.optimizer,
+                x,
+                y,
+                recipe.label_smoothing,
+                lambda: self.plan.autocast(recipe.amp),
+                self.scaler,
+            )
+            self.watch.update(loss, p.step)
             p.step, p.epoch_step = p.step + 1, p.epoch_step + 1
-            if p.step == 1 and self.config.session.compile:  # time compiling apart, as the speed records do
+            if p.step == 1 and self.compiled:  # time compiling apart, as the speed records do
                 if self.cuda:
                     torch.cuda.synchronize()
                 p.warmup_seconds = time.monotonic() - epoch_started
@@ -294,14 +274,18 @@ class Training:
                     self.lookahead.finish()  # the run ends on the slow weights
             if self.ema:
                 self.ema.update(p.step - 1)
-            loss_sum += loss.detach() * len(y)
+            loss_sum += loss.detach().float() * len(y)
             correct += (logits.argmax(1) == y).sum()
             count += len(y)
             bar.update(1)
-            reason = stop.check(self.world, p.step)
+            if DivergenceWatch.due(p.step, p.epoch_step == steps):
+                self.diverged_at = self.watch.check(self.model, p.epoch_step == steps, p.step - 1, self.world)
+            reason = "diverged" if self.diverged_at is not None else stop.check(self.world, p.step)
             if reason != "completed" and p.epoch_step < steps:
                 break
         bar.close()
+        if reason == "diverged":  # nothing saved: last.pt and best.pt stay those of the last good epoch
+            return reason
         seconds = sums["seconds"] + time.monotonic() - epoch_started
         p.elapsed += time.monotonic() - epoch_started
         p.partial = {"loss": loss_sum.item(), "correct": int(correct.item()), "count": count, "seconds": seconds}
@@ -317,8 +301,9 @@ class Training:
             [p.partial["loss"], p.partial["correct"], p.partial["count"]], self.world
         )
         eval_started = time.monotonic()
-        val_loss, val_acc = self.validate()
         p.epoch, p.epoch_step = p.epoch + 1, 0
+        every, last = self.recipe.val_every, p.epoch == self.recipe.epochs or reason != "completed"
+        val_loss, val_acc = self.validate() if last or (every and p.epoch % every == 0) else (None, None)
         row = {
             "epoch": p.epoch,
             "lr": self.optimizer.param_groups[0]["lr"],
@@ -327,6 +312,7 @@ class Training:
             "val_loss": val_loss,
             "val_acc": val_acc,
             "images_per_s": count / p.partial["seconds"],
+            "train_seconds": p.partial["seconds"],  # the steps alone: no validation, no checkpoint
             "seconds": p.partial["seconds"] + time.monotonic() - eval_started,
         }
         p.partial = {}
@@ -368,11 +354,12 @@ class Training:
             max(256, self.recipe.batch_size),
             self.device,
             progress=False,
+            amp=self.recipe.amp,
         )["none"]
         self.eval_model.train(was_training)
-        picked = torch.from_numpy(probs[range(len(labels)), labels]).double().clamp_min(1e-12)
+        picked = np.clip(probs[range(len(labels)), labels].astype(np.float64), 1e-12, None)  # host-side sums
         loss, correct, count = runtime.all_reduce(
-            [-picked.log().sum().item(), float((probs.argmax(1) == labels).sum()), len(labels)], self.world
+            [float(-np.log(picked).sum()), float((probs.argmax(1) == labels).sum()), len(labels)], self.world
         )
         return loss / count, correct / count
 
@@ -404,11 +391,15 @@ class Training:
             state["model_state"] = self.model.state_dict()
         if self.lookahead:
             state["lookahead"] = self.lookahead.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         metrics = self.progress.metrics
         save_checkpoint(self.payload(metrics[-1]["val_acc"] if metrics else None, state), self.run_dir / "last.pt")
 
     def finish(self, reason: str) -> TrainResult:
         p, main = self.progress, self.main
+        if reason == "diverged":
+            return self.finish_diverged()
         if main and self.recipe.val_fraction == 0 and p.epoch == self.recipe.epochs:
             save_checkpoint(self.payload(None), self.run_dir / "best.pt")  # no validation: the final weights
         if main:
@@ -433,3 +424,15 @@ class Training:
                 self.run_dir, {**asdict(result), "run_dir": str(self.run_dir), "warmup_seconds": p.warmup_seconds}
             )
         return result
+
+    def finish_diverged(self):
+        """result.json says where the loss stopped being finite; TrainingDiverged carries the line to show."""
+        p, steps = self.progress, len(self.loader)
+        found = Divergence(self.diverged_at, steps, learning_rate(self.recipe, self.diverged_at, steps))
+        if self.main:
+            rundir.write_curves(self.run_dir, p.metrics)
+            seconds = time.monotonic() - self.started
+            result = TrainResult(self.run_dir, p.best_val_accuracy, p.best_epoch, p.epoch, seconds, "diverged")
+            record = {**asdict(result), "run_dir": str(self.run_dir), "diverged": found.record()}
+            rundir.write_result(self.run_dir, record)
+        raise TrainingDiverged(found.line(self.run_dir, p.epoch, self.recipe.lr))

@@ -13,6 +13,7 @@ transaction here takes the write lock up front (BEGIN IMMEDIATE) and waits up to
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 import warnings
@@ -24,14 +25,74 @@ MAX_RETRIES = 3  # a trial whose process keeps dying (e.g. killed for memory) is
 HOST = socket.gethostname()
 
 
-def shown_url(url: str) -> str:
-    """The storage URL with its password hidden, for messages."""
-    try:
-        from sqlalchemy.engine import make_url
+SECRET_KEYS = re.compile(r"pass|pwd|secret|token|key|auth|cred|sig", re.IGNORECASE)  # values always hidden
+SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not parsable: show the scheme only
-        return url.split("://", 1)[0] + "://..."
+
+def _parts(url: str) -> tuple[str, str, str, str]:
+    """(scheme, userinfo, host and path, query) of a database URL, cut where a password can hide least well:
+    the userinfo runs to the last '@', so an '@', '/' or '?' inside a password stays inside the userinfo."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not SCHEME.fullmatch(scheme):
+        scheme, rest = "", url
+    userinfo, at, location = rest.rpartition("@")
+    if not at:
+        userinfo, location = "", rest
+    location, _, query = location.partition("?")
+    return scheme, userinfo, location, query
+
+
+def shown_url(url: str) -> str:
+    """The storage URL for messages: no user name or password, no query value (`sslpassword=`, `password=`,
+    a token... any of them may be secret). A URL without a scheme is shown without its user part as well."""
+    scheme, userinfo, location, query = _parts(str(url))
+    keys = [part.partition("=")[0] for part in re.split(r"[&;]", query) if part]
+    shown_query = "&".join(f"{excerpt_key(k)}=***" for k in keys)
+    user, colon, _ = userinfo.partition(":")
+    shown_user = f"{user}:***@" if colon and re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", user) else "***@"
+    text = (f"{scheme}://" if scheme else "") + (shown_user if userinfo else "") + location
+    return text[:200] + (f"?{shown_query}" if shown_query else "")
+
+
+def excerpt_key(key: str) -> str:
+    """A query parameter's name as shown: plain names only (a password pasted without '=' is no name)."""
+    return key if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,40}", key) else "***"
+
+
+def secrets_of(url: str) -> list[str]:
+    """Every piece of the URL that may be secret, longest first, raw and %-decoded: the userinfo and its
+    password, and every query value."""
+    from urllib.parse import unquote, unquote_plus
+
+    _, userinfo, _, query = _parts(str(url))
+    pieces = [userinfo, userinfo.partition(":")[2]] if ":" in userinfo or len(userinfo) >= 4 else []
+    at = 0
+    for part in re.split(r"[&;]", query):
+        key, _, value = part.partition("=")
+        if SECRET_KEYS.search(key):  # the value, and all after it: an unescaped '&' may belong to the password
+            pieces += [value, query[at + len(key) + 1 :]]
+        elif len(value) >= 4 or not value:  # short plain values (a port, "me") may stay
+            pieces += [value, part] if value else [key]
+        at += len(part) + 1
+    found = {p for piece in pieces if piece for p in (piece, unquote(piece), unquote_plus(piece)) if p}
+    return sorted(found, key=len, reverse=True)
+
+
+def redacted(text: str, url: str) -> str:
+    """text (an exception's message, which may quote the URL) with every secret piece of `url` replaced."""
+    text = str(text).replace(str(url), shown_url(url))
+    for secret in secrets_of(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _check_scheme(url: str) -> None:
+    scheme = _parts(url)[0]
+    if not scheme:
+        raise KaggleCifarError(
+            f"--storage {shown_url(url)}: not a database URL (no scheme); write e.g. sqlite:///tune.db or "
+            "postgresql://USER:PASSWORD@HOST/DB"
+        )
 
 
 def open_storage(url: str):
@@ -39,6 +100,7 @@ def open_storage(url: str):
     import optuna
     import sqlalchemy
 
+    _check_scheme(url)
     sqlite = url.startswith("sqlite")
     engine_kwargs = {"connect_args": {"timeout": 60}} if sqlite else {}
     for attempt in range(5):
@@ -57,18 +119,24 @@ def open_storage(url: str):
             break
         except ImportError as exc:
             raise KaggleCifarError(
-                f"--storage {shown_url(url)}: no driver for this database ({exc.__cause__ or exc}); "
+                f"--storage {shown_url(url)}: no driver for this database "
+                f"({redacted(str(exc.__cause__ or exc).strip(), url)[:200]}); "
                 "install it, e.g. pip install psycopg2-binary (PostgreSQL) or pymysql "
                 "(mysql+pymysql://...)"
             ) from None
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ValueError) as exc:
             # Two processes creating one new SQLite file race on its tables; the loser finds them next time.
             if not sqlite or attempt == 4 or isinstance(exc, sqlalchemy.exc.ArgumentError):
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                first = redacted((str(exc).strip().splitlines() or [type(exc).__name__])[0], url)[:200]
                 raise KaggleCifarError(
                     f"--storage {shown_url(url)}: cannot open the study database ({first})"
                 ) from None
             time.sleep(0.5 * (attempt + 1))
+        except Exception as exc:  # noqa: BLE001 - drivers raise their own types; their text may quote the URL
+            first = redacted((str(exc).strip().splitlines() or [""])[0], url)[:200]
+            raise KaggleCifarError(
+                f"--storage {shown_url(url)}: cannot open the study database ({type(exc).__name__}: {first})"
+            ) from None
     if sqlite:
         _begin_immediate(storage.engine)
     return storage

@@ -21,7 +21,7 @@ import numpy as np
 
 from kagglecifar.cache.formats.safe_pickle import load_pickle
 from kagglecifar.cache.formats.source_split import SourceSplit, fine_to_coarse
-from kagglecifar.errors import KaggleCifarError
+from kagglecifar.errors import KaggleCifarError, excerpt
 from kagglecifar.files import escapes_folder
 
 LAYOUTS: dict[str, dict[str, Any]] = {  # kind -> split -> data files, and the meta file
@@ -36,6 +36,11 @@ MEMBER_NAMES = {
 }
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 ROW = 32 * 32 * 3
+# CIFAR-100's train file, the largest, is 163 MB; both archives hold under 200 MB in all. Checked from the
+# tar headers and file sizes before a byte is read, so memory stays near what real CIFAR data needs.
+MAX_MEMBER_BYTES = 256 << 20
+MAX_DATA_BYTES = 512 << 20  # all CIFAR members read together
+MAX_ARCHIVE_BYTES = 1 << 30  # everything the archive holds, CIFAR or not, as its headers declare
 
 
 def kind_of(names) -> str | None:
@@ -167,7 +172,7 @@ def _read_folder(folder: Path) -> dict:
     if not folder.is_dir():
         raise KaggleCifarError(f"{folder}: not found")
     root = folder.resolve()
-    docs = {}
+    docs, total = {}, 0
     for name in sorted(MEMBER_NAMES):
         path = folder / name
         if not path.is_file():
@@ -175,6 +180,9 @@ def _read_folder(folder: Path) -> dict:
         if not path.resolve().is_relative_to(root):
             raise KaggleCifarError(f"{path}: a link to {path.resolve()}, outside {folder}; refusing it")
         try:
+            size = path.stat().st_size
+            total += size
+            _check_size(f"{path}", size, total)
             data = path.read_bytes()
         except OSError as exc:
             raise KaggleCifarError(f"{path}: cannot read it ({exc.strerror or exc})") from None
@@ -182,14 +190,32 @@ def _read_folder(folder: Path) -> dict:
     return docs
 
 
+def _check_size(what: str, size: int, total: int) -> None:
+    if size > MAX_MEMBER_BYTES:
+        raise KaggleCifarError(
+            f"{what}: declares {size:,} bytes; no CIFAR python file is over {MAX_MEMBER_BYTES >> 20} MiB: refusing it"
+        )
+    if total > MAX_DATA_BYTES:
+        raise KaggleCifarError(
+            f"{what}: the CIFAR files come to over {MAX_DATA_BYTES >> 20} MiB, more than CIFAR data is: refusing them"
+        )
+
+
 def _read_archive(archive: Path) -> dict:
     """Unpickle the CIFAR members of a tar(.gz) as they stream past, keyed by file name."""
     docs: dict[str, dict] = {}
     seen: dict[str, str] = {}
+    declared, total = 0, 0
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
                 name = member.name
+                declared += max(member.size, 0)
+                if declared > MAX_ARCHIVE_BYTES:
+                    raise KaggleCifarError(
+                        f"{archive}: its members declare more than {MAX_ARCHIVE_BYTES >> 30} GiB (at "
+                        f"{excerpt(name, 60)}); CIFAR archives hold under 200 MB: refusing it"
+                    )
                 if escapes_folder(name) or ((member.issym() or member.islnk()) and escapes_folder(member.linkname)):
                     raise KaggleCifarError(
                         f"{archive}: member {name!r} points outside the archive's folder; refusing the archive"
@@ -203,7 +229,11 @@ def _read_archive(archive: Path) -> dict:
                         "archive and point at one folder"
                     )
                 seen[base] = name
-                docs[base] = load_pickle(tar.extractfile(member).read(), f"{archive}: {name}")
+                total += member.size
+                _check_size(f"{archive}: {excerpt(name, 60)[1:-1]}", member.size, total)
+                data = tar.extractfile(member).read(member.size)
+                docs[base] = load_pickle(data, f"{archive}: {name}")
+                del data
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise KaggleCifarError(
             f"{archive}: damaged or truncated archive ({type(exc).__name__}: {exc}); download it again"

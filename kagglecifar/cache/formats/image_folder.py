@@ -4,8 +4,10 @@
     ROOT/test/CLASS/*  or  ROOT/test/*  optional: a labelled or an unlabelled test split
 
 Images are decoded by the cache's png_to_rgb32 (OpenCV: any size, gray, 16-bit, alpha -> 32x32 RGB); one that
-cannot be decoded is flagged bad, not fatal. Ids are the file names when those are distinct integers (like
-the competition's test/123.png), else 1..N over the sorted relative paths. A file or folder that is a link
+cannot be decoded is flagged bad, not fatal; one whose header declares more than 4096 pixels a side is
+refused before decoding. Ids are the file names when those are distinct integers (like the competition's
+test/123.png); test images sharing an id (3.png, 3.jpg) or mixing integer and other names are refused;
+otherwise ids are 1..N over the sorted relative paths, said in one line. A file or folder that is a link
 leading outside ROOT is refused; other files (.txt, .DS_Store, subfolders of a class folder) are ignored.
 """
 
@@ -18,12 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from kagglecifar.cache.decode import png_to_rgb32, quiet_opencv
+from kagglecifar.cache.decode import MAX_SIDE, image_size, png_to_rgb32, quiet_opencv
 from kagglecifar.cache.formats.source_split import SourceSplit
-from kagglecifar.console import progress_bar
+from kagglecifar.console import note, progress_bar
 from kagglecifar.errors import KaggleCifarError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_FILE_BYTES = 64 << 20  # a 4096x4096 16-bit RGBA PNG barely compressed
 
 
 def is_image_folder(root: Path) -> bool:
@@ -134,10 +137,7 @@ def _decode(root: Path, split: str, files_by_class: dict, classes: list[str]) ->
     quiet_opencv()  # no warning per broken image
     try:
         for row, path in enumerate(progress_bar(len(paths), split, "img", mininterval=0.5, iterable=paths)):
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                raise KaggleCifarError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+            data = _read_image(path)
             image, done = png_to_rgb32(data)
             if image is None:
                 bad[row] = True
@@ -149,7 +149,7 @@ def _decode(root: Path, split: str, files_by_class: dict, classes: list[str]) ->
     labelled = None not in files_by_class
     return SourceSplit(
         images,
-        _ids(paths),
+        _ids(root, split, paths),
         labels if labelled else None,
         bad,
         list(classes),
@@ -158,8 +158,58 @@ def _decode(root: Path, split: str, files_by_class: dict, classes: list[str]) ->
     )
 
 
-def _ids(paths: list[Path]) -> np.ndarray:
+def _read_image(path: Path) -> bytes:
+    """The file's bytes, once its size and the dimensions its header declares are within what an image folder
+    of small pictures can hold (one line naming the file otherwise)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise KaggleCifarError(
+                f"{path}: {size / 2**20:.0f} MiB, more than an image of at most {MAX_SIDE}x{MAX_SIDE} pixels "
+                "needs; refusing the folder"
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KaggleCifarError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    dimensions = image_size(data)
+    if dimensions and (dimensions[0] > MAX_SIDE or dimensions[1] > MAX_SIDE):
+        raise KaggleCifarError(
+            f"{path}: {dimensions[0]}x{dimensions[1]} pixels; images larger than {MAX_SIDE}x{MAX_SIDE} are "
+            "refused (they are resized to 32x32 anyway): shrink it or leave it out"
+        )
+    return data
+
+
+def _ids(root: Path, split: str, paths: list[Path]) -> np.ndarray:
+    """Ids are the file names when those are integers (like the competition's test/123.png), so a submission's
+    rows keep the names' ids. Two files with one id (3.png and 3.jpg), or integer names mixed with others in
+    the test split, are refused; a split of names that are no integers is numbered 1..N in name order, said in
+    one line."""
     stems = [p.stem for p in paths]
-    if all(s.isascii() and s.isdigit() and len(s) < 19 for s in stems) and len(set(map(int, stems))) == len(stems):
-        return np.array([int(s) for s in stems], np.int64)
+    numeric = [s.isascii() and s.isdigit() and len(s) < 19 for s in stems]
+    shown = lambda i: paths[i].relative_to(root).as_posix()  # noqa: E731
+    if all(numeric):
+        ids = np.array([int(s) for s in stems], np.int64)
+        first: dict[int, int] = {}
+        for i, image_id in enumerate(ids.tolist()):
+            if image_id in first and split == "test":
+                raise KaggleCifarError(
+                    f"{root / shown(first[image_id])} and {shown(i)}: both would be test id {image_id}; "
+                    "keep one of them"
+                )
+            first.setdefault(image_id, i)
+        if len(first) == len(ids):
+            return ids
+    elif split == "test" and any(numeric):
+        other, named = numeric.index(False), numeric.index(True)
+        raise KaggleCifarError(
+            f"{root / shown(other)}: not an integer id like {shown(named)}; name every test image ID.png "
+            "(its id in the submission) or none of them"
+        )
+    examples = ", ".join(shown(i) for i in range(min(2, len(paths))))
+    if split == "test":  # training ids are never submitted: nothing to say
+        note(
+            f"{root / split}: the file names ({examples}{', ...' if len(paths) > 2 else ''}) are not distinct "
+            f"integer ids: numbered 1..{len(paths)} in name order"
+        )
     return np.arange(1, len(paths) + 1, dtype=np.int64)

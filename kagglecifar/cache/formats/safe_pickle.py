@@ -56,10 +56,28 @@ def _dtype(spec, align=False, copy=True) -> np.dtype:
     return dtype
 
 
+MAX_ELEMENTS = 1 << 28  # bytes of an array numpy allocates from a shape the pickle declares (its data comes later)
+
+
 def _reconstruct(subtype, shape, typecode) -> np.ndarray:
     if subtype is not _NDARRAY:
         raise pickle.UnpicklingError("_reconstruct of something other than numpy.ndarray")
+    dims = shape if isinstance(shape, tuple) else (shape,)
+    try:
+        itemsize = np.dtype(typecode.decode("ascii") if isinstance(typecode, bytes) else typecode).itemsize
+    except (TypeError, ValueError, UnicodeDecodeError):
+        raise pickle.UnpicklingError("_reconstruct with an unknown type code") from None
+    valid = all(isinstance(n, int) and 0 <= n <= MAX_ELEMENTS for n in dims)
+    if not valid or _product(dims) * max(itemsize, 1) > MAX_ELEMENTS:
+        raise pickle.UnpicklingError("_reconstruct of an array larger than CIFAR data")
     return _numpy_core.multiarray._reconstruct(np.ndarray, shape, typecode)
+
+
+def _product(dims) -> int:
+    total = 1
+    for n in dims:
+        total *= n
+    return total
 
 
 def _frombuffer(buffer, dtype, shape, order) -> np.ndarray:
