@@ -60,7 +60,7 @@ class OnnxModel:
                 torch.onnx.export(
                     model.eval(),
                     (example,),
-                    exported,
+                    exported,  # type: ignore[arg-type]  # a file object works, as documented
                     dynamo=False,
                     input_names=["images"],
                     output_names=["logits"],

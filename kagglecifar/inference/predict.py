@@ -188,8 +188,8 @@ def predict_gated(
     views = np.ones(len(images), np.uint8)
     if len(rows):
         rest, desc = gating.other_views(mode), f"{desc} +{full - 1} views"
-        chosen = gating.Rows(images, rows)
-        extra = predict_images(models, chosen, [mode], num_classes, batch_size, device, desc, progress, mode_views=rest)
+        chosen = gating.Rows(images, rows)  # read by slices like an image array
+        extra = predict_images(models, chosen, [mode], num_classes, batch_size, device, desc, progress, mode_views=rest)  # type: ignore[arg-type]
         probs[rows] = MODES[mode][gating.IDENTITY] * one_view[rows] + extra[mode]
         views[rows] = full
     return gating.GatedProbs(probs, views)
@@ -255,7 +255,7 @@ def predict(
     for earlier, weight in saved:
         probs += weight * earlier.probs
     if models:
-        options = dict(gate=gate, eligible=~test.bad, others=probs if saved else None, batch_size=batch_size)
+        options: dict = dict(gate=gate, eligible=~test.bad, others=probs if saved else None, batch_size=batch_size)
         gated = predict_gated(models, test.images, tta, len(classes), tta_fraction, **options, device=dev)
         probs, views = (gated.probs + probs if saved else gated.probs), gated.views
     else:  # saved probabilities only: each row as many views as any of them had
@@ -418,7 +418,7 @@ def predict_to_submission(
     sample_ids = read_sample_ids(sample) if competition else None
     gating.check_fraction(tta_fraction)  # before the long part
     backends.resolve_backend(backend, resolve_device(device))
-    options = dict(tta=tta, weights=weights, batch_size=batch_size, device=device, tta_fraction=tta_fraction)
+    options: dict = dict(tta=tta, weights=weights, batch_size=batch_size, device=device, tta_fraction=tta_fraction)
     predictions = predict(sources, data_dir, **options, backend=backend)
     if save_probs_path is not None:
         save_probs(predictions, save_probs_path, force)
