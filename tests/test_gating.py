@@ -181,3 +181,22 @@ def test_evaluate_reports_each_mode_at_the_default_fraction_and_at_1(tmp_path, r
     record = json.loads((run / "evaluation.json").read_text())  # compare reads "accuracy": every view only
     assert set(record["accuracy"]) == {"none", "flip", "shift"}  # both evaluations, as without gating
     assert set(record["gated_accuracy"]) == {"flip@0.3", "shift@0.3", "flip@0.5"}
+
+
+def test_saved_views_that_do_not_fit_the_ids_are_one_line(tmp_path, data):
+    run, _ = make_run(tmp_path / "run")
+    p = predict([run], data, tta="flip", tta_fraction=0.5)
+    bad = tmp_path / "bad.npz"
+    np.savez(
+        bad,
+        ids=p.ids,
+        probs=p.probs,
+        confidence=p.confidence,
+        bad=p.bad,
+        classes=CLASSES,
+        tta="flip",
+        views=np.ones(len(p.ids) - 1, np.uint8),
+        tta_fraction=0.5,
+    )
+    with pytest.raises(KaggleCifarError, match=r"bad.npz: not probabilities saved .*views \(39,\) uint8"):
+        load_probs(bad)
