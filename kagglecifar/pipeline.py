@@ -240,6 +240,7 @@ def run(
     fmt: str | None = None,
     labels: str | None = None,
     tta: str = "flip",
+    tta_fraction: float | None = None,
     device: str = "auto",
     message: str | None = None,
     submit: bool = True,
@@ -254,10 +255,12 @@ def run(
     Data other than the competition's (--dataset, or --from-dir with another format) runs with submit=False
     only: Kaggle's competition scores its own test set alone.
     """
-    from kagglecifar.inference import predict
+    from kagglecifar.inference import gating, predict
     from kagglecifar.kaggle_io import submission_csv as submission
     from kagglecifar.training import train
 
+    if tta_fraction is not None:
+        gating.check_fraction(tta_fraction)
     if name is not None:
         rundir.check_run_name(name)  # before anything touches the disk
     preset = preset or _existing_preset(model, runs_dir, name)
@@ -317,7 +320,8 @@ def run(
             return f"{out} is newer than {best}", False
         if out.is_file() and not force:
             raise KaggleCifarError(f"{out}: exists but is older than {best}; pass --force to replace it")
-        result = predict.predict_to_submission([run_dir], data_dir, out, tta=tta, force=force, device=device)
+        gated = {} if tta_fraction is None else {"tta_fraction": tta_fraction}
+        result = predict.predict_to_submission([run_dir], data_dir, out, tta=tta, force=force, device=device, **gated)
         return result.line(), True
 
     stage("predict", predict_stage)

@@ -100,7 +100,7 @@ def test_predict_given_runs_and_a_bare_tta_in_any_order(place, run_cli):
         assert code == 0, err
         assert "newest" not in out and (tmp_path / "submissions" / "older-flip.csv").is_file()
     code, out, err = run_cli("predict", "runs/older", "--tta", "translate", "--batch-size", "5")
-    assert code == 0 and "TTA translate (6 views)" in out, err
+    assert code == 0 and "TTA translate (6 views on the 4 least confident of 12 images" in out, err
     code, _, err = run_cli("predict", "--tta", "shfit")
     assert code == 1 and "--tta shfit: unknown TTA mode" in err and len(err.strip().splitlines()) == 1
 

@@ -7,6 +7,7 @@ from torch import nn
 from kagglecifar.cache import write_split
 from kagglecifar.checkpoint import save_checkpoint
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.inference import gating
 from kagglecifar.inference.evaluate import evaluate
 from kagglecifar.inference.predict import load_probs, predict, predict_images, save_probs
 from kagglecifar.inference.tta import tta_views
@@ -101,16 +102,16 @@ def test_ensemble_averages_with_weights(tmp_path, data):
     data_dir, _ = data
     run_a, _ = make_run(tmp_path / "a", seed=1)
     run_b, _ = make_run(tmp_path / "b", seed=2)
-    a = predict([run_a], data_dir, tta="flip")
-    b = predict([run_b], data_dir, tta="flip")
-    both = predict([run_a, run_b / "best.pt"], data_dir, tta="flip", weights=[2, 1])
+    a = predict([run_a], data_dir, tta="flip", tta_fraction=1)  # every view: an ensemble is then linear
+    b = predict([run_b], data_dir, tta="flip", tta_fraction=1)
+    both = predict([run_a, run_b / "best.pt"], data_dir, tta="flip", weights=[2, 1], tta_fraction=1)
     good = ~both.bad
     np.testing.assert_allclose(both.probs[good], (2 * a.probs[good] + b.probs[good]) / 3, atol=1e-6)
     np.testing.assert_allclose(both.probs.sum(axis=1), 1, atol=1e-5)
     np.testing.assert_allclose(both.confidence[good], both.probs[good].max(axis=1))
 
     saved = save_probs(a, tmp_path / "a.npz")  # an earlier prediction joins the ensemble
-    mixed = predict([saved, run_b], data_dir, tta="flip", weights=[2, 1])
+    mixed = predict([saved, run_b], data_dir, tta="flip", weights=[2, 1], tta_fraction=1)
     np.testing.assert_allclose(mixed.probs, both.probs, atol=1e-6)
 
     with pytest.raises(KaggleCifarError, match="--weights: 1 weights for 2"):
@@ -154,13 +155,15 @@ def test_cli_predict_writes_rows_in_sample_order(tmp_path, data, run_cli, monkey
     table = pd.read_csv(csv_path)
     assert table["id"].tolist() == sample_order and set(table["label"]) <= set(CLASSES)
     probs = pd.read_csv(tmp_path / "probs.csv")
-    assert list(probs.columns) == ["id", "confidence", "bad", *CLASSES] and len(probs) == 12
+    assert list(probs.columns) == ["id", "confidence", "bad", "views", *CLASSES] and len(probs) == 12
     fallback = table.set_index("id")["label"][7]
     assert table.set_index("id")["label"][11] == fallback
     report = (tmp_path / "submissions" / "tiny-shift.bad-ids.txt").read_text().splitlines()
     assert report[1:] == ["7", "11"] and f"'{fallback}'" in report[0]
     line = out.strip().splitlines()[-1]
-    assert line.startswith("predict: 12 rows, TTA shift (10 views), 2 undecodable ids") and str(csv_path.name) in line
+    shown = "TTA shift (10 views on the 3 least confident of 10 images, 1 on the rest)"  # ceil(0.3 x 10)
+    assert line.startswith(f"predict: 12 rows, {shown}, 2 undecodable ids") and str(csv_path.name) in line
+    assert probs["views"].tolist().count(10) == 3 and probs["views"][probs["bad"] == 1].tolist() == [1, 1]
     assert "10 look out-of-distribution (confidence < 0.99)" in line
 
 
@@ -212,7 +215,11 @@ def test_evaluate_on_a_tiny_run(tmp_path, run_cli):
 
     report = evaluate(run, tmp_path / "data", ("flip",))
     assert report.count == 5 and report.overall["none"] == pytest.approx(3 / 5)
-    assert list(report.overall) == ["none", "flip"]
+    assert list(report.overall) == [
+        "none",
+        "flip",
+        f"flip@{gating.DEFAULT_FRACTION:g}",
+    ]  # flip, then flip gated at the default fraction
     wrong_class = labels[3]
     assert report.per_class["none"][wrong_class] < 1
     assert report.confusion_path == run / "confusion_matrix.png" and report.confusion_path.stat().st_size > 1000

@@ -44,6 +44,14 @@ SETS = typer.Option(
     None, "--set", metavar="KEY=VALUE", help="Override any config field, e.g. --set lr=0.1 (repeatable)."
 )
 TTA_HELP = tta_help()  # generated from tta.TTA_MODES
+TTA_FRACTION = typer.Option(
+    None,
+    "--tta-fraction",
+    metavar="F",
+    help="Share of the images (0 < F <= 1) that get every TTA view: the least confident ones, by the margin "
+    "between their two highest probabilities from the image alone; the rest are predicted from the image alone. "
+    "1: every image gets every view. Default: 0.3.",
+)  # gating.DEFAULT_FRACTION; a test keeps them in step
 
 
 def preset_help(lead: str, default: str = "Default: gpu with CUDA, else cpu.") -> str:

@@ -14,6 +14,7 @@ from kagglecifar.cli.app import (
     RUNS_DIR,
     SUBMISSIONS_DIR,
     TTA_DEFAULT,
+    TTA_FRACTION,
     TTA_HELP,
     app,
     examples,
@@ -63,6 +64,7 @@ def predict(
     ),
     tta: str = typer.Option(TTA_DEFAULT, "--tta", metavar="[MODE]", help=TTA_HELP + f" --tta alone: {TTA_DEFAULT}."),
     no_tta: bool = NO_TTA,
+    tta_fraction: Optional[float] = TTA_FRACTION,
     runs_dir: Path = RUNS_DIR,
     weights: Optional[str] = typer.Option(None, "--weights", help="Ensemble weights, one per checkpoint, e.g. 2,1."),
     data_dir: Path = DATA_DIR,
@@ -76,6 +78,13 @@ def predict(
     ),
     batch_size: Optional[int] = BATCH_SIZE,
     device: str = DEVICE,
+    backend: str = typer.Option(
+        "auto",
+        "--backend",
+        metavar="auto|eager|onnx",
+        help="What runs the net: eager (PyTorch) or onnx (ONNX Runtime, CPU only, the optional extra: "
+        "pip install 'kagglecifar[onnx]'); auto: onnx on the CPU when installed, else eager.",
+    ),
     ood_threshold: Optional[float] = typer.Option(
         None,
         "--ood-threshold",
@@ -88,10 +97,12 @@ def predict(
 ) -> None:
     """Predict every test image (undecodable ones get a fallback label) and write a submission CSV (for other
     data than the competition's: id,label for every test id, and the file of each for an image folder)."""
+    from kagglecifar.inference import gating
     from kagglecifar.inference import predict as prediction
     from kagglecifar.inference.tta import check_tta_mode
 
     tta = "none" if no_tta else check_tta_mode(tta)
+    tta_fraction = gating.check_fraction(gating.DEFAULT_FRACTION if tta_fraction is None else tta_fraction)
     runs = runs or [newest_run(runs_dir, "predict")]
     say_if_diverged(runs, "predict")
     out = out or prediction.default_submission_path(runs, tta, submissions_dir)
@@ -106,6 +117,8 @@ def predict(
         force=force,
         save_probs_path=save_probs,
         ood_threshold=ood_threshold,
+        tta_fraction=tta_fraction,
+        backend=backend,
     )
     summary(f"predict: {result.line()}")
 
@@ -130,6 +143,13 @@ def evaluate(
     ),
     no_tta: bool = NO_TTA,
     runs_dir: Path = RUNS_DIR,
+    tta_fraction: Optional[float] = typer.Option(
+        None,
+        "--tta-fraction",
+        metavar="F",
+        help="Also score each mode with gated TTA: only the least confident share F (0 < F <= 1) of the images "
+        "gets every view (default: predict's, 0.3); the accuracy with every view on every image is always shown.",
+    ),
     data_dir: Path = DATA_DIR,
     batch_size: Optional[int] = BATCH_SIZE,
     device: str = DEVICE,
@@ -137,13 +157,15 @@ def evaluate(
     """Per-class accuracy on the run's validation split and, when the cache's test split is labelled (CIFAR
     python data, image folders with test/CLASS/), on the test split, without and with TTA; per super-class for
     CIFAR-100; the most frequent confusions; confusion matrices and per_class.csv in the run folder."""
+    from kagglecifar.inference import gating
     from kagglecifar.inference.evaluate import evaluate as evaluate_run
     from kagglecifar.inference.tta import TTA_VIEWS
 
+    fraction = gating.check_fraction(gating.DEFAULT_FRACTION if tta_fraction is None else tta_fraction)
     run = run or newest_run(runs_dir, "evaluate")
     say_if_diverged([run], "evaluate")
     modes = ["none"] if no_tta else (tta or list(TTA_VIEWS))
-    report = evaluate_run(run, data_dir, modes, test=True, batch_size=batch_size, device=device)
+    report = evaluate_run(run, data_dir, modes, test=True, batch_size=batch_size, device=device, tta_fraction=fraction)
     typer.echo(report.table())
     parts = []
     for scores in report.splits.values():

@@ -21,6 +21,7 @@ from kagglecifar.console import table
 from kagglecifar.device import resolve_device, usable_plan
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import write_text_atomic
+from kagglecifar.inference import gating
 from kagglecifar.inference.predict import predict_images
 from kagglecifar.inference.tta import TTA_VIEWS, check_tta_mode
 from kagglecifar.reports import plots
@@ -93,7 +94,7 @@ class EvalReport:
 
     @property
     def largest_mode(self) -> str:
-        return max(next(iter(self.splits.values())).counts, key=TTA_VIEWS.get)
+        return max(next(iter(self.splits.values())).counts, key=lambda mode: TTA_VIEWS.get(mode, 0))
 
     @property
     def main_split(self) -> SplitScores:
@@ -187,14 +188,17 @@ def evaluate(
     batch_size: int | None = None,
     device: str = "auto",
     progress: bool = True,
+    tta_fraction: float = gating.DEFAULT_FRACTION,
 ) -> EvalReport:
     """Accuracy on the run's validation split (and, with test, on a labelled test split of the cache) without
-    TTA and with each mode.
+    TTA and with each mode; with tta_fraction < 1 also with each mode gated (gating.py), scored as
+    `MODE@FRACTION` from the same pass: only the least confident share of the images gets every view.
 
     Writes into the run folder confusion_matrix.png (validation; train writes it too, through this same
     function) and confusion_matrix_test.png, for the mode with the most views, and per_class.csv.
     """
     modes = list(dict.fromkeys(["none", *(check_tta_mode(m) for m in tta_modes)]))
+    tta_fraction = gating.check_fraction(tta_fraction)
     path = resolve_checkpoint(run)
     dev = resolve_device(device)
     usable_plan(dev)
@@ -238,7 +242,8 @@ def evaluate(
             progress,
         )
         report.splits[name] = SplitScores(
-            name, {m: plots.confusion_matrix(labels, probs[m].argmax(axis=1), len(classes)) for m in modes}
+            name,
+            {m: plots.confusion_matrix(labels, p.argmax(axis=1), len(classes)) for m, p in _gated(probs, tta_fraction)},
         )
     _add_super_classes(report, train)
     largest = report.largest_mode
@@ -308,18 +313,38 @@ def _record(report: EvalReport, ckpt: dict) -> Path | None:
         return None
     kept = previous if previous.get("checkpoint") == checkpoint and previous.get("count") == report.count else {}
     mode = report.largest_mode
+
+    def plain(by_mode: dict) -> dict:  # what compare reads: every view on every image
+        return {m: v for m, v in by_mode.items() if m in TTA_VIEWS}
+
+    def gated(by_mode: dict) -> dict:
+        return {m: v for m, v in by_mode.items() if m not in TTA_VIEWS}
+
     record = {
         "checkpoint": checkpoint,
         "count": report.count,
         "classes": report.classes,
-        "accuracy": {**kept.get("accuracy", {}), **report.overall},
+        "accuracy": {**kept.get("accuracy", {}), **plain(report.overall)},
+        "gated_accuracy": {**kept.get("gated_accuracy", {}), **gated(report.overall)},
         "per_class": {
             **kept.get("per_class", {}),
-            **{m: [None if v != v else float(v) for v in a] for m, a in report.per_class.items()},
+            **{m: [None if v != v else float(v) for v in a] for m, a in plain(report.per_class).items()},
         },
         "confusion": {"tta": mode, "counts": report.splits["validation"].counts[mode].tolist()},
     }
     return write_text_atomic(report.checkpoint.parent / EVALUATION, json.dumps(record, indent=1) + "\n")
+
+
+def gated_name(mode: str, fraction: float) -> str:
+    return f"{mode}@{fraction:g}"
+
+
+def _gated(probs: dict[str, np.ndarray], fraction: float):
+    """(name, probabilities) per mode, each mode with several views followed by its gated version."""
+    for mode, every_view in probs.items():
+        yield mode, every_view
+        if fraction < 1 and TTA_VIEWS[mode] > 1:
+            yield gated_name(mode, fraction), gating.combine(probs["none"], every_view, mode, fraction).probs
 
 
 def _to_checkpoint(path: Path, classes: list[str], split) -> np.ndarray:

@@ -34,9 +34,9 @@ from kagglecifar.console import note, progress_bar
 from kagglecifar.device import device_plan, resolve_device, usable_plan
 from kagglecifar.errors import KaggleCifarError, excerpt
 from kagglecifar.files import atomic_output, refuse_existing
-from kagglecifar.inference import saved_probs
+from kagglecifar.inference import backends, gating, saved_probs
 from kagglecifar.inference.batches import HostResults, default_batch_size, device_batches
-from kagglecifar.inference.tta import MODES, TTA_VIEWS, check_tta_mode, make_view, views_of
+from kagglecifar.inference.tta import MODES, TTA_VIEWS, View, check_tta_mode, make_view, views_of
 from kagglecifar.kaggle_io.submission_csv import read_sample_ids, write_predictions_csv, write_submission
 
 OOD_THRESHOLD = 0.5  # with 10 classes: no class gets half the probability
@@ -63,6 +63,12 @@ class Predictions:
     classes: list[str]
     tta: str = "none"
     images_per_second: float = 0.0
+    views: np.ndarray | None = None  # (N,) uint8: views of the TTA mode each row averages (gating); None: all
+    tta_fraction: float = 1.0  # share of the decodable images that got every view
+    backend: str = "eager"  # what ran the nets (backends.py)
+
+    def views_per_row(self) -> np.ndarray:
+        return np.full(len(self.ids), TTA_VIEWS.get(self.tta, 1), np.uint8) if self.views is None else self.views
 
     def labels(self) -> np.ndarray:
         return np.array(self.classes, dtype=object)[self.probs.argmax(axis=1)]
@@ -118,13 +124,17 @@ def predict_images(
     desc: str = "predict",
     progress: bool = True,
     amp: bool = True,
+    mode_views: dict[str, dict[View, float]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Weighted sum over models of each mode's weighted mean softmax over its views, for uint8 NHWC images
     (a memory map is fine). One pass over the images: batches are read in order, moved to the device as uint8
     and scaled there; a view that several modes share is computed once. `amp`: mixed precision where the device
     has it (kagglecifar.device); on CUDA the batches are read, copied and computed overlapping (batches.py).
+    `mode_views`: each mode's views and weights when not tta.MODES' (gating's second pass: a mode less its
+    first view).
     """
-    views = views_of(modes)
+    table = mode_views or {mode: MODES[mode] for mode in modes}
+    views = views_of(modes) if mode_views is None else list(dict.fromkeys(v for m in modes for v in table[m]))
     plan = device_plan(device)
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format  # faster convs on CPU too
     batch_size = batch_size or default_batch_size(device, [model for model, _ in models])
@@ -139,12 +149,50 @@ def predict_images(
                     with plan.autocast(amp):
                         probs = model(x_view).float().softmax(dim=1)
                     for i, mode in enumerate(modes):
-                        if view in MODES[mode]:
-                            sums[i].add_(probs, alpha=weight * MODES[mode][view])
+                        if view in table[mode]:
+                            sums[i].add_(probs, alpha=weight * table[mode][view])
             results.put(rows, sums)  # one copy back per batch, collected when the next batch's is queued
             bar.update(len(x))
         results.collect()
     return {mode: out[i] for i, mode in enumerate(modes)}
+
+
+def predict_gated(
+    models: list[tuple[nn.Module, float]],
+    images: np.ndarray,
+    mode: str,
+    num_classes: int,
+    fraction: float = gating.DEFAULT_FRACTION,
+    *,
+    gate: str = gating.DEFAULT_GATE,
+    eligible: np.ndarray | None = None,
+    others: np.ndarray | None = None,
+    batch_size: int | None = None,
+    device: torch.device = torch.device("cpu"),
+    desc: str = "predict",
+    progress: bool = True,
+) -> gating.GatedProbs:
+    """predict_images for one mode with confidence-gated TTA (gating.py): every image with its first view, then
+    the least confident `fraction` of the `eligible` rows with the mode's other views. `others`: the rest of an
+    ensemble's weighted probabilities (saved earlier), for the ranking only. Fraction 1 is predict_images."""
+    check_tta_mode(mode)
+    fraction = gating.check_fraction(fraction)
+    full = TTA_VIEWS[mode]
+    if fraction >= 1 or full == 1:
+        probs = predict_images(models, images, [mode], num_classes, batch_size, device, desc, progress)[mode]
+        return gating.GatedProbs(probs, np.full(len(images), full, np.uint8))
+    one_view = predict_images(models, images, ["none"], num_classes, batch_size, device, desc, progress)["none"]
+    ranked = one_view if others is None else one_view + others
+    rows = gating.least_confident(ranked, fraction, gate, eligible)
+    probs = one_view.copy()
+    views = np.ones(len(images), np.uint8)
+    if len(rows):
+        rest, desc = gating.other_views(mode), f"{desc} +{full - 1} views"
+        chosen = gating.Rows(images, rows)  # read by slices like an image array
+        extra = predict_images(models, chosen, [mode], num_classes, batch_size, device, desc, progress, mode_views=rest)  # type: ignore[arg-type]
+        probs[rows] = MODES[mode][gating.IDENTITY] * one_view[rows] + extra[mode]
+        views[rows] = full
+    return gating.GatedProbs(probs, views)
 
 
 def predict(
@@ -155,12 +203,18 @@ def predict(
     weights: list[float] | None = None,
     batch_size: int | None = None,
     device: str = "auto",
+    tta_fraction: float = gating.DEFAULT_FRACTION,
+    gate: str = gating.DEFAULT_GATE,
+    backend: str = "auto",
 ) -> Predictions:
     """Predict every id of the test cache with one checkpoint or a weighted ensemble.
 
     `checkpoints`: run folders, checkpoint files, or .npz probabilities saved earlier (see save_probs).
+    `tta_fraction`: the least confident share of the decodable images that gets every view of the TTA mode,
+    the rest being predicted from the image alone (gating.py); 1: every image gets every view.
     """
     check_tta_mode(tta)
+    tta_fraction = gating.check_fraction(tta_fraction)
     if not checkpoints:
         raise KaggleCifarError("predict: give at least one run folder or checkpoint")
     weights = list(weights) if weights else [1.0] * len(checkpoints)
@@ -168,6 +222,7 @@ def predict(
     weights = normalised_weights(weights)
     test = load_split(data_dir, "test")
     dev = resolve_device(device)
+    backend = backends.resolve_backend(backend, dev)
     plan = usable_plan(dev)
 
     models, saved, class_lists = [], [], {}
@@ -183,7 +238,7 @@ def predict(
             path = resolve_checkpoint(source)
             model, payload = load_model(path, dev)
             class_lists[path] = list(payload["classes"])
-            models.append((model, weight))
+            models.append((backends.prepare(model, backend), weight))
     classes = _agreeing_classes(class_lists)
     if sorted(classes) != sorted(test.classes):  # e.g. a CIFAR-10 run on a CIFAR-100 cache
         shown = ", ".join(test.classes[:5]) + (", ..." if len(test.classes) > 5 else "")
@@ -197,12 +252,20 @@ def predict(
         note(plan.line(compile=False))  # the first line predict prints: what runs where
     started = time.perf_counter()
     probs = np.zeros((len(test), len(classes)), np.float32)
-    if models:
-        probs += predict_images(models, test.images, [tta], len(classes), batch_size, dev)[tta]
     for earlier, weight in saved:
         probs += weight * earlier.probs
+    if models:
+        options: dict = dict(gate=gate, eligible=~test.bad, others=probs if saved else None, batch_size=batch_size)
+        gated = predict_gated(models, test.images, tta, len(classes), tta_fraction, **options, device=dev)
+        probs, views = (gated.probs + probs if saved else gated.probs), gated.views
+    else:  # saved probabilities only: each row as many views as any of them had
+        views = np.max([earlier.views_per_row() for earlier, _ in saved], axis=0)
     seconds = time.perf_counter() - started
-    return _with_fallback(test.ids, probs, test.bad, classes, tta, len(test) / max(seconds, 1e-9))
+    result = _with_fallback(test.ids, probs, test.bad, classes, tta, len(test) / max(seconds, 1e-9))
+    result.views = views
+    result.tta_fraction = tta_fraction if models else 1.0
+    result.backend = backend if models else "saved"
+    return result
 
 
 def _agreeing_classes(class_lists: dict[Path, list[str]]) -> list[str]:
@@ -244,6 +307,8 @@ def save_probs(predictions: Predictions, path: Path, force: bool = False) -> Pat
                     bad=p.bad,
                     classes=np.array(p.classes),
                     tta=np.array(p.tta),
+                    views=p.views_per_row(),
+                    tta_fraction=np.array(p.tta_fraction),
                 )
         else:
             import pandas as pd
@@ -252,25 +317,30 @@ def save_probs(predictions: Predictions, path: Path, force: bool = False) -> Pat
             table.insert(0, "id", p.ids)
             table.insert(1, "confidence", p.confidence)
             table.insert(2, "bad", p.bad.astype(int))
+            table.insert(3, "views", p.views_per_row())
             table.to_csv(tmp, index=False, float_format="%.6f")
     return path
 
 
 def load_probs(path: Path) -> Predictions:
-    """Probabilities written by save_probs(.npz); every declared size is checked before anything is allocated."""
+    """Probabilities written by save_probs(.npz); every declared size is checked before anything is allocated.
+    Files from before gating have no views: every row had every view."""
     path = Path(path)
     saved_probs.check_headers(path)
     try:
         with np.load(path, allow_pickle=False) as saved:
             ids, probs, confidence, bad = (saved[k] for k in ("ids", "probs", "confidence", "bad"))
             classes, tta = [str(c) for c in saved["classes"]], str(saved["tta"])
+            views, fraction = saved_probs.read_views(path, saved, len(ids))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise KaggleCifarError(
             f"{path}: not probabilities saved by `kagglecifar predict --save-probs` ({excerpt(first, 100)[1:-1]})"
         ) from None
     saved_probs.check_arrays(path, ids, probs, confidence, bad, classes, tta, MODES)
-    return Predictions(ids.astype(np.int64), probs.astype(np.float32), confidence, bad.astype(bool), classes, tta)
+    loaded = Predictions(ids.astype(np.int64), probs.astype(np.float32), confidence, bad.astype(bool), classes, tta)
+    loaded.views, loaded.tta_fraction = views, fraction
+    return loaded
 
 
 def default_submission_path(sources: list[Path], tta: str, folder: Path = Path("submissions")) -> Path:
@@ -301,11 +371,15 @@ class PredictResult:
         probs = f", probabilities {self.probs_path}" if self.probs_path else ""
         views = TTA_VIEWS[p.tta]
         threshold = default_ood_threshold(len(p.classes)) if self.ood_threshold is None else self.ood_threshold
+        shown = f"{views} view{'s' if views > 1 else ''}"
+        if views > 1 and p.tta_fraction < 1:
+            gated = int((p.views_per_row() == views).sum())
+            shown += f" on the {gated:,} least confident of {int((~p.bad).sum()):,} images, 1 on the rest"
         return (
-            f"{self.rows} rows, TTA {p.tta} ({views} view{'s' if views > 1 else ''}), "
+            f"{self.rows} rows, TTA {p.tta} ({shown}), "
             f"{int(p.bad.sum())} undecodable ids -> {p.fallback!r} (listed in {self.bad_ids_path}), "
             f"{p.ood_count(threshold)} look out-of-distribution (confidence < {threshold:g}), "
-            f"{p.images_per_second:,.0f} images/s{probs} -> {self.csv_path}"
+            f"{p.images_per_second:,.0f} images/s ({p.backend}){probs} -> {self.csv_path}"
         )
 
 
@@ -321,6 +395,8 @@ def predict_to_submission(
     force: bool = False,
     save_probs_path: Path | None = None,
     ood_threshold: float | None = None,
+    tta_fraction: float = gating.DEFAULT_FRACTION,
+    backend: str = "auto",
 ) -> PredictResult:
     """`kagglecifar predict`: predictions -> submission CSV (+ bad-ids report, + probabilities).
 
@@ -340,7 +416,10 @@ def predict_to_submission(
         )
     competition = built_from in (None, COMPETITION)
     sample_ids = read_sample_ids(sample) if competition else None
-    predictions = predict(sources, data_dir, tta=tta, weights=weights, batch_size=batch_size, device=device)
+    gating.check_fraction(tta_fraction)  # before the long part
+    backends.resolve_backend(backend, resolve_device(device))
+    options: dict = dict(tta=tta, weights=weights, batch_size=batch_size, device=device, tta_fraction=tta_fraction)
+    predictions = predict(sources, data_dir, **options, backend=backend)
     if save_probs_path is not None:
         save_probs(predictions, save_probs_path, force)
     if competition:

@@ -81,3 +81,18 @@ def check_arrays(path: Path, ids, probs, confidence, bad, classes, tta: str, mod
 
 def _bad(path: Path, problem: str) -> KaggleCifarError:
     return KaggleCifarError(f"{path}: not probabilities saved by `kagglecifar predict --save-probs` ({problem})")
+
+
+def read_views(path: Path, saved, rows: int) -> tuple[np.ndarray | None, float]:
+    """(views per row, tta_fraction) of a gated prediction; (None, 1.0) for a file from before gating, where
+    every row had every view. `saved`: the open np.load of `path`."""
+    if "views" not in saved.files:
+        return None, 1.0
+    with zipfile.ZipFile(path) as archive:  # sized before it is read, like the other arrays
+        if archive.getinfo("views.npy").file_size > rows * 8 + 1024:
+            raise _bad(path, "its views array is larger than its ids")
+    views = saved["views"]
+    fraction = float(saved["tta_fraction"]) if "tta_fraction" in saved.files else 1.0
+    if views.shape != (rows,) or views.dtype.kind not in "iu" or (rows and views.min() < 1) or not 0 < fraction <= 1:
+        raise _bad(path, f"views {views.shape} {views.dtype} or tta_fraction {fraction:g} do not fit its {rows} ids")
+    return views.astype(np.uint8), fraction

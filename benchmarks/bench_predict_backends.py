@@ -1,0 +1,115 @@
+"""CPU inference side by side: PyTorch eager (as predict runs it, and with channels_last weights, at several
+batch sizes), ONNX Runtime (the optional extra), and optionally torch.compile (Inductor, freezing on).
+
+    python benchmarks/bench_predict_backends.py --checkpoint runs/airbench94-cpu --data-dir data --limit 20000
+    python benchmarks/bench_predict_backends.py ... --compile     # adds torch.compile (minutes to compile here)
+
+Each variant predicts the same first --limit test images of the cache without TTA through predict_images
+(uint8 memory map -> float -> net -> softmax), in turns, --repeats times; the median counts. Setup (ONNX export,
+compilation) is timed apart. Agreement: the share of images whose predicted class equals eager's, and the
+largest difference of a probability.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, help="run folder or checkpoint (default: an untrained cpu-preset net)")
+    p.add_argument("--data-dir", type=Path, required=True, help="a data folder with a test cache")
+    p.add_argument("--limit", type=int, default=20_000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch-sizes", default="256,512,1024")
+    p.add_argument("--compile", action="store_true", help="also torch.compile (Inductor, freezing)")
+    args = p.parse_args()
+    import os
+
+    load_before = os.getloadavg()
+
+    import numpy as np
+    import torch
+
+    from kagglecifar.cache import load_split
+    from kagglecifar.checkpoint import load_model
+    from kagglecifar.inference.backends import OnnxModel
+    from kagglecifar.inference.predict import predict_images
+    from kagglecifar.models import create_model
+
+    cpu = torch.device("cpu")
+    if args.checkpoint:
+        model, ckpt = load_model(args.checkpoint, cpu)
+        classes, name = len(ckpt["classes"]), f"{ckpt['model']} {ckpt.get('model_kwargs', {})}"
+    else:
+        torch.manual_seed(0)
+        model, classes, name = create_model("airbench94", num_classes=10, width=0.25).eval(), 10, "airbench94 x0.25"
+    images = np.asarray(load_split(args.data_dir, "test").images[: args.limit])
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+
+    setup = {}
+    variants = {f"eager, batch {b}": (model, b) for b in batch_sizes}
+    last = torch.nn.Module.to(__import__("copy").deepcopy(model), memory_format=torch.channels_last)
+    variants.update({f"eager channels_last weights, batch {b}": (last, b) for b in batch_sizes})
+    started = time.perf_counter()
+    onnx = OnnxModel(model)
+    setup["onnx export + session"] = round(time.perf_counter() - started, 2)
+    variants.update({f"onnxruntime, batch {b}": (onnx, b) for b in batch_sizes})
+    if args.compile:
+        import torch._inductor.config as inductor
+
+        inductor.freezing = True
+        compiled = torch.compile(last, dynamic=False)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            for b in sorted({256, len(images) % 256 or 256}):  # the batch shapes predict will meet
+                compiled(torch.zeros(b, 3, 32, 32).contiguous(memory_format=torch.channels_last))
+        setup["torch.compile (Inductor, freezing), first calls"] = round(time.perf_counter() - started, 2)
+        variants["torch.compile, batch 256"] = (compiled, 256)
+
+    seconds = {key: [] for key in variants}
+    probs = {}
+    predict_images([(model, 1.0)], images[:512], ["none"], classes, 256, cpu, progress=False)  # warm-up
+    for _ in range(args.repeats):
+        for key, (net, batch) in variants.items():
+            started = time.perf_counter()
+            probs[key] = predict_images([(net, 1.0)], images, ["none"], classes, batch, cpu, progress=False)["none"]
+            seconds[key].append(round(time.perf_counter() - started, 2))
+    baseline = f"eager, batch {256 if 256 in batch_sizes else batch_sizes[0]}"
+    reference = probs[baseline]
+    result = {
+        key: {
+            "seconds": times,
+            "images_per_s": round(len(images) / statistics.median(times), 1),
+            "speed_vs_eager_256": round(statistics.median(seconds[baseline]) / statistics.median(times), 3),
+            "argmax_agreement": round(float((probs[key].argmax(1) == reference.argmax(1)).mean()), 6),
+            "max_prob_difference": float(np.abs(probs[key] - reference).max()),
+        }
+        for key, times in seconds.items()
+    }
+    common.write_result(
+        "predict_backends",
+        {
+            "model": name,
+            "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+            "images": len(images),
+            "threads": torch.get_num_threads(),
+            "onnxruntime": __import__("onnxruntime").__version__,
+            "setup_seconds": setup,
+            "variants": result,
+            "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+            "note": "median of the repeats; the variants ran in turns on the same machine",
+        },
+        " ".join(["python", "benchmarks/bench_predict_backends.py", *sys.argv[1:]]),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""What runs the net at prediction time: PyTorch itself (`eager`) or ONNX Runtime (`onnx`, CPU only, the optional
+extra `pip install 'kagglecifar[onnx]'`: onnxruntime, and onnx for the export). `auto`, the default, takes ONNX
+Runtime on the CPU when it is installed and PyTorch otherwise; measured side by side in
+benchmarks/results/predict_backends.json. torch.compile is not offered: on two CPU cores its first compilation
+took minutes (benchmarks/README.md), longer than predicting the competition's whole test set.
+
+The ONNX model is exported from the loaded checkpoint in memory each time (a few seconds), with a variable
+batch size; it returns the same logits as the PyTorch model up to float rounding.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from kagglecifar.errors import KaggleCifarError
+
+BACKENDS = ("auto", "eager", "onnx")
+ONNX_PACKAGES = ("onnxruntime", "onnx")
+ONNX_EXTRA = "pip install 'kagglecifar[onnx]'"
+ONNX_OPSET = 17
+
+
+def onnx_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ONNX_PACKAGES)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """`eager` or `onnx` for what was asked (`auto`: onnx on the CPU when installed); one line when impossible."""
+    if backend not in BACKENDS:
+        raise KaggleCifarError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "onnx" if device.type == "cpu" and onnx_installed() else "eager"
+    if backend == "onnx":
+        if device.type != "cpu":
+            raise KaggleCifarError(f"--backend onnx: runs on the CPU, not {device.type}; add --device cpu")
+        if not onnx_installed():
+            missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+            raise KaggleCifarError(f"--backend onnx: {' and '.join(missing)} not installed; {ONNX_EXTRA}")
+    return backend
+
+
+class OnnxModel:
+    """A model exported to ONNX and run by ONNX Runtime on the CPU, called like the module: a float NCHW batch
+    (any memory format) in, logits out, as torch tensors."""
+
+    def __init__(self, model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32)):
+        import onnxruntime
+
+        exported = io.BytesIO()
+        example = torch.zeros(2, *image_shape)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+            try:
+                torch.onnx.export(
+                    model.eval(),
+                    (example,),
+                    exported,  # type: ignore[arg-type]  # a file object works, as documented
+                    dynamo=False,
+                    input_names=["images"],
+                    output_names=["logits"],
+                    dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                    opset_version=ONNX_OPSET,
+                )
+            except Exception as exc:  # an operator without an ONNX form, an exporter change: say which
+                raise KaggleCifarError(
+                    f"--backend onnx: could not export {type(model).__name__} to ONNX ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}); use --backend eager"
+                ) from None
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # what PyTorch was told to use
+        self.session = onnxruntime.InferenceSession(exported.getvalue(), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        batch = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {"images": batch})[0])
+
+
+def prepare(model: nn.Module, backend: str):
+    """The callable predict_images runs for a loaded model and a resolved backend."""
+    return OnnxModel(model) if backend == "onnx" else model
