@@ -34,8 +34,8 @@ def predict(
     ),
     tta: str = typer.Option("flip", "--tta", metavar="MODE", help=TTA_HELP),
     weights: Optional[str] = typer.Option(None, "--weights", help="Ensemble weights, one per checkpoint, e.g. 2,1."),
-    data_dir: Path = DATA_DIR,
-    submissions_dir: Path = SUBMISSIONS_DIR,
+    data_dir: Optional[Path] = DATA_DIR,
+    submissions_dir: Optional[Path] = SUBMISSIONS_DIR,
     out: Optional[Path] = typer.Option(
         None, "--out", help="Submission CSV (default: SUBMISSIONS_DIR/RUN[-ensemble]-TTA.csv)."
     ),
@@ -57,21 +57,19 @@ def predict(
 ) -> None:
     """Predict every test image (undecodable ones get a fallback label) and write a submission CSV (for other
     data than the competition's: id,label for every test id, and the file of each for an image folder)."""
-    from kagglecifar.inference import predict as prediction
-    from kagglecifar.inference.tta import check_tta_mode
+    from kagglecifar import api
 
-    check_tta_mode(tta)
-    out = out or prediction.default_submission_path(runs, tta, submissions_dir)
-    result = prediction.predict_to_submission(
+    result = api.predict(
         runs,
-        data_dir,
-        out,
         tta=tta,
-        weights=prediction.parse_weights(weights, len(runs)),
+        weights=weights,
+        data_dir=data_dir,
+        submissions_dir=submissions_dir,
+        out=out,
+        force=force,
+        save_probs=save_probs,
         batch_size=batch_size,
         device=device,
-        force=force,
-        save_probs_path=save_probs,
         ood_threshold=ood_threshold,
     )
     summary(f"predict: {result.line()}")
@@ -85,25 +83,15 @@ def evaluate(
     tta: Optional[list[str]] = typer.Option(
         None, "--tta", metavar="MODE", help=TTA_HELP + " Repeatable; default: every mode. `none` is always included."
     ),
-    data_dir: Path = DATA_DIR,
+    data_dir: Optional[Path] = DATA_DIR,
     batch_size: Optional[int] = BATCH_SIZE,
     device: str = DEVICE,
 ) -> None:
     """Per-class accuracy on the run's validation split and, when the cache's test split is labelled (CIFAR
     python data, image folders with test/CLASS/), on the test split, without and with TTA; per super-class for
     CIFAR-100; the most frequent confusions; confusion matrices and per_class.csv in the run folder."""
-    from kagglecifar.inference.evaluate import evaluate as evaluate_run
-    from kagglecifar.inference.tta import TTA_VIEWS
+    from kagglecifar import api
 
-    report = evaluate_run(run, data_dir, tta or list(TTA_VIEWS), test=True, batch_size=batch_size, device=device)
+    report = api.evaluate(run, tta=tta, data_dir=data_dir, batch_size=batch_size, device=device)
     typer.echo(report.table())
-    parts = []
-    for scores in report.splits.values():
-        accuracies = ", ".join(f"{mode} {accuracy:.2%}" for mode, accuracy in scores.overall.items())
-        parts.append(f"{scores.count} {scores.name} images, accuracy {accuracies}")
-    for scores in report.super_splits().values():
-        parts.append(
-            f"super-class {scores.name} accuracy {scores.overall[report.largest_mode]:.2%} ({report.largest_mode})"
-        )
-    figures = ", ".join(str(p) for p in report.confusion_paths.values())
-    summary(f"evaluate: {'; '.join(parts)}; confusion matrix {figures}; per class {report.csv_path}")
+    summary(f"evaluate: {report.line()}")

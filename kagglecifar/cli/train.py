@@ -15,7 +15,6 @@ from kagglecifar.cli.app import (
     examples,
     summary,
 )
-from kagglecifar.errors import KaggleCifarError
 
 
 @app.command("models", epilog=examples("kagglecifar models", "kagglecifar models --width 0.25"))
@@ -65,9 +64,10 @@ def _config_parameters() -> tuple[list[inspect.Parameter], dict]:
                 show_default="; ".join([shown, *differ]),
                 rich_help_panel=section.__name__,
             )
-            annotations[name] = Optional[kind]
+            annotation = Optional[list[str]] if name == "log" else Optional[kind]  # --log is repeatable
+            annotations[name] = annotation
             parameters.append(
-                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
+                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
             )
     return parameters, annotations
 
@@ -75,21 +75,9 @@ def _config_parameters() -> tuple[list[inspect.Parameter], dict]:
 def _train_command(model, preset, config_file, sets, **options):
     import os
 
-    from kagglecifar import config as train_config
-    from kagglecifar.training import train
+    from kagglecifar import api
 
-    resume = options.pop("resume", None)
-    if resume:
-        if preset or config_file or sets:
-            raise KaggleCifarError(
-                f"--resume {resume}: a resumed run keeps its recipe; --preset, --config and "
-                "--set cannot be combined with it"
-            )
-        runs_dir = options.pop("runs_dir") or "runs"
-        config = train.resume_config(resume, runs_dir, model=model, **options)
-    else:
-        config = train_config.make_config(model, preset, config_file=config_file, sets=sets or [], **options)
-    result = train.train(config)
+    result = api.train(model, preset=preset, config=config_file, set=sets, **options)
     if int(os.environ.get("RANK", 0)) == 0:
         summary(f"train: {result.line()}")
     if result.stopped_reason == "interrupted":
@@ -132,7 +120,8 @@ def _build_train_command():
         curves, confusion matrix).
 
         Values come from, later winning: the defaults, the preset, --config FILE, --set KEY=VALUE, then the
-        options below. Several GPUs: torchrun --nproc_per_node N -m kagglecifar train MODEL ...
+        options below. Several GPUs: one process each by default (--processes N; --processes 2 --device cpu
+        runs two CPU processes); torchrun --nproc_per_node N -m kagglecifar train MODEL ... works too.
         """
         _train_command(
             kwargs.pop("model"), kwargs.pop("preset"), kwargs.pop("config_file"), kwargs.pop("sets"), **kwargs

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from kagglecifar import models, rundir
 from kagglecifar.cache import labelled_classes
 from kagglecifar.checkpoint import load_checkpoint, make_payload, save_checkpoint
-from kagglecifar.config import TrainConfig, check_config
+from kagglecifar.config import TrainConfig, check_config, tracker_names
 from kagglecifar.config import resume_config as config_for_resume
 from kagglecifar.console import duration, interactive, note, progress_bar
 from kagglecifar.data.device_loader import choose_loader
@@ -42,6 +42,7 @@ from kagglecifar.training import runtime
 from kagglecifar.training.ema import EMA
 from kagglecifar.training.lookahead import Lookahead
 from kagglecifar.training.optim import learning_rate, make_optimizer, set_learning_rate
+from kagglecifar.training.trackers import Tracking
 
 
 @dataclass
@@ -130,6 +131,7 @@ class Training:
         self._training_state(resumed)
         self.loader = self._make_loader(make_loader)
         self.run_dir = self._run_dir(resumed is not None)
+        self.track = Tracking(tracker_names(session.log) if self.main else [], self.run_dir, config.to_dict())
         if resumed:
             runtime.set_rng_state(resumed["train_state"]["rng"], self.cuda)
         self._wrap_for_steps()
@@ -230,15 +232,16 @@ class Training:
     def run(self) -> TrainResult:
         stop = runtime.StopRequest(self.config.session.time_budget, self.started, note)
         reason = "completed"
-        with stop.catching_signals():
-            while self.progress.epoch < self.recipe.epochs and reason == "completed":
-                reason = self.train_epoch(stop)
-                if self.progress.epoch_step < len(self.loader):  # stopped inside the epoch, last.pt saved
-                    break
-                reason = self.end_epoch(reason)
-                if reason == "completed":
-                    reason = stop.check(self.world, self.progress.step, at_epoch_end=True)
-        return self.finish(reason)
+        with self.track:
+            with stop.catching_signals():
+                while self.progress.epoch < self.recipe.epochs and reason == "completed":
+                    reason = self.train_epoch(stop)
+                    if self.progress.epoch_step < len(self.loader):  # stopped inside the epoch, last.pt saved
+                        break
+                    reason = self.end_epoch(reason)
+                    if reason == "completed":
+                        reason = stop.check(self.world, self.progress.step, at_epoch_end=True)
+            return self.finish(reason)
 
     def _trainable(self) -> tuple[bool, ...]:
         return tuple(p.requires_grad for p in self.model.parameters())
@@ -294,6 +297,7 @@ class Training:
             correct += (logits.argmax(1) == y).sum()
             count += len(y)
             bar.update(1)
+            self.track("step", step=p.step, loss=loss, lr=self.optimizer.param_groups[0]["lr"])
             reason = stop.check(self.world, p.step)
             if reason != "completed" and p.epoch_step < steps:
                 break
@@ -327,6 +331,7 @@ class Training:
         }
         p.partial = {}
         p.metrics.append(row)
+        self.track("epoch", step=p.step, **row)
         if self.main:
             val = "" if val_acc is None else f", val loss {val_loss:.3f}, val acc {val_acc:.2%}"
             note(
@@ -428,4 +433,5 @@ class Training:
             rundir.write_result(
                 self.run_dir, {**asdict(result), "run_dir": str(self.run_dir), "warmup_seconds": p.warmup_seconds}
             )
+        self.track("end", step=p.step, result=asdict(result))
         return result
