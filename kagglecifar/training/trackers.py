@@ -127,7 +127,10 @@ class MLflow(Tracker):
     def start(self, run_dir, config):
         from mlflow.tracking import MlflowClient
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (run_dir.parent / "mlruns").resolve().as_uri()
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:  # MLflow 3 asks file stores to opt in; they need no server nor database package
+            uri = (run_dir.parent / "mlruns").resolve().as_uri()
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = MlflowClient(tracking_uri=uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "kagglecifar")
         experiment = self.client.get_experiment_by_name(name)
@@ -191,12 +194,18 @@ class Tracking:
     trackers (and on every process but the one that writes)."""
 
     def __init__(self, names: list[str], run_dir: Path, config: dict):
-        self.trackers = [CLASSES[name]() for name in names]
+        self.names, self.trackers = list(names), [CLASSES[name]() for name in names]
         self.run_dir, self.config, self.pending = Path(run_dir), config, []
 
     def __enter__(self):
-        for tracker in self.trackers:
-            tracker.start(self.run_dir, self.config)
+        for index, (name, tracker) in enumerate(zip(self.names, self.trackers)):
+            try:
+                tracker.start(self.run_dir, self.config)
+            except Exception as exc:  # its own exception types; one line, and the ones started are closed
+                self.trackers = self.trackers[:index]
+                self.__exit__()
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise KaggleCifarError(f"--log {name}: could not start ({first})") from None
         return self
 
     def __exit__(self, *exc):
