@@ -12,9 +12,15 @@ what they should get.
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import signal
+import sys
+import tempfile
 import uuid
+from dataclasses import asdict
+from pathlib import Path
 
 from kagglecifar.config import TrainConfig, from_flat
 from kagglecifar.errors import KaggleCifarError
@@ -64,7 +70,8 @@ def check_processes(config: TrainConfig, processes: int) -> None:
 
 
 def launch(config: TrainConfig, processes: int):
-    """Run `processes` workers to the end; rank 0's TrainResult. KeyboardInterrupt once every worker stopped."""
+    """Run `processes` workers to the end; rank 0's TrainResult, also when stopped (Ctrl-C, SIGTERM): then
+    stopped_reason "interrupted", as in one process."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -86,10 +93,13 @@ def launch(config: TrainConfig, processes: int):
     handlers = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGINT", *HANDLED_SIGNALS)}
     previous_env = os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE")
     before = _spawned_children()
+    descriptor, report = tempfile.mkstemp(prefix="kagglecifar-stopped-", suffix=".json")
+    os.close(descriptor)
+    stopped = False
     try:
-        results = elastic_launch(launch_config, worker)(config.to_dict(), threads)
-    except SignalException:
-        raise KeyboardInterrupt from None  # the launcher has stopped the workers
+        results = elastic_launch(launch_config, worker)(config.to_dict(), threads, report)
+    except (KeyboardInterrupt, SignalException):  # the launcher has stopped the workers (SIGTERM, then SIGKILL)
+        stopped = True
     except ChildFailedError as exc:
         failure = next(iter(exc.failures.values()))
         raise RuntimeError(f"train --processes {processes}: a worker failed ({failure.message})") from None
@@ -102,13 +112,30 @@ def launch(config: TrainConfig, processes: int):
         for name, handler in handlers.items():  # a notebook kernel keeps its own handlers
             if handler is not None:
                 signal.signal(getattr(signal, name), handler)
+        stopped_result = _read_report(report)
+        os.unlink(report)
+    if stopped:
+        gc.collect()  # the launcher's queues: their semaphores released now, not reported as leaked at exit
+        if stopped_result is None:  # stopped before rank 0 had a run to report
+            raise KeyboardInterrupt
+        return stopped_result
     errors = [value for value in results.values() if isinstance(value, str)]
     if errors:
         raise KaggleCifarError(errors[0])
     return results[0]
 
 
-def worker(values: dict, threads: int):
+def _read_report(path: str):
+    from kagglecifar.training.train import TrainResult
+
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return TrainResult(**{**values, "run_dir": Path(values["run_dir"])}) if values else None
+
+
+def worker(values: dict, threads: int, report: str):
     """One DDP process: rank 0 returns the TrainResult; a user error comes back as its one-line message."""
     import torch
 
@@ -119,9 +146,18 @@ def worker(values: dict, threads: int):
     torch.set_num_threads(threads)
     flat = {**values["recipe"], **values["session"]}
     try:
-        return train.train(from_flat(flat, values.get("preset", "")))
+        result = train.train(from_flat(flat, values.get("preset", "")))
     except KaggleCifarError as exc:
         return str(exc)
+    if result.stopped_reason == "interrupted":
+        # Stopped by the launcher's SIGTERM: it is shutting down and reads no return value (the parent reads
+        # `report`), and the launcher's wrapper around this function would wait for it to, until killed.
+        if os.environ.get("RANK") == "0":
+            Path(report).write_text(json.dumps({**asdict(result), "run_dir": str(result.run_dir)}))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return result
 
 
 def _spawned_children() -> set[int]:
