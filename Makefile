@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 MODEL  ?=          # empty: the preset's model (the cpu preset without a GPU)
 ARGS   ?=
 
-.PHONY: install run test bench gpu-check clean
+.PHONY: install run test test-fast lint bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -21,11 +21,19 @@ run: install            ## fetch, train, predict --tta, submit
 test: install           ## the whole test suite (CPU, a few minutes)
 	$(BIN)/python -m pytest -q $(ARGS)
 
+test-fast: install      ## the suite without the tests marked slow
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+lint: install           ## ruff (lint and format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 bench: install          ## benchmarks/ -> benchmarks/results/*.json
 	$(BIN)/python benchmarks/run_all.py $(ARGS)
 
-gpu-check: install     ## on a CUDA machine: CUDA paths, GPU presets, predict timings -> benchmarks/results/gpu_check.json
+gpu-check: install      ## on a CUDA machine: CUDA paths, GPU presets, predict timings -> benchmarks/results/gpu_check.json
 	$(BIN)/python benchmarks/gpu_check.py --data-dir $(or $(DATA),data) $(ARGS)
 
 clean:
-	rm -rf build *.egg-info .pytest_cache
+	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache

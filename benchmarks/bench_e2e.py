@@ -79,7 +79,7 @@ def ensure_replica(out: Path) -> tuple[dict[int, str], set[int]]:
     if not id_map.exists():
         with tempfile.TemporaryDirectory(prefix="held_out_fixture_") as fixture:
             label_of_name = held_out_fixture(Path(fixture))
-            (Path(fixture) / "labels.csv").write_text("".join(f"{n},{l}\n" for n, l in label_of_name.items()))
+            (Path(fixture) / "labels.csv").write_text("".join(f"{n},{label}\n" for n, label in label_of_name.items()))
             subprocess.run(
                 [
                     sys.executable,

@@ -25,6 +25,7 @@ import argparse
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -194,14 +195,14 @@ def main() -> None:
     for pipeline, augment in pipelines.items():
         for workers in args.workers:
             loaders = {
-                "ours": lambda: TrainLoader(
-                    images, labels, augment=augment, batch_size=args.batch_size, seed=0, workers=workers
+                "ours": partial(
+                    TrainLoader, images, labels, augment=augment, batch_size=args.batch_size, seed=0, workers=workers
                 )
             }
             if pipeline == "standard":
-                loaders["torchvision"] = lambda: TorchvisionLoader(images, labels, args.batch_size, workers)
+                loaders["torchvision"] = partial(TorchvisionLoader, images, labels, args.batch_size, workers)
             if workers == 0:
-                loaders["batched"] = lambda: batched(augment)
+                loaders["batched"] = partial(batched, augment)
                 if pipeline == "standard":
                     loaders["ours-none"] = lambda: TrainLoader(
                         images, labels, augment="none", batch_size=args.batch_size, seed=0

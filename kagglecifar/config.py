@@ -19,11 +19,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kagglecifar.console import choices_text
+from kagglecifar.data.augment import PRESETS as AUGMENT_PRESETS
 from kagglecifar.errors import KaggleCifarError
 
 PRESETS_DIR = Path(__file__).with_name("presets")
@@ -86,9 +88,7 @@ class Recipe:
     )
     augment: str = option(
         "standard",
-        "none, light (pad 2, crop, flip), standard (pad 4, crop, flip), cutout "
-        "(standard + a 12x12 hole), strong (+ cutout, affine, colour jitter), or an "
-        "albumentations pipeline saved with A.save (.json/.yaml).",
+        f"A preset: {choices_text(AUGMENT_PRESETS)}; or an albumentations pipeline saved with A.save (.json/.yaml).",
         metavar="PRESET|FILE",
     )
     batched_augment: bool = option(
@@ -228,6 +228,14 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
 
+def preset_descriptions() -> dict[str, str]:
+    """Each preset's one-line `description:` from its file, for --help and the docs."""
+    return {
+        name: str(read_yaml_or_json(PRESETS_DIR / f"{name}.yaml", name, "preset").get("description", ""))
+        for name in preset_names()
+    }
+
+
 def default_preset() -> str:
     import torch
 
@@ -273,8 +281,8 @@ def read_recipe_file(path: Path) -> dict:
                 if section_of(str(sub)) != key:
                     raise KaggleCifarError(f"--config {path}: {sub!r} is not a {key} option")
                 flat[str(sub)] = sub_value
-        elif key == "preset":
-            continue  # recorded for information; the file's values are complete
+        elif key in ("preset", "description"):
+            continue  # recorded for information (a run's preset, a preset's one line); the values are complete
         else:
             section_of(str(key))
             flat[str(key)] = value
@@ -331,7 +339,7 @@ def make_config(
     preset: str | None = None,
     *,
     config_file: Path | None = None,
-    sets: list[str] = (),
+    sets: Sequence[str] = (),
     **options,
 ) -> TrainConfig:
     """Field defaults < preset (default: gpu with CUDA, else cpu) < config_file < sets < options (not None)."""
@@ -398,7 +406,6 @@ def check_config(config: TrainConfig, resuming: bool = False) -> None:
         from kagglecifar import rundir
 
         rundir.check_new_run(Path(session.runs_dir), session.name)
-    from kagglecifar.data.augment import PRESETS as AUGMENT_PRESETS
     from kagglecifar.data.augment import build_pipeline
     from kagglecifar.device import resolve_device
 

@@ -52,3 +52,8 @@ def table(header: tuple, rows: list[tuple], right: tuple[int, ...] = ()) -> list
         "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
         for row in cells
     ]
+
+
+def choices_text(described: dict[str, str]) -> str:
+    """`a (what a does), b (what b does)`: a declared table of choices as --help text."""
+    return ", ".join(f"{name} ({what})" for name, what in described.items())

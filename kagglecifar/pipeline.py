@@ -14,9 +14,10 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from kagglecifar import checkpoint, kaggle_env, provenance, rundir
 from kagglecifar.cache.sources import COMPETITION, cache_format
@@ -25,8 +26,8 @@ from kagglecifar.console import duration
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_path
 
-# What each preset gives. cpu: measured on this project's 2-core machine (README "Measured end to end");
-# gpu: what this recipe is known to reach, not yet measured by us.
+# What each preset gives. cpu: measured on a 2-core machine (benchmarks/README.md); gpu: what this recipe is
+# known to reach.
 PRESET_EXPECTATIONS = {
     "gpu": "ResNet-18's recipe, known to reach about 95% validation accuracy in minutes on a modern GPU",
     "cpu": "airbench94 at a quarter width; it reached 85.8-86.0% validation accuracy with flip TTA on the real "
@@ -226,7 +227,7 @@ def run(
     *,
     preset: str | None,
     config_file: Path | None = None,
-    sets: list[str] = (),
+    sets: Sequence[str] = (),
     data_dir: Path,
     runs_dir: Path,
     submissions_dir: Path,
@@ -258,8 +259,8 @@ def run(
     if name is not None:
         rundir.check_run_name(name)  # before anything touches the disk
     preset = preset or _existing_preset(model, runs_dir, name) or choose_preset(model, preset, confirm, echo)
-    recipe = dict(config_file=config_file, sets=list(sets))
-    folders = dict(data_dir=str(data_dir), runs_dir=str(runs_dir), device=device)
+    recipe: dict[str, Any] = dict(config_file=config_file, sets=list(sets))
+    folders: dict[str, Any] = dict(data_dir=str(data_dir), runs_dir=str(runs_dir), device=device)
     config = make_config(model, preset, **recipe, **folders)
     name = name or f"{config.recipe.model}-{preset}"
     run_dir = Path(runs_dir) / name

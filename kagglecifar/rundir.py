@@ -1,6 +1,8 @@
 """Run folders: RUNS_DIR/NAME/ and everything written into it.
 
-    run.json            marker and environment: written first, proves kagglecifar created the folder
+    run.json            marker and environment (with the kagglecifar version and, from a git checkout, the
+                        commit and whether the tree had uncommitted changes): written first, proves
+                        kagglecifar created the folder
     config.yaml         the full TrainConfig; `kagglecifar train --config` takes it back
     metrics.csv         one row per epoch
     last.pt, best.pt    checkpoints (kagglecifar/checkpoint.py)
@@ -17,9 +19,11 @@ import csv
 import io
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
+import kagglecifar
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_path, write_text_atomic
 
@@ -47,8 +51,33 @@ def check_new_run(runs_dir: Path, name: str) -> None:
         raise KaggleCifarError(f"{path}: run already exists; continue it with --resume {name} or choose another --name")
 
 
+def code_version(root: Path | None = None) -> dict:
+    """{"kagglecifar": version, "git_commit": sha, "git_dirty": bool}: which code runs. The git fields are None
+    unless `root` (default: the folder holding the kagglecifar package) is the top of a git checkout and git
+    runs; git_dirty is True when tracked files differ from the commit. Never an error."""
+    root = Path(root or Path(kagglecifar.__file__).resolve().parent.parent)
+    info: dict = {"kagglecifar": kagglecifar.__version__, "git_commit": None, "git_dirty": None}
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):  # no git, or it hangs
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel", "HEAD")
+    lines = (top or "").splitlines()
+    # An installed package inside some other checkout (a venv in a project folder) is not that checkout's code.
+    if len(lines) == 2 and Path(lines[0]).resolve() == root.resolve():
+        status = git("status", "--porcelain", "--untracked-files=no")
+        info["git_commit"], info["git_dirty"] = lines[1], None if status is None else bool(status.strip())
+    return info
+
+
 def create_run(runs_dir: Path, name: str, model: str, environment: dict) -> Path:
-    """A new run folder (NAME, or MODEL-DATE-TIME[-N]) holding the marker; never an existing folder."""
+    """A new run folder (NAME, or MODEL-DATE-TIME[-N]) holding the marker; never an existing folder.
+    The marker's environment also records code_version()."""
+    environment = {**environment, **code_version()}
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     if name:

@@ -486,11 +486,13 @@ def _read_body(req: BaseHTTPRequestHandler) -> bytes:
     return req.rfile.read(int(req.headers.get("Content-Length") or 0))
 
 
-def _send(req, status: int, payload: bytes, content_type: str = "application/json", headers: dict = {}) -> None:
+def _send(
+    req, status: int, payload: bytes, content_type: str = "application/json", headers: dict | None = None
+) -> None:
     req.send_response(status)
     req.send_header("Content-Type", content_type)
     req.send_header("Content-Length", str(len(payload)))
-    for name, value in headers.items():
+    for name, value in (headers or {}).items():
         req.send_header(name, value)
     req.end_headers()
     req.wfile.write(payload)
@@ -500,6 +502,6 @@ def _json(req, doc: dict) -> None:
     _send(req, 200, json.dumps(doc).encode())
 
 
-def _error(req, status: int, message: str, headers: dict = {}) -> None:
+def _error(req, status: int, message: str, headers: dict | None = None) -> None:
     """Kaggle's error shape: the client raises HTTPError(message) from it."""
     _send(req, status, json.dumps({"code": status, "message": message}).encode(), headers=headers)

@@ -276,7 +276,7 @@ def test_two_worker_processes_share_one_sqlite_study(data_dir, tmp_path):
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV) for _ in range(2)
     ]
     outputs = [worker.communicate(timeout=300) for worker in workers]
-    for worker, (out, err) in zip(workers, outputs):
+    for worker, (_, err) in zip(workers, outputs):
         assert worker.returncode == 0, err[-3000:]
     tune_dir = tmp_path / "runs" / "tune-shared"
     trials = load(tune_dir, "shared").trials

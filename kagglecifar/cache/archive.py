@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import numpy as np
 import py7zr
@@ -55,7 +56,7 @@ class Members:
 
 def open_archive(source: ArchiveFile) -> py7zr.SevenZipFile:
     try:
-        return py7zr.SevenZipFile(source, "r")
+        return py7zr.SevenZipFile(cast(BinaryIO, source), "r")  # a RawIOBase: typeshed's IO[bytes] is nominal
     except Exception as exc:  # noqa: BLE001 - py7zr raises many types for a damaged file
         raise DamagedArchive(f"{type(exc).__name__}: {exc}") from None
 
@@ -82,7 +83,7 @@ def check_members(archive: Path, split: str, names, is_dir, is_symlink, empty, s
     sizes, crcs (-1: none recorded)."""
     image = re.compile(rf"{re.escape(split)}/(\d{{1,18}})\.png").fullmatch  # an id that fits in int64
     escapes = re.compile(r"^[/\\]|^[A-Za-z]:|(^|[/\\])\.\.([/\\]|$)").search
-    ids, member_ids, empty_ids = array.array("q"), array.array("q"), array.array("q")
+    image_ids, member_list, empty_list = array.array("q"), array.array("q"), array.array("q")
     for name, directory, symlink, no_data in zip(names, is_dir, is_symlink, empty):
         match = image(name)  # SPLIT/ID.png: inside the folder by its form
         if symlink or (match is None and escapes(name)):
@@ -92,15 +93,15 @@ def check_members(archive: Path, split: str, names, is_dir, is_symlink, empty, s
             if not match:
                 raise KaggleCifarError(f"{archive}: member {name!r} is not named {split}/<id>.png")
             image_id = int(match.group(1))
-            ids.append(image_id)
-        (empty_ids if no_data else member_ids).append(image_id)
-    if not ids:
+            image_ids.append(image_id)
+        (empty_list if no_data else member_list).append(image_id)
+    if not image_ids:
         raise KaggleCifarError(f"{archive}: no {split}/<id>.png images in it")
-    ids = np.sort(np.frombuffer(ids, np.int64))
+    ids = np.sort(np.frombuffer(image_ids, np.int64))
     duplicates = ids[1:][ids[1:] == ids[:-1]]
     if len(duplicates):
         raise KaggleCifarError(f"{archive}: {len(duplicates)} image ids appear twice (first: {duplicates[0]})")
-    member_ids, empty_ids = np.frombuffer(member_ids, np.int64), np.frombuffer(empty_ids, np.int64)
+    member_ids, empty_ids = np.frombuffer(member_list, np.int64), np.frombuffer(empty_list, np.int64)
     rows = np.where(member_ids >= 0, np.searchsorted(ids, member_ids), -1)
     return Members(
         ids,
@@ -322,7 +323,7 @@ class ArchiveFile(io.RawIOBase):
         super().__init__()
         self.file = open(path, "rb")
         self.name = str(path)
-        self.output = None  # during extraction: how many bytes have been decompressed so far
+        self.output: Callable[[], int] | None = None  # during extraction: how many bytes have been decompressed so far
 
     def read(self, size: int = -1) -> bytes:
         if self.output is not None:
@@ -354,7 +355,8 @@ class _Member(py7zr.io.Py7zIO):
     __slots__ = ("factory", "row", "parts")
 
     def __init__(self, factory: _MemberFactory, row: int | None):
-        self.factory, self.row, self.parts = factory, row, []
+        self.factory, self.row = factory, row
+        self.parts: list[bytes] | None = []
 
     def write(self, s) -> int:
         self.factory.bytes_out += len(s)

@@ -214,7 +214,7 @@ class _SplitBuild:
         self.output: SplitOutput | None = None
         self.png_partial: Path | None = None
         self.thread: threading.Thread | None = None
-        self.hashes = {}
+        self.hashes: dict[str, tuple[concurrent.futures.Future[str], threading.Thread]] = {}
 
     def start(self, data_dir: Path, keep_png: bool, decoders: DecodeThreads, critical: bool) -> None:
         """Read the header, make the private folders, start the reading thread (critical: it is the longest
@@ -392,7 +392,7 @@ def _up_to_date(data_dir: Path, split: str, stamps: dict, classes: list[str], ke
 
 def _sha256_in_background(path: Path, stopped: threading.Event) -> tuple[concurrent.futures.Future, threading.Thread]:
     """hashlib releases the GIL on large updates, so this overlaps with decompression; it ends when stopped."""
-    future = concurrent.futures.Future()
+    future: concurrent.futures.Future[str] = concurrent.futures.Future()
 
     def run():
         lower_thread_priority()

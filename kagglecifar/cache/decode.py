@@ -33,7 +33,7 @@ class CorruptMember(Exception):
     """A member's bytes do not match the CRC32 the archive's header records for it."""
 
 
-def png_to_rgb32(data: bytes) -> tuple[np.ndarray | None, tuple[str, ...]]:
+def png_to_rgb32(data: bytes | memoryview) -> tuple[np.ndarray | None, tuple[str, ...]]:
     """Decode PNG bytes to (32, 32, 3) uint8 RGB and name the conversions made; (None, ()) if undecodable.
 
     16-bit -> 8-bit (rounded), gray -> RGB, palette -> RGB, RGBA -> RGB by dropping alpha (the stored colours
@@ -98,7 +98,7 @@ class SplitOutput:
     def __init__(self, writer: SplitWriter, png_dir: Path | None, stopped: threading.Event):
         self.writer, self.png_dir = writer, png_dir
         self.lock = threading.Lock()
-        self.counts = collections.Counter()
+        self.counts: collections.Counter[str] = collections.Counter()
         self.decoded = 0  # image members handled, decodable or not
         self.error: BaseException | None = None
         self.stopped = stopped  # set: drop this split's batches
@@ -117,7 +117,7 @@ class SplitOutput:
         targets = rows[keep]
         breaks = np.flatnonzero((np.diff(targets) != 1) | (np.diff(keep) != 1)) + 1
         for first, last in zip(np.r_[0, breaks], np.r_[breaks, len(keep)]):
-            data = memoryview(block[keep[first] : keep[last - 1] + 1]).cast("B")
+            data = block[keep[first] : keep[last - 1] + 1].data.cast("B")
             offset = self.writer.images_offset + int(targets[first]) * ROW_BYTES
             try:
                 while data:
@@ -137,7 +137,8 @@ def decode_batch(output: SplitOutput, buffer: bytes, starts, ends, rows, crcs=No
     rows = np.asarray(rows, np.int64)
     crcs = None if crcs is None else np.asarray(crcs).tolist()
     block = np.zeros((len(rows), *IMAGE_SHAPE), np.uint8)
-    bad, counts = [], collections.Counter()
+    bad: list[int] = []
+    counts: collections.Counter[str] = collections.Counter()
     for i, (start, end, row) in enumerate(zip(np.asarray(starts).tolist(), np.asarray(ends).tolist(), rows.tolist())):
         data = view[start:end]
         if crcs is not None and crcs[i] >= 0 and zlib.crc32(data) != crcs[i]:

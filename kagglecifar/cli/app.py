@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.inference.tta import tta_help
 
 app = typer.Typer(
     help="From nothing to a scored submission in Kaggle's CIFAR-10 competition.\n\n"
@@ -42,10 +43,15 @@ CONFIG_FILE = typer.Option(
 SETS = typer.Option(
     None, "--set", metavar="KEY=VALUE", help="Override any config field, e.g. --set lr=0.1 (repeatable)."
 )
-TTA_HELP = (
-    "Test-time augmentation: none (1 view), flip (2 views), translate (airbench's: flips + 1 px "
-    "shifts, 6 views) or shift (flips + 2 px shifts, 10 views)."
-)  # tta.py's modes; a test keeps them in step
+TTA_HELP = tta_help()  # generated from tta.TTA_MODES
+
+
+def preset_help(lead: str, default: str = "Default: gpu with CUDA, else cpu.") -> str:
+    """--preset's help, from each preset file's one-line description."""
+    from kagglecifar.config import preset_descriptions
+    from kagglecifar.console import choices_text
+
+    return f"{lead}, one of kagglecifar/presets/NAME.yaml: {choices_text(preset_descriptions())}. {default}"
 
 
 def summary(line: str) -> None:

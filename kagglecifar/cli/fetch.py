@@ -45,8 +45,8 @@ def fetch(
         None,
         "--workers",
         min=0,
-        help="PNG decoding processes beside the main one; "
-        "0 decodes in the main process (default: 1 for big splits on 2+ cores).",
+        help="PNG-decoding threads beside the decompressing ones (competition files); "
+        "0: the decompressing threads decode too (default: one per core).",
     ),
 ) -> None:
     """Download the competition files from Kaggle (resumable), or take another CIFAR source, and build the uint8

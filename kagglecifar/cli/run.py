@@ -22,6 +22,7 @@ from kagglecifar.cli.app import (
     TTA_HELP,
     app,
     examples,
+    preset_help,
     summary,
 )
 
@@ -42,8 +43,9 @@ def run(
     preset: Optional[str] = typer.Option(
         None,
         "--preset",
-        help="gpu (ResNet-18) or cpu (minutes on a laptop). "
-        "Default: gpu with CUDA; without it you are told what to expect and offered cpu.",
+        help=preset_help(
+            "Base recipe", "Default: gpu with CUDA; without it you are told what to expect and offered cpu."
+        ),
     ),
     config_file: Optional[Path] = CONFIG_FILE,
     sets: Optional[list[str]] = SETS,

@@ -13,6 +13,7 @@ from kagglecifar.cli.app import (
     SETS,
     app,
     examples,
+    preset_help,
     summary,
 )
 
@@ -102,10 +103,7 @@ def _build_train_command():
                 None,
                 "--preset",
                 metavar="NAME",
-                help="Base recipe, one of "
-                "kagglecifar/presets/NAME.yaml: gpu (ResNet-18), fast (airbench94), "
-                "fast96 (airbench96), cpu (minutes on a laptop). Default: gpu with "
-                "CUDA, else cpu.",
+                help=preset_help("Base recipe"),
             ),
         ),
         inspect.Parameter(
@@ -127,7 +125,7 @@ def _build_train_command():
             kwargs.pop("model"), kwargs.pop("preset"), kwargs.pop("config_file"), kwargs.pop("sets"), **kwargs
         )
 
-    train_command.__signature__ = inspect.Signature(fixed + generated)
+    train_command.__dict__["__signature__"] = inspect.Signature(fixed + generated)  # what Typer reads
     train_command.__annotations__ = {**{p.name: p.annotation for p in fixed}, **annotations}
     return train_command
 

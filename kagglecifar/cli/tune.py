@@ -14,6 +14,7 @@ from kagglecifar.cli.app import (
     SUBMISSIONS_DIR,
     app,
     examples,
+    preset_help,
     summary,
 )
 from kagglecifar.errors import KaggleCifarError
@@ -36,7 +37,7 @@ def tune(
         None,
         "--preset",
         metavar="NAME",
-        help="Base recipe the search varies (gpu or cpu; default: gpu with CUDA, else cpu).",
+        help=preset_help("Base recipe the search varies"),
     ),
     sets: Optional[list[str]] = typer.Option(
         None,

@@ -1,10 +1,5 @@
-"""Training-time augmentation with albumentations 2.0: named presets or a pipeline saved to a file.
-
-    none      no augmentation (albumentations is skipped entirely: pure tensor batching)
-    light     reflect-pad 2, random 32x32 crop, horizontal flip (airbench94's)
-    standard  reflect-pad 4, random 32x32 crop, horizontal flip (the classic CIFAR recipe)
-    cutout    standard + one 12x12 hole in every image (airbench96's)
-    strong    standard + cutout (one 8x8 hole, p=0.5) + small affine (p=0.3) + colour jitter (p=0.5)
+"""Training-time augmentation with albumentations 2.0: named presets (PRESETS, each with its one-line
+description, which `train --help` and docs/training.md show) or a pipeline saved to a file.
 
 Pipelines work on uint8 HWC RGB images and must give uint8 32x32x3 back: no ToFloat, Normalize or
 ToTensorV2 at the end, because batches go to the device as uint8 and become float NCHW in [0, 1]
@@ -25,17 +20,24 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from kagglecifar.errors import KaggleCifarError
 
-PRESETS = ("none", "light", "standard", "cutout", "strong")
+PRESETS = {  # name -> what it does; build_pipeline makes each
+    "none": "no augmentation",
+    "light": "airbench94's: reflect-pad 2, random 32x32 crop, horizontal flip",
+    "standard": "the classic CIFAR recipe: reflect-pad 4, random 32x32 crop, horizontal flip",
+    "cutout": "airbench96's: standard + one 12x12 hole in every image",
+    "strong": "standard + an 8x8 hole at p=0.5, a small affine at p=0.3 and colour jitter at p=0.5",
+}
 
 
 def build_pipeline(spec: str):
-    """An albumentations Compose for a preset name or a saved pipeline file; None for "none"."""
+    """An albumentations Compose for a preset name or a saved pipeline file; None for "none" (albumentations
+    is then skipped entirely: pure tensor batching)."""
     import albumentations as A
+    import cv2
 
     if spec == "none":
         return None

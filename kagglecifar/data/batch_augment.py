@@ -104,7 +104,8 @@ def compile_pipeline(pipeline, image_size: tuple[int, int] = (32, 32)) -> BatchA
         transforms = list(pipeline.transforms)
     else:
         transforms = [pipeline]
-    steps, size = [], tuple(image_size)
+    steps: list[PadCrop | Flip | Dropout | Jitter] = []
+    size: tuple[int, int] = (image_size[0], image_size[1])
     i = 0
     while i < len(transforms):
         t = transforms[i]
@@ -136,10 +137,10 @@ def compile_pipeline(pipeline, image_size: tuple[int, int] = (32, 32)) -> BatchA
         elif name in ("HorizontalFlip", "VerticalFlip"):
             steps.append(Flip(t.p, 2 if name == "HorizontalFlip" else 1, name))
         elif name == "CoarseDropout":
-            step = _dropout_step(t)
-            if isinstance(step, str):
-                return step
-            steps.append(step)
+            dropout = _dropout_step(t)
+            if isinstance(dropout, str):
+                return dropout
+            steps.append(dropout)
         elif name == "ColorJitter":
             if tuple(t.hue) != (0, 0):
                 return f"ColorJitter with hue={tuple(t.hue)} has no batched equivalent (use hue=0)"
@@ -148,7 +149,7 @@ def compile_pipeline(pipeline, image_size: tuple[int, int] = (32, 32)) -> BatchA
             return f"{name} has no batched equivalent"
         size = steps[-1].output_size(size) if steps and isinstance(steps[-1], PadCrop) else size
         i += 1
-    return BatchAugment(steps, tuple(image_size))
+    return BatchAugment(steps, (image_size[0], image_size[1]))
 
 
 def _pad_step(t) -> PadCrop | str:
@@ -161,11 +162,11 @@ def _pad_step(t) -> PadCrop | str:
         pad = (int(padding[1]), int(padding[1]), int(padding[0]), int(padding[0]))
     else:  # albumentations: (left, top, right, bottom)
         pad = (int(padding[1]), int(padding[3]), int(padding[0]), int(padding[2]))
-    fill = np.atleast_1d(np.asarray(t.fill, dtype=np.float64))
-    if not np.isfinite(fill).all():
+    values = np.atleast_1d(np.asarray(t.fill, dtype=np.float64))
+    if not np.isfinite(values).all():
         return f"Pad with fill={t.fill} has no batched equivalent"
     # cv2.copyMakeBorder saturates the fill to uint8, rounding half to even.
-    fill = tuple(int(v) for v in np.clip(np.rint(fill), 0, 255))
+    fill = tuple(int(v) for v in np.clip(np.rint(values), 0, 255))
     if len(fill) not in (1, 3):
         return f"Pad with fill={t.fill} has no batched equivalent (give one value or three)"
     return PadCrop(pad=pad, mode=t.border_mode, fill=fill, pad_p=t.p, name="Pad")

@@ -97,7 +97,7 @@ class Geometry:
     fill: tuple[int, ...] | None = None
 
     @classmethod
-    def identity(cls, n: int, size: tuple[int, int], device) -> Geometry:
+    def identity(cls, n: int, size: tuple[int, ...], device) -> Geometry:
         return cls(
             torch.arange(size[0], device=device).expand(n, -1), torch.arange(size[1], device=device).expand(n, -1)
         )

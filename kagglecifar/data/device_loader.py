@@ -104,7 +104,7 @@ def choose_loader(
         )
         flips = ", alternating flips" if loader.base_flips is not None else ""
         return loader, f"augmentation: batched on {torch.device(device).type} ({engine.describe()}{flips})"
-    loader = TrainLoader(
+    fallback = TrainLoader(
         images,
         labels,
         augment=augment,
@@ -115,4 +115,4 @@ def choose_loader(
         rank=rank,
         world_size=world_size,
     )
-    return loader, (f"augmentation: albumentations in {workers} CPU worker(s), not batched on the device: {engine}")
+    return fallback, (f"augmentation: albumentations in {workers} CPU worker(s), not batched on the device: {engine}")

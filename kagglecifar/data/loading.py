@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -37,11 +38,11 @@ def split_rows(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.n
 
     A class always keeps one training image at least (a tiny class may then have none for validation)."""
     rng = np.random.default_rng(seed)
-    val = []
+    parts = []
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
-        val.append(rng.permutation(rows)[: min(round(len(rows) * val_fraction), len(rows) - 1)])
-    val = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+        parts.append(rng.permutation(rows)[: min(round(len(rows) * val_fraction), len(rows) - 1)])
+    val = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
     return np.setdiff1d(np.arange(len(labels)), val), val
 
 
@@ -66,7 +67,10 @@ class EpochBatches(Sampler):
     """Yields (epoch, batch number, row indices) for one epoch of this rank's share of the data."""
 
     def __init__(self, count: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
-        self.rows = DistributedSampler(range(count), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        rows = cast(Dataset, range(count))  # the sampler only reads its length
+        self.rows: DistributedSampler[int] = DistributedSampler(
+            rows, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+        )
         self.batch_size = batch_size
         per_rank = self.rows.num_samples
         # A last short batch is dropped (a batch of one breaks BatchNorm) unless it is the only one.

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +174,7 @@ class EvalReport:
         writer.writerow(header)
         per_class = {s.name: (s.images(), s.per_class) for s in splits.values()}
         for i, name in enumerate(names):
-            row = [name]
+            row: list[object] = [name]
             if self.super_class_of is not None and not super_classes:
                 row.append(self.super_classes[self.super_class_of[i]])
             for s in splits.values():
@@ -257,7 +258,7 @@ def evaluate(
         title = f"{path.parent.name} epoch {ckpt.get('epoch')} {name}, TTA {largest}"
         counts = scores.counts[largest]
         report.confusion_paths[name] = write_figure(
-            path.parent / FIGURES[name], lambda p: plots.plot_confusion_matrix(counts, classes, p, title=title)
+            path.parent / FIGURES[name], partial(plots.plot_confusion_matrix, counts, classes, title=title)
         )
     report.csv_path = write_text_atomic(path.parent / PER_CLASS_CSV, report.csv_text())
     if report.super_class_of is not None:

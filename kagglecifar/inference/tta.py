@@ -1,38 +1,45 @@
 """Test-time augmentation (TTA): the views a prediction averages over, and their weights.
 
-| mode        | views | the views                                                                     |
-|-------------|-------|-------------------------------------------------------------------------------|
-| `none`      | 1     | the image                                                                     |
-| `flip`      | 2     | the image and its horizontal mirror                                           |
-| `shift`     | 10    | the `flip` views, then the image reflect-padded by 2 px and cropped 2 px      |
-|             |       | up, down, left and right, each crop also mirrored (equal weights)             |
-| `translate` | 6     | airbench's: the `flip` views (1/4 each), then 1 px reflect-padded crops that   |
-|             |       | move the content down-right and up-left, each also mirrored (1/8 each)       |
-
 A view is (dy, dx, mirrored): the batch reflect-padded and cropped dy, dx px from its place, then mirrored.
 Views shared by several modes are computed once when several modes are asked for together (evaluate).
+TTA_MODES declares each mode once, with the line that `--help` and docs/predict-evaluate-submit.md show.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from kagglecifar.errors import KaggleCifarError
+
+if TYPE_CHECKING:  # torch is imported where views are made: --help needs only the table
+    import torch
 
 View = tuple[int, int, bool]  # (dy, dx, mirrored)
 FLIP_VIEWS = ((0, 0, False), (0, 0, True))
 SHIFT = 2
 SHIFT_OFFSETS = ((-SHIFT, 0), (SHIFT, 0), (0, -SHIFT), (0, SHIFT))  # up, down, left, right
-MODES: dict[str, dict[View, float]] = {
-    "none": {(0, 0, False): 1.0},
-    "flip": {view: 1 / 2 for view in FLIP_VIEWS},
-    "shift": {
-        view: 1 / 10 for view in FLIP_VIEWS + tuple((dy, dx, m) for dy, dx in SHIFT_OFFSETS for m in (False, True))
-    },
-    "translate": {**{view: 1 / 4 for view in FLIP_VIEWS}, **{(d, d, m): 1 / 8 for d in (-1, 1) for m in (False, True)}},
+TTA_MODES: dict[str, tuple[str, dict[View, float]]] = {  # mode -> (what it averages, {view: weight})
+    "none": ("the image", {(0, 0, False): 1.0}),
+    "flip": ("the image and its horizontal mirror", {view: 1 / 2 for view in FLIP_VIEWS}),
+    "shift": (
+        "the flip views, then 2 px reflect-padded shifts up, down, left and right, each mirrored (1/10 each)",
+        {view: 1 / 10 for view in FLIP_VIEWS + tuple((dy, dx, m) for dy, dx in SHIFT_OFFSETS for m in (False, True))},
+    ),
+    "translate": (
+        "airbench's: the flip views (1/4 each), then 1 px shifts down-right and up-left, each mirrored (1/8 each)",
+        {**{view: 1 / 4 for view in FLIP_VIEWS}, **{(d, d, m): 1 / 8 for d in (-1, 1) for m in (False, True)}},
+    ),
 }
+MODES: dict[str, dict[View, float]] = {mode: views for mode, (_, views) in TTA_MODES.items()}
 TTA_VIEWS = {mode: len(views) for mode, views in MODES.items()}
+
+
+def tta_help() -> str:
+    """Every mode with its view count and what it averages: the --tta help."""
+    described = (
+        f"{mode} ({TTA_VIEWS[mode]} view{'s' * (TTA_VIEWS[mode] > 1)}): {what}" for mode, (what, _) in TTA_MODES.items()
+    )
+    return "Test-time augmentation: " + "; ".join(described) + "."
 
 
 def check_tta_mode(mode: str) -> str:
@@ -48,6 +55,8 @@ def views_of(modes: list[str]) -> list[View]:
 
 def make_view(x: torch.Tensor, view: View) -> torch.Tensor:
     """One view of a float NCHW batch."""
+    import torch.nn.functional as F
+
     dy, dx, mirrored = view
     if dy or dx:
         pad = max(abs(dy), abs(dx))

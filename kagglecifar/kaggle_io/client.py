@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 from kagglecifar.errors import KaggleCifarError
 
@@ -36,7 +37,7 @@ MAX_RETRY_AFTER_SECONDS = 600.0  # a longer Retry-After is cut to this
 
 @dataclass
 class Connection:
-    api: object  # kaggle's KaggleApi, authenticated
+    api: Any  # kaggle's KaggleApi (untyped), authenticated
     competition: str
     credentials: str  # where the credentials came from (a path or variable names, never the key)
     username: str = ""

@@ -73,6 +73,8 @@ class ConvGroup(nn.Module):
 
 
 class AirbenchNet(nn.Module):
+    whitened: torch.Tensor  # a buffer: True once the stem is set from data
+
     def __init__(self, widths: list[int], num_classes: int = 10, depth: int = 2, dropout: float = 0.0):
         super().__init__()
         self.normalize = Normalize()
@@ -142,9 +144,7 @@ def airbench96(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0) 
 
 @register("airbench-cpu", "airbench94 narrowed for CPUs: 16-96-192 channels, a fifth of its FLOPs", batch_size=512)
 def airbench_cpu(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0) -> AirbenchNet:
-    # Measured on 2 cores, same epochs: 16-96-192 beat 16-64-64 by 2 points. At the cpu preset's cost it is
-    # level with 16-64-64 (6 vs 12 epochs, both 86.0% flip TTA); pooling before a group's first conv, which
-    # cuts that conv's cost 4x, lost 1.5-2 points at equal cost.
+    # Compared with the cpu preset's quarter-width airbench94 in benchmarks/README.md.
     return airbench("airbench-cpu", [16, 96, 192], 2, num_classes, width, dropout)
 
 

@@ -87,7 +87,7 @@ class CifarResNet(nn.Module):
     ):
         super().__init__()
         preact = block is PreActBlock
-        stem = [nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)]
+        stem: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)]
         if not preact:
             stem += [nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
         self.stem = nn.Sequential(Normalize(), *stem)
@@ -110,7 +110,9 @@ class CifarResNet(nn.Module):
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, (Residual, PreActBlock)):
-                    nn.init.zeros_(m.branch[-1].weight)
+                    last = m.branch[-1]  # the branch's last BatchNorm (its conv in a pre-activation block)
+                    assert isinstance(last, (nn.BatchNorm2d, nn.Conv2d))
+                    nn.init.zeros_(last.weight)
 
     def forward(self, x):
         return self.head(self.stages(self.stem(x)))

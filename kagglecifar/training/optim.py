@@ -15,8 +15,9 @@ MUON_MOMENTUM = 0.6  # airbench94_muon's, for the filters; the SGD groups keep -
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """Parameter groups from the model when its family defines them (airbench), else nanoGPT's rule: decay
     matrices and kernels, not norms and biases. A group's "lr_scale" multiplies the scheduled rate."""
-    if hasattr(model, "param_groups"):
-        groups = model.param_groups(recipe.lr, recipe.weight_decay)
+    family_groups = getattr(model, "param_groups", None)
+    if family_groups is not None:
+        groups = family_groups(recipe.lr, recipe.weight_decay)
     else:
         params = [p for p in model.parameters() if p.requires_grad]
         groups = [

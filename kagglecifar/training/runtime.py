@@ -9,6 +9,7 @@ import random
 import signal
 import threading
 import time
+from typing import cast
 
 import numpy as np
 import torch
@@ -62,7 +63,7 @@ def all_reduce(values: list[float], world: int, op: str = "sum") -> list[float]:
 def check_in_sync(model: torch.nn.Module, world: int) -> None:
     """DDP must leave identical weights on every rank; fail loudly if not."""
     total = float(sum(p.detach().double().sum().item() for p in model.parameters()))
-    sums = [None] * world
+    sums: list[float | None] = [None] * world
     torch.distributed.all_gather_object(sums, total)
     if len(set(sums)) != 1:
         raise RuntimeError(f"DDP ranks ended with different weights: {sums}")
@@ -73,7 +74,7 @@ def check_in_sync(model: torch.nn.Module, world: int) -> None:
 
 def rng_state(cuda: bool) -> dict:
     """Every RNG state as tensors and plain numbers."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = cast(tuple, np.random.get_state())  # legacy: the MT19937 tuple
     version, py_state, gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),

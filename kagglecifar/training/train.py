@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -126,8 +127,9 @@ class Training:
         if len(self.data.train_labels) < world * 2:
             raise KaggleCifarError(f"{session.data_dir}: only {len(self.data.train_labels)} usable training images")
         self._note_unvalidated_classes()
-        if hasattr(self.model, "init_from_data") and not resumed:  # e.g. airbench's whitening stem
-            self.model.init_from_data(torch.from_numpy(self.data.train_images))
+        init_from_data = getattr(self.model, "init_from_data", None)  # e.g. airbench's whitening stem
+        if init_from_data is not None and not resumed:
+            init_from_data(torch.from_numpy(self.data.train_images))
         self._training_state(resumed)
         self.loader = self._make_loader(make_loader)
         self.run_dir = self._run_dir(resumed is not None)
@@ -143,7 +145,7 @@ class Training:
         torch.manual_seed(self.recipe.seed)
         model = models.create_model(self.recipe.model, num_classes=len(self.classes), **self.config.model_kwargs())
         channels_last = self.recipe.channels_last
-        return model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        return model.to(self.device).to(memory_format=torch.channels_last if channels_last else torch.preserve_format)
 
     def _training_state(self, resumed: dict | None) -> None:
         """EMA, lookahead, optimizer and progress: fresh, or as last.pt left them."""
@@ -209,7 +211,7 @@ class Training:
         session = self.config.session
         if resuming:
             return Path(session.resume)
-        chosen = [None]
+        chosen: list[str | None] = [None]
         if self.main:
             environment = {
                 "world_size": self.world,
@@ -248,7 +250,8 @@ class Training:
 
     def _wrap_for_steps(self) -> None:
         """The module the steps call: the model, in DDP with several processes, compiled if asked."""
-        self.step_model, self._wrapped_for = self.model, self._trainable()
+        self.step_model: Callable[..., torch.Tensor] = self.model
+        self._wrapped_for = self._trainable()
         if self.world > 1:
             self.step_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.cuda else None
@@ -265,8 +268,9 @@ class Training:
         correct = torch.tensor(sums["correct"], device=self.device, dtype=torch.int64)
         count, steps, reason = sums["count"], len(self.loader), "completed"
         self.model.train()
-        if hasattr(self.model, "start_epoch"):  # e.g. airbench freezes its whitening bias after a few epochs
-            self.model.start_epoch(p.epoch)
+        start_epoch = getattr(self.model, "start_epoch", None)
+        if start_epoch is not None:  # e.g. airbench freezes its whitening bias after a few epochs
+            start_epoch(p.epoch)
             if self.world > 1 and self._trainable() != self._wrapped_for:
                 self._wrap_for_steps()  # DDP's reducer expects a gradient for every parameter it was built with
         bar = progress_bar(

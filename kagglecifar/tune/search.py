@@ -8,29 +8,30 @@
       history.png, importance.png, slices.png, trial_curves.png
 
 Each trial reports its validation accuracy per epoch; the pruner (median or Hyperband) stops unpromising
-ones (stopped_reason "pruned"), and a trial whose training loss is no longer finite is pruned at once. A search continues when the same command runs again: a trial stopped by
---timeout or Ctrl-C saves last.pt and is queued again with its parameters, and so is one whose process died
-(tune_storage.py); the retry resumes the run folder. Several processes (or machines, with a shared
---storage) running the same command work one study together.
+ones (stopped_reason "pruned"), and a trial whose training loss is no longer finite is pruned at once.
+A search continues when the same command runs again: a trial stopped by --timeout or Ctrl-C saves last.pt
+and is queued again with its parameters, and so is one whose process died (storage.py); the retry resumes
+the run folder. Several processes (or machines, with a shared --storage) running the same command work one
+study together. What a search writes when it stops: results.py.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kagglecifar import rundir
 from kagglecifar.config import MODEL_OPTIONS, make_config
-from kagglecifar.console import duration, table
+from kagglecifar.console import duration
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.files import write_text_atomic
 from kagglecifar.tune import space as search_space
+from kagglecifar.tune.results import best_trial, state_counts, trial_line, write_outputs
 from kagglecifar.tune.storage import HOST, open_storage, recover_dead_trials, requeue, shown_url
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -180,7 +181,7 @@ class Objective:
         """(stopped_reason, best val accuracy) of the trial's run folder, training what is left."""
         from kagglecifar.training import train
 
-        budget = {"time_budget": max(self.deadline - time.monotonic(), 1.0)} if self.deadline else {}
+        budget: dict[str, Any] = {"time_budget": max(self.deadline - time.monotonic(), 1.0)} if self.deadline else {}
         if _resumable(run_dir):
             # A retry: the epochs done so far go to the pruner first, as if they had just been trained.
             prune = False
@@ -228,7 +229,7 @@ def tune(
     model: str | None = None,
     *,
     preset: str | None = None,
-    sets: list[str] = (),
+    sets: Sequence[str] = (),
     space_file: Path | None = None,
     sampler: str = "tpe",
     pruner="median",
@@ -249,7 +250,7 @@ def tune(
     started = time.monotonic()
     if not trials and not timeout:
         raise KaggleCifarError("tune: give --trials N or --timeout SECONDS (or both), or the search never ends")
-    session = {"data_dir": str(data_dir), "device": device}
+    session: dict[str, Any] = {"data_dir": str(data_dir), "device": device}
     base = make_config(model, preset, sets=list(sets), runs_dir=str(runs_dir), **session)
     if not base.recipe.val_fraction:
         raise KaggleCifarError("tune: trials are scored on the validation split; --set val_fraction=0 leaves none")
@@ -295,7 +296,7 @@ def tune(
         study.enqueue_trial(inside, user_attrs={"preset_values": True})
     recover_dead_trials(study, echo)
 
-    counts = _state_counts(study)
+    counts = state_counts(study)
     remaining = None if not trials else trials - counts["complete"] - counts["pruned"]
     objective = Objective(
         model,
@@ -310,7 +311,7 @@ def tune(
     )
     stopped = ""
     if remaining is None or remaining > 0:
-        callbacks = [lambda s, t: echo(_trial_line(s, t))]
+        callbacks = [lambda s, t: echo(trial_line(s, t))]
         if trials:
             callbacks.append(
                 optuna.study.MaxTrialsCallback(
@@ -327,11 +328,11 @@ def tune(
             stopped = stop.reason
         except KeyboardInterrupt:
             stopped = "interrupted"
-    result = TuneResult(tune_dir, shown_url(url), _state_counts(study), stopped=stopped)
+    result = TuneResult(tune_dir, shown_url(url), state_counts(study), stopped=stopped)
     result.outputs = write_outputs(
         study, dimensions, tune_dir, model, preset, list(sets), {**session, "runs_dir": str(runs_dir)}, echo
     )
-    best = _best_trial(study)
+    best = best_trial(study)
     if best is not None:
         result.best_number, result.best_value, result.best_params = best.number, best.value, best.params
     result.seconds = time.monotonic() - started
@@ -370,117 +371,3 @@ def _check_same_search(study, base, dimensions: list, name: str) -> None:
                 f"--name {name}: this study searches another {key} (differs in "
                 f"{', '.join(differ)}); run the command that started it, or choose another --name"
             )
-
-
-def _state_counts(study) -> dict:
-    counts = {"complete": 0, "pruned": 0, "fail": 0, "running": 0, "waiting": 0}
-    for trial in study.get_trials(deepcopy=False):
-        counts[trial.state.name.lower()] += 1
-    return counts
-
-
-def _best_trial(study):
-    import optuna
-
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return max(complete, key=lambda t: t.value) if complete else None
-
-
-def _trial_line(study, trial) -> str:
-    best = _best_trial(study)
-    value = trial.user_attrs.get("best_val_acc")
-    shown = f"{value:.2%}" if value is not None else "-"
-    params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-    tail = f"; best so far: trial {best.number}, {best.value:.2%}" if best is not None else ""
-    return (
-        f"trial {trial.number} {trial.state.name.lower()}: val accuracy {shown} after "
-        f"{trial.user_attrs.get('epochs', 0)} epochs ({params}){tail}"
-    )
-
-
-def _fmt(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-# ---- results -------------------------------------------------------------------------------------
-
-
-def _note(trial) -> str:
-    attrs = trial.user_attrs
-    notes = []
-    if attrs.get("preset_values"):
-        notes.append("preset's values")
-    if "retry_of" in attrs:
-        notes.append(f"resumes trial {attrs['retry_of']}")
-    if attrs.get("stopped"):
-        notes.append(f"stopped ({attrs['stopped']}), queued again")
-    if attrs.get("diverged"):
-        notes.append("diverged (loss not finite)")
-    return "; ".join(notes)
-
-
-def results_rows(study, dimensions: list) -> list[dict]:
-    rows = []
-    for trial in study.get_trials(deepcopy=False):
-        attrs = trial.user_attrs
-        rows.append(
-            {
-                "trial": trial.number,
-                "state": trial.state.name.lower(),
-                "note": _note(trial),
-                **{d.key: trial.params.get(d.key, "") for d in dimensions},
-                "best_val_acc": _blank(attrs.get("best_val_acc")),
-                "epochs": _blank(attrs.get("epochs")),
-                "seconds": _blank(attrs.get("seconds") and round(attrs["seconds"], 1)),
-                "run": attrs.get("run", ""),
-                "host": (attrs.get("worker") or {}).get("host", ""),
-            }
-        )
-    return rows
-
-
-def _blank(value):
-    return "" if value is None else value
-
-
-def write_outputs(
-    study, dimensions: list, tune_dir: Path, model: str, preset: str, sets: list, session: dict, echo
-) -> list[Path]:
-    """results.csv, the printed table, best.yaml and the plots; returns the files written."""
-    from kagglecifar.tune import plots as tune_plots
-
-    rows = results_rows(study, dimensions)
-    written = []
-    if rows:
-        out = io.StringIO()
-        writer = csv.DictWriter(out, list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        written.append(write_text_atomic(tune_dir / "results.csv", out.getvalue()))
-        keys = [d.key for d in dimensions]
-        header = ("trial", "state", *keys, "best val acc", "epochs", "time", "note")
-        shown = [
-            (
-                r["trial"],
-                r["state"],
-                *(_fmt(r[k]) for k in keys),
-                f"{r['best_val_acc']:.2%}" if r["best_val_acc"] != "" else "",
-                r["epochs"],
-                duration(r["seconds"]) if r["seconds"] != "" else "",
-                r["note"],
-            )
-            for r in rows
-        ]
-        for line in table(header, shown, right=(0, *range(2, len(keys) + 5))):
-            echo(line)
-    best = _best_trial(study)
-    if best is not None:
-        config = make_config(model, preset, sets=sets, **session, **best.params)
-        origin = (
-            f"# best of study {study.study_name}: trial {best.number}, val accuracy {best.value:.2%} "
-            f"({best.user_attrs.get('run', '')})"
-        )
-        text = config.to_yaml().replace("\n", f"\n{origin}\n", 1)
-        written.append(write_text_atomic(tune_dir / "best.yaml", text))
-    written += tune_plots.write_plots(study, dimensions, tune_dir)
-    return written

@@ -105,7 +105,7 @@ def _search(top: Path) -> list[Found]:
     if top.is_file():  # named explicitly: a damaged archive gets read_source's error, not "nothing found"
         return [Found("cifar-python", top, _archive_kind(top) or "")] if is_archive(top) else []
     found, level = [], [top]
-    for depth in range(SEARCH_DEPTH + 1):
+    for _ in range(SEARCH_DEPTH + 1):
         below = []
         for folder in level:
             try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import tarfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from kagglecifar.cache.formats.source_split import SourceSplit, fine_to_coarse
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import escapes_folder
 
-LAYOUTS = {  # kind -> split -> data files, and the meta file
+LAYOUTS: dict[str, dict[str, Any]] = {  # kind -> split -> data files, and the meta file
     "cifar-10": {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"], "meta": "batches.meta"},
     "cifar-100": {"train": ["train"], "test": ["test"], "meta": "meta"},
 }
@@ -96,7 +97,9 @@ def _data_splits(layout: dict):
 def _split(
     path: Path, docs: dict, files: list[str], label_key: str, classes: list[str], images: bool = True
 ) -> SourceSplit:
-    rows, labels, names = [], [], []
+    rows: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    names: list[str] | None = []
     for name in files:
         doc = _fields(docs[name], f"{path}: {name}")
         data = doc.get("data")
@@ -181,7 +184,8 @@ def _read_folder(folder: Path) -> dict:
 
 def _read_archive(archive: Path) -> dict:
     """Unpickle the CIFAR members of a tar(.gz) as they stream past, keyed by file name."""
-    docs, seen = {}, {}
+    docs: dict[str, dict] = {}
+    seen: dict[str, str] = {}
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:

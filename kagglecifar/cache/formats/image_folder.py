@@ -119,16 +119,17 @@ def _check_inside(path: Path, inside: Path) -> None:
 
 
 def _decode(root: Path, split: str, files_by_class: dict, classes: list[str]) -> SourceSplit:
-    paths, labels = [], []
+    paths: list[Path] = []
+    label_list: list[int] = []
     for name, files in files_by_class.items():
         paths += files
-        labels += [classes.index(name) if name is not None else -1] * len(files)
+        label_list += [classes.index(name) if name is not None else -1] * len(files)
     names = [p.relative_to(root).as_posix() for p in paths]
     order = sorted(range(len(paths)), key=names.__getitem__)
-    paths, names, labels = [paths[i] for i in order], [names[i] for i in order], np.array(labels, np.int64)[order]
+    paths, names, labels = [paths[i] for i in order], [names[i] for i in order], np.array(label_list, np.int64)[order]
     images = np.zeros((len(paths), 32, 32, 3), np.uint8)
     bad = np.zeros(len(paths), bool)
-    conversions = collections.Counter()
+    conversions: collections.Counter[str] = collections.Counter()
     log_level = cv2.utils.logging.getLogLevel()
     quiet_opencv()  # no warning per broken image
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Callable
 
 import numpy as np
 
@@ -25,6 +26,7 @@ class _Global:
     """What find_class hands out: callable, and immutable, so a BUILD opcode cannot change what it does."""
 
     __slots__ = ("_call",)
+    _call: Callable
 
     def __init__(self, call):
         object.__setattr__(self, "_call", call)
