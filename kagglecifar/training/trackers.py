@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from kagglecifar.errors import KaggleCifarError
 
@@ -195,7 +196,8 @@ class Tracking:
 
     def __init__(self, names: list[str], run_dir: Path, config: dict):
         self.names, self.trackers = list(names), [CLASSES[name]() for name in names]
-        self.run_dir, self.config, self.pending = Path(run_dir), config, []
+        self.run_dir, self.config = Path(run_dir), config
+        self.pending: list[tuple[int, Any, float]] = []
 
     def __enter__(self):
         for index, (name, tracker) in enumerate(zip(self.names, self.trackers)):
