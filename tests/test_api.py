@@ -122,3 +122,40 @@ def test_competition_files_are_found_under_the_input_root(tmp_path, monkeypatch)
     for name in kaggle_env.COMPETITION_FILES:
         (root / "cifar-10" / name).write_bytes(b"")
     assert kaggle_env.competition_input("cifar-10") == root / "cifar-10"  # the competition's own first
+
+
+def test_in_a_notebook_kernel_the_bars_are_live_notebook_bars(monkeypatch):
+    """pytest's stderr is no terminal: bars are off, as in a log file; in a Jupyter kernel they are notebook bars."""
+    import types
+
+    from tqdm import notebook, tqdm
+
+    from kagglecifar import console
+
+    assert console.progress_bar(10, "epoch 1/1", "batch").disable is True
+    made = []
+
+    class NotebookBar(tqdm):  # stands in for tqdm.notebook.tqdm, which needs ipywidgets and a front end
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    shell = types.SimpleNamespace(kernel=object())
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+    monkeypatch.setattr(notebook, "tqdm", NotebookBar)
+    assert console.interactive() is True
+    bar = console.progress_bar(10, "epoch 1/1", "batch")
+    assert isinstance(bar, NotebookBar) and bar.disable is False and made[0]["desc"] == "epoch 1/1"
+    bar.close()
+    assert console.progress_bar(10, "epoch 1/1", "batch", enabled=False).disable is True  # e.g. rank 1
+
+    def no_widgets(*args, **kwargs):
+        raise ImportError("IProgress not found. Please update jupyter and ipywidgets.")
+
+    monkeypatch.setattr(notebook, "tqdm", no_widgets)
+    bar = console.progress_bar(10, "predict", "img")
+    assert type(bar) is tqdm and bar.disable is False  # the text bar, still live
+    bar.close()
+    shell.kernel = None  # a terminal IPython: not a notebook
+    assert console.in_notebook() is False
