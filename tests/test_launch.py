@@ -81,6 +81,7 @@ def test_ctrl_c_stops_every_worker_and_leaves_no_process(data_dir, tmp_path):
     summary = out.decode().strip().splitlines()[-1]
     assert summary.startswith("train: ") and f"interrupted: {tmp_path / 'stop'}  (continue with --resume" in summary
     assert err.decode().count("stopping after this step and saving last.pt") == 2  # each worker stopped itself
+    assert "leaked semaphore" not in err.decode()  # the stopped workers left nothing to the resource tracker
     _, alive = psutil.wait_procs(started, timeout=10)
     assert alive == []
     last = load_checkpoint(tmp_path / "stop" / "last.pt")

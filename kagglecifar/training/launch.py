@@ -137,12 +137,18 @@ def _read_report(path: str):
 
 def worker(values: dict, threads: int, report: str):
     """One DDP process: rank 0 returns the TrainResult; a user error comes back as its one-line message."""
+    import threading
+
     import torch
+    from tqdm import tqdm
 
     from kagglecifar.training import runtime, train
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     runtime.StopRequest.SIGNALS = (signal.SIGTERM,)
+    # tqdm's default lock is a multiprocessing semaphore, which a stopped worker (os._exit below) would leave
+    # to the resource tracker's "leaked semaphore" warning; a worker's bars need no lock across processes.
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
     flat = {**values["recipe"], **values["session"]}
     try:
