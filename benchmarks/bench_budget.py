@@ -57,8 +57,8 @@ SIDES = {"today": TODAY, "ours": {}, "tuned": TUNED}
 
 def child(side: str, data_dir: Path, budget: float, seed: int) -> None:
     """One training run and its evaluation; prints the result as the last line of JSON."""
-    from kagglecifar.config import make_config
     from kagglecifar.inference.evaluate import evaluate
+    from kagglecifar.recipes import make_config
     from kagglecifar.rundir import read_metrics
     from kagglecifar.training.train import train
 

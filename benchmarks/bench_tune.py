@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from kagglecifar import config  # noqa: E402
+from kagglecifar.recipes import make_config  # noqa: E402
 from kagglecifar.tune import space
 
 
@@ -87,7 +87,7 @@ def main() -> None:
     finished = [t for t in trials if t["best_val_acc"] and t["state"] == "complete"]
     preset = next((t for t in trials if "preset's values" in t["note"] and t["state"] == "complete"), None)
     best = max(finished, key=lambda t: float(t["best_val_acc"]), default=None)
-    searched = space.default_space_path(config.make_config(preset="cpu").recipe.model)
+    searched = space.default_space_path(make_config(preset="cpu").recipe.model)
     write_result(
         args.result,
         {

@@ -99,7 +99,7 @@ def fetch(
 
 # ---- train -------------------------------------------------------------------------------------------
 
-TRAIN_ONLY = ("preset", "config", "set")  # besides every TrainConfig field
+TRAIN_ONLY = ("preset", "config", "set", "recipe_from_preset")  # besides every TrainConfig field
 
 
 def train(model: str | None = None, **options):
@@ -107,6 +107,7 @@ def train(model: str | None = None, **options):
     `.stopped_reason`, `.line()`). `processes=2` trains in two DDP processes; `log="tensorboard"` (or a list)
     logs to trackers. Ctrl-C (interrupting the cell) stops at a step boundary with last.pt saved."""
     from kagglecifar import config as train_config
+    from kagglecifar import recipes
     from kagglecifar.training import train as training
     from kagglecifar.training.launch import train_processes
 
@@ -115,11 +116,11 @@ def train(model: str | None = None, **options):
         if name not in known:
             raise unknown_option("train", name, known)
     preset, config_file = options.pop("preset", None), options.pop("config", None)
-    sets = _sets(options.pop("set", None))
+    sets, recipe_from_preset = _sets(options.pop("set", None)), bool(options.pop("recipe_from_preset", False))
     options = {key: _option_value(key, value) for key, value in options.items() if value is not None}
     resume = options.pop("resume", None)
     if resume:
-        if preset or config_file or sets:
+        if preset or config_file or sets or recipe_from_preset:
             raise KaggleCifarError(
                 f"--resume {resume}: a resumed run keeps its recipe; --preset, --config and "
                 "--set cannot be combined with it"
@@ -130,7 +131,9 @@ def train(model: str | None = None, **options):
         for key in ("data_dir", "runs_dir"):  # the Kaggle working folder, unless a layer names the folder
             if key not in options and not _named_in(key, config_file, sets):
                 options[key] = str(default_dir(key[: -len("_dir")]))
-        config = train_config.make_config(model, preset, config_file=config_file, sets=sets, **options)
+        config = recipes.make_config(
+            model, preset, config_file=config_file, sets=sets, recipe_from_preset=recipe_from_preset, **options
+        )
     return train_processes(config)
 
 
@@ -253,13 +256,12 @@ def submit(
     wait: bool = True,
     timeout: float = 600.0,
 ) -> SubmitResult:
-    """`kagglecifar submit`: check the CSV (default: the newest in submissions_dir), upload it, wait for its
-    public score."""
+    """`kagglecifar submit`: check the CSV (default: the newest in submissions_dir), upload it with the message
+    (default: 'kagglecifar CSV_NAME'), wait for its public score."""
     from kagglecifar.kaggle_io import submission_csv as submission
 
-    if not message:
-        raise KaggleCifarError("submit: give a message (-m/--message), shown with the submission on Kaggle")
     csv_path = Path(csv) if csv is not None else submission.newest_submission(submissions_dir_of(submissions_dir))
+    message = message or f"kagglecifar {csv_path.name}"
     result = submission.submit(
         csv_path, message, competition, data_dir=_path(data_dir, "data"), wait=wait, timeout=timeout
     )

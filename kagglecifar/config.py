@@ -10,6 +10,7 @@ Values are layered, later wins:
 
     field defaults < preset (kagglecifar/presets/NAME.yaml) < --config FILE < --set key=value < options
 
+recipes.make_config layers them and says where each part came from.
 A recipe file is YAML (or JSON) with `recipe:` and `session:` sections or flat keys; every run folder's
 config.yaml is one, so `kagglecifar train --config runs/NAME/config.yaml` trains that run again.
 """
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from kagglecifar.data.augment import PRESETS as AUGMENT_PRESETS
 from kagglecifar.errors import KaggleCifarError
 
 PRESETS_DIR = Path(__file__).with_name("presets")
-ADAMW_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.05}  # taken when --optimizer adamw comes without them
+ADAMW_DEFAULTS = {"lr": 2e-3, "weight_decay": 0.05}  # taken, with a line saying so, when adamw comes without them
 MODEL_OPTIONS = ("width", "dropout", "freeze_stages")  # passed to create_model when set
 
 
@@ -46,6 +48,7 @@ def option(
 
 AT_LEAST_0 = (lambda v: v >= 0, "must be 0 or more")
 POSITIVE = (lambda v: v > 0, "must be positive")
+FINITE_POSITIVE = (lambda v: math.isfinite(v) and v > 0, "must be a finite positive number")
 UNIT_INTERVAL = (lambda v: 0 <= v < 1, "must be in [0, 1)")
 
 
@@ -57,7 +60,7 @@ class Recipe:
     freeze_stages: int | None = option(None, "Frozen stages (resnet50-imagenet).", AT_LEAST_0)
     epochs: int = option(40, "Passes over the training split.", (lambda v: v >= 1, "must be at least 1"))
     batch_size: int = option(512, "Images per step (all processes together).", (lambda v: v >= 2, "must be at least 2"))
-    lr: float = option(0.2, "Peak learning rate.", POSITIVE)
+    lr: float = option(0.2, "Peak learning rate.", FINITE_POSITIVE)
     optimizer: str = option(
         "sgd",
         "sgd (Nesterov momentum), adamw (then lr 2e-3 and weight decay 0.05 "
@@ -66,7 +69,7 @@ class Recipe:
         choices=("sgd", "adamw", "muon"),
     )
     muon_lr: float = option(
-        0.24, "Peak rate of Muon's conv-filter updates (--optimizer muon); scheduled like --lr.", POSITIVE
+        0.24, "Peak rate of Muon's conv-filter updates (--optimizer muon); scheduled like --lr.", FINITE_POSITIVE
     )
     momentum: float = option(0.9, "SGD's Nesterov momentum.", UNIT_INTERVAL)
     schedule: str = option(
@@ -158,6 +161,7 @@ class TrainConfig:
     recipe: Recipe = field(default_factory=Recipe)
     session: Session = field(default_factory=Session)
     preset: str = ""
+    notes: list[str] = field(default_factory=list, compare=False, repr=False)  # where each part came from
 
     def to_dict(self) -> dict:
         return {
@@ -332,36 +336,6 @@ def coerce(key: str, value, where: str):
 
 
 # ---- building and checking a config --------------------------------------------------------------
-
-
-def make_config(
-    model: str | None = None,
-    preset: str | None = None,
-    *,
-    config_file: Path | None = None,
-    sets: Sequence[str] = (),
-    **options,
-) -> TrainConfig:
-    """Field defaults < preset (default: gpu with CUDA, else cpu) < config_file < sets < options (not None)."""
-    preset = preset or default_preset()
-    values = preset_values(preset)
-    layers = [
-        read_recipe_file(config_file) if config_file else {},
-        parse_sets(list(sets)),
-        {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None},
-    ]
-    if model:
-        layers[-1]["model"] = model
-    for layer in layers:
-        if layer.get("model", values.get("model")) != values.get("model"):
-            # a preset's width etc. belong to the preset's model
-            values = {k: v for k, v in values.items() if k not in MODEL_OPTIONS}
-        if layer.get("optimizer") == "adamw" and values.get("optimizer") != "adamw":
-            values.update(ADAMW_DEFAULTS)
-        values.update(layer)
-    config = from_flat(values, preset)
-    check_config(config)
-    return config
 
 
 def from_flat(values: dict, preset: str = "") -> TrainConfig:

@@ -21,10 +21,11 @@ from typing import Any
 
 from kagglecifar import checkpoint, kaggle_env, provenance, rundir
 from kagglecifar.cache.sources import COMPETITION, cache_format
-from kagglecifar.config import make_config, preset_names, preset_values
+from kagglecifar.config import preset_names, preset_values
 from kagglecifar.console import duration
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_path
+from kagglecifar.recipes import make_config
 
 # What each preset gives. cpu: measured on a 2-core machine (benchmarks/README.md); gpu: what this recipe is
 # known to reach.
@@ -148,25 +149,28 @@ def _copy_csvs(from_dir: Path, data_dir: Path) -> None:
 
 def choose_preset(
     model: str | None, preset: str | None, confirm: Callable[[str], bool] | None, echo: Callable[[str], None]
-) -> str:
-    """The preset to run: as given; else gpu with CUDA; else (CPU only) say what each would take here,
-    measured, and offer cpu."""
+) -> tuple[str, str | None]:
+    """(preset, model) to run: as given; else gpu with CUDA; else (CPU only) say what MODEL (or the gpu preset)
+    would take here and what the cpu preset would, both measured, and offer the cpu preset, which trains its
+    own model (the model returned is then None)."""
     import torch
 
     if preset:
-        return preset
+        return preset, model
     if torch.cuda.is_available():
-        return "gpu"
-    gpu, cpu = (_estimate(model, name) for name in ("gpu", "cpu"))
-    echo(f"No CUDA GPU here. The gpu preset ({gpu.what}{_expected(gpu, 'gpu')}) would take {gpu.time} on this CPU.")
+        return "gpu", model
+    asked, cpu = _estimate(model, "gpu"), _estimate(None, "cpu")
+    what = "The gpu preset" if model is None else model
+    echo(f"No CUDA GPU here. {what} ({asked.what}{_expected(asked, 'gpu')}) would take {asked.time} on this CPU.")
     echo(f"The cpu preset ({cpu.what}{_expected(cpu, 'cpu')}) would take {cpu.time}.")
     if confirm is not None and not confirm("Run the cpu preset?"):
+        again = f"kagglecifar run {model} --preset gpu" if model else "kagglecifar run --preset gpu"
         raise KaggleCifarError(
-            "stopped: run `kagglecifar run --preset gpu` on a GPU machine "
-            "(or here, if you can wait), or `kagglecifar run --preset cpu`"
+            f"stopped: run `{again}` on a GPU machine (or here, if you can wait), or `kagglecifar run --preset cpu`"
         )
-    echo("Using --preset cpu (pass --preset gpu to insist on the full recipe).")
-    return "cpu"
+    instead = f" in place of {model}" if model and model != cpu.model else ""
+    echo(f"Using --preset cpu ({cpu.model}{instead}; pass --preset gpu to insist on the full recipe).")
+    return "cpu", (model if not instead else None)
 
 
 def _expected(estimate: Estimate, preset: str) -> str:
@@ -177,37 +181,39 @@ def _expected(estimate: Estimate, preset: str) -> str:
 @dataclass
 class Estimate:
     model: str
-    what: str  # "simplecnn, 6 epochs"
-    time: str  # "about 3m10s (1,400 images/s measured)"
+    what: str  # "resnet18 with its recipe, 40 epochs"
+    time: str  # "about 14.1 h (21 m per epoch, 36 images/s measured)"
 
 
 def _estimate(model: str | None, preset: str) -> Estimate:
-    """Training time of a preset on this machine, from a few timed steps at the preset's batch size."""
+    """Training time on this machine, from a few steps of the training code's own step (training_step) with the
+    recipe's optimizer, at the recipe's batch size up to 64."""
     import torch
-    import torch.nn.functional as F
 
     from kagglecifar import models
+    from kagglecifar.training.optim import make_optimizer
+    from kagglecifar.training.step import training_step
 
     config = make_config(model, preset, device="cpu")
     recipe = config.recipe
     net = models.create_model(recipe.model, num_classes=10, **config.model_kwargs())
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    if recipe.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(net, recipe)
     batch = min(recipe.batch_size, 64)
     x, y = torch.rand(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     seconds = 0.0
     for step in range(3):
         started = time.perf_counter()
-        loss = F.cross_entropy(net(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        training_step(net, optimizer, x, y, recipe.label_smoothing)
         seconds += (time.perf_counter() - started) if step else 0.0  # the first step warms up
     rate = 2 * batch / seconds
-    total = recipe.epochs * 45_000 / rate
+    epoch = 45_000 / rate
+    width = f" at width {recipe.width:g}" if recipe.width else ""
     return Estimate(
         recipe.model,
-        f"{recipe.model}, {recipe.epochs} epochs",
-        f"about {duration(total)} ({rate:,.0f} images/s measured)",
+        f"{recipe.model}{width}, {recipe.epochs} epochs",
+        f"about {duration(recipe.epochs * epoch)} ({duration(epoch)} per epoch, {rate:,.0f} images/s measured)",
     )
 
 
@@ -258,7 +264,9 @@ def run(
 
     if name is not None:
         rundir.check_run_name(name)  # before anything touches the disk
-    preset = preset or _existing_preset(model, runs_dir, name) or choose_preset(model, preset, confirm, echo)
+    preset = preset or _existing_preset(model, runs_dir, name)
+    if not preset:
+        preset, model = choose_preset(model, preset, confirm, echo)
     recipe: dict[str, Any] = dict(config_file=config_file, sets=list(sets))
     folders: dict[str, Any] = dict(data_dir=str(data_dir), runs_dir=str(runs_dir), device=device)
     config = make_config(model, preset, **recipe, **folders)

@@ -197,3 +197,27 @@ def read_result(run_dir: Path) -> dict:
 def finished(run_dir: Path) -> bool:
     """Whether a run ended for good (all epochs, or early stopping) rather than being stopped to resume."""
     return read_result(run_dir).get("stopped_reason") in ("completed", "early_stopping")
+
+
+def newest_finished_run(runs_dir: Path) -> Path | None:
+    """The run in runs_dir that finished for good (all epochs, or early stopping) with a best.pt, most recently;
+    None when there is none. A diverged or stopped run is never taken."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return None
+    finished_runs = [p for p in runs_dir.iterdir() if is_run(p) and finished(p) and (p / "best.pt").is_file()]
+    return max(finished_runs, key=lambda p: ((p / "result.json").stat().st_mtime, p.name), default=None)
+
+
+def divergence(run_dir: Path) -> str | None:
+    """'diverged at epoch E, step S (learning rate X)' for a run that stopped on a non-finite loss, else None."""
+    result = read_result(run_dir)
+    if result.get("stopped_reason") != "diverged":
+        return None
+    where = result.get("diverged", {})
+    kept = result.get("epochs_run") or 0
+    return (
+        f"training diverged at epoch {where.get('epoch', '?')}, step {where.get('step', '?')} (learning rate "
+        f"{where.get('lr', float('nan')):.4g}); "
+        + (f"its checkpoints are epoch {kept}'s, the last good one" if kept else "it wrote no checkpoint")
+    )

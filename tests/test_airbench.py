@@ -117,6 +117,7 @@ def test_lookahead_pulls_back_and_finishes_on_the_slow_weights():
     assert lookahead_decay(0, 10) == 0 and lookahead_decay(10, 10) == pytest.approx(0.95**5)
 
 
+@pytest.mark.slow
 def test_muon_steps_conv_filters_with_orthogonalised_updates():
     g = torch.randn(16, 24 * 9)
     singular = torch.linalg.svdvals(orthogonalize(g))

@@ -83,7 +83,6 @@ def test_every_command_as_a_function_in_a_kaggle_notebook(kaggle_notebook, tmp_p
         (lambda: kagglecifar.predict("runs/x", tta="flp"), "--tta flp: unknown TTA mode"),
         (lambda: kagglecifar.predict("no/such/run", device="cpu"), "sampleSubmission.csv: not found"),
         (lambda: kagglecifar.evaluate("no/such/run", device="cpu"), "no/such/run"),
-        (lambda: kagglecifar.submit(), "submit: give a message"),
         (lambda: kagglecifar.submit("missing.csv", message="m"), "trainLabels.csv: not found; run `kagglecifar fetch`"),
         (lambda: kagglecifar.run(tta="shfit"), "--tta shfit: unknown TTA mode"),
         (lambda: kagglecifar.run(preset="cpu", name="../up"), "../up"),

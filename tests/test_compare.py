@@ -10,7 +10,7 @@ import torch
 from fake_kaggle import make_competition, serving
 
 from kagglecifar import pipeline
-from kagglecifar.config import make_config
+from kagglecifar.recipes import make_config
 from kagglecifar.training.train import train
 
 CLASSES = ("cat", "dog", "frog")
@@ -38,6 +38,7 @@ def setup(tmp_path_factory):
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_compare_three_models_with_tta_and_a_public_score(setup, run_cli, monkeypatch):
     root, competition, solution, runs = setup
     data = root / "data"
@@ -96,6 +97,7 @@ def test_compare_three_models_with_tta_and_a_public_score(setup, run_cli, monkey
     assert code == 1 and "already exists; pass --force" in err  # a finished report is not overwritten silently
 
 
+@pytest.mark.slow
 def test_a_folder_of_runs_stands_for_its_runs_and_markdown_reports(setup, run_cli):
     root, _, _, runs = setup
     (runs / "notes").mkdir()  # not a run: ignored inside a folder of runs
@@ -114,6 +116,7 @@ def test_a_folder_of_runs_stands_for_its_runs_and_markdown_reports(setup, run_cl
         ("report.txt", "--out"),
     ],
 )
+@pytest.mark.slow
 def test_bad_arguments_give_one_clear_line(setup, tmp_path, run_cli, target, message):
     root, _, _, runs = setup
     args = [tmp_path / target] if target == "nothing-here" else [runs / "mlp-run", "--out", tmp_path / target]

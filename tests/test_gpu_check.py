@@ -15,6 +15,7 @@ from kagglecifar.competition import CIFAR10_CLASSES as CLASSES
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_the_gpu_acceptance_script_runs_end_to_end_as_a_cpu_rehearsal(tmp_path):
     rng = np.random.default_rng(0)
     data = tmp_path / "data"
@@ -65,6 +66,7 @@ def test_the_gpu_acceptance_script_runs_end_to_end_as_a_cpu_rehearsal(tmp_path):
     assert list(report["predict_seconds"]) == ["none", "flip", "translate", "shift"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine the script measures")
 def test_without_cuda_it_refuses_and_points_at_the_rehearsal(tmp_path):
     done = subprocess.run(

@@ -15,7 +15,7 @@ from test_train import make_cache
 
 import kagglecifar
 from kagglecifar.checkpoint import load_checkpoint
-from kagglecifar.config import make_config
+from kagglecifar.recipes import make_config
 from kagglecifar.training import launch
 
 

@@ -1,6 +1,7 @@
 """`kagglecifar run` end to end (real kaggle client, loopback fake Kaggle), and its CPU advice."""
 
 import json
+import time
 
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ from kagglecifar.errors import KaggleCifarError
 CLASSES = ("cat", "dog", "frog")
 
 
+@pytest.mark.slow
 def test_run_goes_through_every_stage_then_skips_them_all(run_cli, tmp_path, monkeypatch):
     competition = tmp_path / "competition"
     solution = make_competition(competition, n_train=60, n_test=40, classes=CLASSES)
@@ -62,15 +64,36 @@ def test_run_goes_through_every_stage_then_skips_them_all(run_cli, tmp_path, mon
         assert (tmp_path / "submissions" / "tuned-flip.csv").is_file() and len(fake.called("upload")) == 1
 
 
+@pytest.mark.slow
 def test_without_a_gpu_run_says_what_to_expect_and_offers_the_cpu_preset(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     said = []
-    assert pipeline.choose_preset("simplecnn", None, confirm=None, echo=said.append) == "cpu"
+    assert pipeline.choose_preset("simplecnn", None, confirm=None, echo=said.append) == ("cpu", None)
+    # simplecnn with its own recipe (the baseline preset's), measured; the cpu preset is its own model
     assert "No CUDA GPU" in said[0] and "images/s measured" in said[0] and "about 95%" not in said[0]
-    assert f"simplecnn, {preset_values('cpu')['epochs']} epochs)" in said[1]  # the preset's recipe, this model
-    with pytest.raises(KaggleCifarError, match="--preset cpu"):
+    assert f"simplecnn, {preset_values('baseline')['epochs']} epochs" in said[0] and "per epoch" in said[0]
+    cpu = preset_values("cpu")
+    assert f"The cpu preset ({cpu['model']} at width {cpu['width']:g}, {cpu['epochs']} epochs;" in said[1]
+    assert "in place of simplecnn" in said[2]
+    with pytest.raises(KaggleCifarError, match="kagglecifar run simplecnn --preset gpu"):
         pipeline.choose_preset("simplecnn", None, confirm=lambda question: False, echo=said.append)
-    assert pipeline.choose_preset("simplecnn", "gpu", confirm=None, echo=said.append) == "gpu"
+    assert pipeline.choose_preset("simplecnn", "gpu", confirm=None, echo=said.append) == ("gpu", "simplecnn")
+
+
+def test_the_cpu_estimate_times_the_training_step_of_the_model_asked_for(monkeypatch):
+    """run resnet18 on a CPU: ResNet-18 with its own recipe is what gets timed, through training_step."""
+    from kagglecifar.training import step
+
+    timed = []
+
+    def counting_step(model, optimizer, images, labels, label_smoothing=0.0, autocast=None):
+        timed.append((type(model).__name__, sum(p.numel() for p in model.parameters()), label_smoothing))
+        time.sleep(0.01)  # ResNet-18's real steps take seconds here; what is timed is the point
+
+    monkeypatch.setattr(step, "training_step", counting_step)
+    estimate = pipeline._estimate("resnet18", "cpu")
+    assert estimate.model == "resnet18" and estimate.what == f"resnet18, {preset_values('gpu')['epochs']} epochs"
+    assert len(timed) == 3 and timed[0][1] > 11_000_000 and timed[0][2] == preset_values("gpu")["label_smoothing"]
 
 
 def test_from_dir_copies_the_csvs_that_predict_and_submit_read(tmp_path):

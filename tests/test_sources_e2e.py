@@ -66,6 +66,7 @@ def read_rows(path):
         return list(csv.reader(f))
 
 
+@pytest.mark.slow
 def test_cifar100_fine_labels_end_to_end(run_cli, cifar100, tmp_path):
     archive, truth = cifar100
     data, runs = tmp_path / "data", tmp_path / "runs"
@@ -118,6 +119,7 @@ def test_cifar100_fine_labels_end_to_end(run_cli, cifar100, tmp_path):
     assert rows[1:] == [[str(i + 1), fine_names()[p]] for i, p in enumerate(predicted)]
 
 
+@pytest.mark.slow
 def test_cifar100_coarse_labels_rebuild_the_cache_and_up_to_date_sources_are_skipped(run_cli, cifar100, tmp_path):
     archive, truth = cifar100
     data, runs = tmp_path / "data", tmp_path / "runs"
@@ -164,6 +166,7 @@ def test_cifar100_coarse_labels_rebuild_the_cache_and_up_to_date_sources_are_ski
     assert read_rows(tmp_path / "coarse.csv")[1:] == [[str(i + 1), coarse_names()[p]] for i, p in enumerate(predicted)]
 
 
+@pytest.mark.slow
 def test_image_folder_with_a_broken_image_end_to_end(run_cli, tmp_path):
     root = tmp_path / "pets"
     make_image_folder(root, {"cat": 8, "dog": 8, "frog": 8})
@@ -364,6 +367,7 @@ def test_training_needs_labels_and_two_classes_and_keeps_every_class_trainable(r
     assert "1 of 3 classes have too few images for a validation share of 0.6 (e.g. tiny)" in err
 
 
+@pytest.mark.slow
 def test_classes_without_a_super_class_and_without_images_are_shown_as_such(run_cli, tmp_path):
     source, truth = make_cifar_python(tmp_path / "src", "cifar-100", n_train=60, n_test=30)
     n_unseen = 100 - len(np.union1d(truth["train"]["labels"], truth["test"]["labels"]))

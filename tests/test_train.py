@@ -13,10 +13,10 @@ import yaml
 
 from kagglecifar import cache, models
 from kagglecifar.checkpoint import build_model, load_checkpoint
-from kagglecifar.config import make_config
 from kagglecifar.data.device_loader import choose_loader
 from kagglecifar.data.loading import TrainLoader, load_train_data
 from kagglecifar.models import to_model_input
+from kagglecifar.recipes import make_config
 from kagglecifar.training.train import resume_config, train
 
 CLASSES = [f"class{i}" for i in range(10)]
@@ -129,6 +129,7 @@ def test_model_input_is_float_nchw_in_unit_range():
 # ---- the training loop -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_model_overfits_a_small_batch(tmp_path):
     rng = np.random.default_rng(1)
     data_dir = tmp_path / "noise"  # random images with random labels: only memorising fits them
@@ -309,6 +310,7 @@ def test_ctrl_c_saves_last_and_resumes_identically(data_dir, tmp_path, straight_
 # ---- several processes ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_train_in_sync(data_dir, tmp_path):
     command = [
         sys.executable,
@@ -354,6 +356,7 @@ def test_ddp_two_cpu_processes_train_in_sync(data_dir, tmp_path):
     assert last["train_state"]["progress"]["step"] == 10
 
 
+@pytest.mark.slow
 def test_ddp_trains_airbench_past_the_epoch_its_stem_bias_freezes(data_dir, tmp_path):
     """From epoch WHITEN_BIAS_EPOCHS on the stem's bias gets no gradient; DDP's reducer, built while it had
     one, stopped the run there ("Expected to have finished reduction in the prior iteration")."""
@@ -493,7 +496,13 @@ def test_layers_apply_in_order_and_the_saved_config_trains_the_same_run_again(da
     recipe.write_text("recipe:\n  model: mlp\n  epochs: 1\n  lr: 0.5\n  batch_size: 32\nsession:\n  workers: 0\n")
     config = make_config(preset="cpu", config_file=recipe, sets=["lr=0.25", "session.device=cpu"], seed=3)
     assert (config.recipe.model, config.recipe.epochs, config.recipe.lr, config.recipe.seed) == ("mlp", 1, 0.25, 3)
-    assert config.recipe.schedule == preset_values("cpu")["schedule"]  # from the preset: the file does not set it
+    # The file trains mlp, not the cpu preset's airbench94: what it does not set comes from mlp's own recipe ...
+    assert config.recipe.schedule == preset_values("baseline")["schedule"] != preset_values("cpu")["schedule"]
+    assert "recipe: mlp's own (the baseline preset's" in config.notes[0] and "schedule triangle" in config.notes[1]
+    # ... or from the preset's when asked for
+    asked = make_config(preset="cpu", config_file=recipe, recipe_from_preset=True, device="cpu")
+    assert asked.recipe.schedule == preset_values("cpu")["schedule"] and asked.recipe.width is None
+    assert "not taken from the cpu preset: width 0.25" in asked.notes[1]
     assert config.session.device == "cpu"  # from --set
     code, _, err = run_cli(
         "train",
@@ -575,6 +584,7 @@ def test_a_malicious_checkpoint_is_refused_in_one_line_without_running_it(tmp_pa
     assert "weights_only" not in err and not os.path.exists(marker)
 
 
+@pytest.mark.slow
 def test_training_logged_to_a_file_writes_one_line_per_epoch_and_no_bar_frames(data_dir, tmp_path):
     command = [
         sys.executable,
@@ -658,6 +668,7 @@ AIRBENCH = dict(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "muon"])
 def test_the_airbench_recipe_trains_and_resumes_to_identical_weights(data_dir, tmp_path, optimizer):
     recipe = {**AIRBENCH, "optimizer": optimizer}

@@ -15,6 +15,7 @@ from test_train import make_cache, small_config
 from kagglecifar import config as train_config
 from kagglecifar import rundir
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.recipes import make_config
 from kagglecifar.training.train import train
 from kagglecifar.tune import search as tune
 from kagglecifar.tune import space
@@ -74,6 +75,7 @@ def searched(data_dir, tmp_path_factory):
     return result, runs, said
 
 
+@pytest.mark.slow
 def test_a_clearly_worse_trial_is_pruned_and_stops_early(searched):
     result, runs, said = searched
     study = load(runs / "tune-p", "p")
@@ -108,6 +110,7 @@ def test_pruning_waits_for_half_the_shortest_run():
     assert epoch == 6
 
 
+@pytest.mark.slow
 def test_a_trial_is_never_pruned_at_its_last_epoch(data_dir, tmp_path):
     """With 2 epochs, pruning may start at epoch 2, the last: the poor trial completes with its value."""
     storage = tune_storage.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
@@ -133,6 +136,7 @@ def test_a_trial_is_never_pruned_at_its_last_epoch(data_dir, tmp_path):
     assert trials[2].value < min(t.value for t in trials[:2])
 
 
+@pytest.mark.slow
 def test_outputs_table_csv_best_recipe_and_plots(searched):
     result, runs, said = searched
     tune_dir = runs / "tune-p"
@@ -150,6 +154,7 @@ def test_outputs_table_csv_best_recipe_and_plots(searched):
     assert not [p.name for p in tune_dir.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
+@pytest.mark.slow
 def test_best_recipe_trains_again_through_train_config(searched, data_dir, tmp_path, run_cli):
     result, runs, _ = searched
     code, out, err = run_cli(
@@ -170,6 +175,7 @@ def test_best_recipe_trains_again_through_train_config(searched, data_dir, tmp_p
     assert rundir.read_result(tmp_path / "again")["best_val_accuracy"] == pytest.approx(result.best_value)
 
 
+@pytest.mark.slow
 def test_the_same_command_on_a_finished_search_trains_nothing_more(searched, data_dir):
     result, runs, _ = searched
     again = tune.tune(
@@ -323,15 +329,15 @@ def test_default_space_per_family_and_grid_points():
     assert {"lr", "weight_decay", "label_smoothing", "width", "dropout", "augment", "batch_size", "epochs"} <= set(
         dimensions
     )
-    assert dimensions["epochs"].kind is int and dimensions["epochs"].grid() == [4, 6, 8]
-    assert dimensions["lr"].log and dimensions["lr"].grid()[1] == pytest.approx((0.01 * 0.3) ** 0.5)
-    assert dimensions["augment"].grid() == ["none", "standard", "strong"]
+    assert dimensions["epochs"].kind is int and dimensions["epochs"].grid() == [4, 8, 12]
+    assert dimensions["lr"].log and dimensions["lr"].grid()[1] == pytest.approx((3e-4 * 0.01) ** 0.5)
+    assert dimensions["augment"].grid() == ["none", "light", "standard", "strong"]
 
 
 @pytest.mark.parametrize("preset", train_config.preset_names())
 def test_every_preset_s_own_recipe_lies_inside_its_model_s_default_space(preset):
     """Otherwise `tune --preset P` searches elsewhere and its first trial is not the preset's recipe."""
-    base = train_config.make_config(preset=preset)
+    base = make_config(preset=preset)
     for dimension in space.read_space(space.default_space_path(base.recipe.model)):
         value = tune._recipe_value(base, dimension.key)
         assert dimension.contains(value), (preset, dimension.key, value)
@@ -358,6 +364,7 @@ def test_a_base_recipe_outside_the_space_is_said_and_its_first_trial_sampled(dat
     assert 0.01 <= first.params["lr"] <= 0.02 and first.params["label_smoothing"] == 0.0  # SETS' value, inside
 
 
+@pytest.mark.slow
 def test_grid_sampler_runs_each_point_once(data_dir, tmp_path):
     space_file = write_space(tmp_path / "s.yaml", "lr: {choices: [0.01, 0.02]}\nepochs: {choices: [1]}\n")
     result = tune.tune(
@@ -429,6 +436,7 @@ def test_bad_options_give_one_clear_line(tmp_path, run_cli, args, message):
     assert "s3cret" not in out + err
 
 
+@pytest.mark.slow
 def test_a_study_refuses_another_base_recipe(searched, data_dir):
     _, runs, _ = searched
     with pytest.raises(KaggleCifarError, match="this study searches another recipe \\(differs in epochs\\)"):
@@ -445,7 +453,7 @@ def test_a_study_refuses_another_base_recipe(searched, data_dir):
         )
 
 
-def test_a_diverged_trial_is_pruned_at_once_even_among_the_startup_trials(data_dir, tmp_path):
+def test_a_diverged_trial_fails_at_once_and_is_no_result(data_dir, tmp_path):
     space_file = write_space(tmp_path / "s.yaml", "lr: {choices: [1.0e+6]}\n")  # the loss overflows at once
     result = tune.tune(
         "mlp",
@@ -460,8 +468,11 @@ def test_a_diverged_trial_is_pruned_at_once_even_among_the_startup_trials(data_d
         echo=lambda line: None,
     )
     (trial,) = load(tmp_path / "tune-mlp", "mlp").trials
-    assert result.counts["pruned"] == 1 and trial.user_attrs["diverged"] and trial.user_attrs["epochs"] == 1
-    assert "diverged" in (tmp_path / "tune-mlp" / "results.csv").read_text()
+    assert result.counts["fail"] == 1 and result.counts["complete"] == result.counts["pruned"] == 0
+    assert trial.state.name == "FAIL" and trial.value is None and result.best_number is None
+    assert trial.user_attrs["diverged"].startswith("training diverged at epoch 1, step ")
+    assert trial.user_attrs["epochs"] == 0  # stopped inside its first epoch, nothing saved
+    assert "failed: training diverged" in (tmp_path / "tune-mlp" / "results.csv").read_text()
 
 
 def test_the_on_epoch_hook_stops_a_run_as_pruned(data_dir, tmp_path):

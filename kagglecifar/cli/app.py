@@ -54,6 +54,32 @@ def preset_help(lead: str, default: str = "Default: gpu with CUDA, else cpu.") -
     return f"{lead}, one of kagglecifar/presets/NAME.yaml: {choices_text(preset_descriptions())}. {default}"
 
 
+TTA_DEFAULT = "flip"  # what `--tta` alone means
+OPTIONAL_VALUE = {"--tta": TTA_DEFAULT}  # options whose value may be left out (click has no such option)
+
+
+def fill_optional_values(argv: list[str]) -> list[str]:
+    """argv with the default value inserted after an optional-value option given without one: `--tta` last, or
+    followed by another option or by an existing path (a run folder), reads as `--tta flip`. Anything else after
+    it is its value (a mode, checked as usual); `--tta=MODE` and everything after `--` pass as they are."""
+    filled: list[str] = []
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            return filled + list(argv[index:])
+        filled.append(arg)
+        if arg in OPTIONAL_VALUE:
+            following = argv[index + 1] if index + 1 < len(argv) else None
+            if following is None or following.startswith("-") or (Path(following).exists() and not _is_mode(following)):
+                filled.append(OPTIONAL_VALUE[arg])
+    return filled
+
+
+def _is_mode(text: str) -> bool:
+    from kagglecifar.inference.tta import TTA_VIEWS
+
+    return text in TTA_VIEWS
+
+
 def summary(line: str) -> None:
     """The one-line summary every command ends with."""
     typer.echo(line)
@@ -107,7 +133,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     _stop_on_sigterm()
     try:
-        app(args=argv, prog_name="kagglecifar")
+        app(args=fill_optional_values(sys.argv[1:] if argv is None else list(argv)), prog_name="kagglecifar")
     except KaggleCifarError as exc:
         typer.echo(f"kagglecifar: error: {exc}", err=True)
         sys.exit(1)

@@ -11,28 +11,60 @@ from kagglecifar.cli.app import (
     BATCH_SIZE,
     DATA_DIR,
     DEVICE,
+    RUNS_DIR,
     SUBMISSIONS_DIR,
+    TTA_DEFAULT,
     TTA_HELP,
     app,
     examples,
     summary,
 )
+from kagglecifar.errors import KaggleCifarError
+from kagglecifar.kaggle_env import default_dir
+
+NO_TTA = typer.Option(False, "--no-tta", help="One view per image (the same as --tta none).")
+
+
+def newest_run(runs_dir: Path, command: str) -> Path:
+    """The newest finished run in runs_dir, said in the command's first line; one line when there is none."""
+    from kagglecifar import rundir
+
+    run = rundir.newest_finished_run(runs_dir)
+    if run is None:
+        raise KaggleCifarError(
+            f"{command}: no finished training run in {runs_dir}; train one first (kagglecifar train) or give a run"
+        )
+    typer.echo(f"{command}: using {run}, the newest finished run in {runs_dir}")
+    return run
+
+
+def say_if_diverged(runs: list[Path], command: str) -> None:
+    from kagglecifar import rundir
+
+    for run in runs:
+        found = rundir.divergence(run) if run.is_dir() else None
+        if found:
+            typer.echo(f"{command}: {run}: {found}")
 
 
 @app.command(
     epilog=examples(
-        "kagglecifar predict runs/resnet18-gpu",
+        "kagglecifar predict --tta                   # the newest finished run in runs/, flip TTA",
+        "kagglecifar predict runs/resnet18-gpu --tta shift",
         "kagglecifar predict runs/a runs/b --weights 2,1 --tta shift --save-probs probs.npz",
     )
 )
 def predict(
-    runs: list[Path] = typer.Argument(
-        ...,
-        metavar="RUN_OR_CHECKPOINT...",
+    runs: Optional[list[Path]] = typer.Argument(
+        None,
+        metavar="[RUN_OR_CHECKPOINT...]",
         help="Run folders (their best.pt) or checkpoint files; several make an ensemble. "
-        "Probabilities saved earlier with --save-probs x.npz can join it.",
+        "Probabilities saved earlier with --save-probs x.npz can join it. Default: the newest finished run "
+        "in RUNS_DIR.",
     ),
-    tta: str = typer.Option("flip", "--tta", metavar="MODE", help=TTA_HELP),
+    tta: str = typer.Option(TTA_DEFAULT, "--tta", metavar="[MODE]", help=TTA_HELP + f" --tta alone: {TTA_DEFAULT}."),
+    no_tta: bool = NO_TTA,
+    runs_dir: Optional[Path] = RUNS_DIR,
     weights: Optional[str] = typer.Option(None, "--weights", help="Ensemble weights, one per checkpoint, e.g. 2,1."),
     data_dir: Optional[Path] = DATA_DIR,
     submissions_dir: Optional[Path] = SUBMISSIONS_DIR,
@@ -58,7 +90,11 @@ def predict(
     """Predict every test image (undecodable ones get a fallback label) and write a submission CSV (for other
     data than the competition's: id,label for every test id, and the file of each for an image folder)."""
     from kagglecifar import api
+    from kagglecifar.inference.tta import check_tta_mode
 
+    tta = "none" if no_tta else check_tta_mode(tta)
+    runs = runs or [newest_run(runs_dir or default_dir("runs"), "predict")]
+    say_if_diverged(runs, "predict")
     result = api.predict(
         runs,
         tta=tta,
@@ -76,13 +112,25 @@ def predict(
 
 
 @app.command(
-    epilog=examples("kagglecifar evaluate runs/resnet18-gpu", "kagglecifar evaluate runs/resnet18-gpu --tta flip")
+    epilog=examples(
+        "kagglecifar evaluate                        # the newest finished run in runs/, every TTA mode",
+        "kagglecifar evaluate runs/resnet18-gpu --tta flip",
+    )
 )
 def evaluate(
-    run: Path = typer.Argument(..., metavar="RUN", help="Run folder (its best.pt) or checkpoint file."),
-    tta: Optional[list[str]] = typer.Option(
-        None, "--tta", metavar="MODE", help=TTA_HELP + " Repeatable; default: every mode. `none` is always included."
+    run: Optional[Path] = typer.Argument(
+        None,
+        metavar="[RUN]",
+        help="Run folder (its best.pt) or checkpoint file. Default: the newest finished run in RUNS_DIR.",
     ),
+    tta: Optional[list[str]] = typer.Option(
+        None,
+        "--tta",
+        metavar="[MODE]",
+        help=TTA_HELP + f" Repeatable; --tta alone: {TTA_DEFAULT}; default: every mode. `none` is always included.",
+    ),
+    no_tta: bool = NO_TTA,
+    runs_dir: Optional[Path] = RUNS_DIR,
     data_dir: Optional[Path] = DATA_DIR,
     batch_size: Optional[int] = BATCH_SIZE,
     device: str = DEVICE,
@@ -92,6 +140,8 @@ def evaluate(
     CIFAR-100; the most frequent confusions; confusion matrices and per_class.csv in the run folder."""
     from kagglecifar import api
 
-    report = api.evaluate(run, tta=tta, data_dir=data_dir, batch_size=batch_size, device=device)
+    run = run or newest_run(runs_dir or default_dir("runs"), "evaluate")
+    say_if_diverged([run], "evaluate")
+    report = api.evaluate(run, tta=["none"] if no_tta else tta, data_dir=data_dir, batch_size=batch_size, device=device)
     typer.echo(report.table())
     summary(f"evaluate: {report.line()}")

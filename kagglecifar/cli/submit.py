@@ -19,6 +19,7 @@ from kagglecifar.cli.app import (
 
 @app.command(
     epilog=examples(
+        "kagglecifar submit                          # the newest CSV in submissions/",
         'kagglecifar submit -m "resnet18, flip TTA"',
         'kagglecifar submit submissions/resnet18-gpu-flip.csv -m "first try" --no-wait',
     )
@@ -27,7 +28,12 @@ def submit(
     csv_path: Optional[Path] = typer.Argument(
         None, metavar="CSV", help="Submission file (default: the newest CSV in SUBMISSIONS_DIR)."
     ),
-    message: str = typer.Option(..., "-m", "--message", help="Description shown with the submission on Kaggle."),
+    message: Optional[str] = typer.Option(
+        None,
+        "-m",
+        "--message",
+        help="Description shown with the submission on Kaggle (default: 'kagglecifar CSV_NAME').",
+    ),
     competition: str = COMPETITION,
     data_dir: Optional[Path] = DATA_DIR,
     submissions_dir: Optional[Path] = SUBMISSIONS_DIR,

@@ -73,12 +73,14 @@ def _config_parameters() -> tuple[list[inspect.Parameter], dict]:
     return parameters, annotations
 
 
-def _train_command(model, preset, config_file, sets, **options):
+def _train_command(model, preset, config_file, sets, recipe_from_preset=False, **options):
     import os
 
     from kagglecifar import api
 
-    result = api.train(model, preset=preset, config=config_file, set=sets, **options)
+    result = api.train(
+        model, preset=preset, config=config_file, set=sets, recipe_from_preset=recipe_from_preset, **options
+    )
     if int(os.environ.get("RANK", 0)) == 0:
         summary(f"train: {result.line()}")
     if result.stopped_reason == "interrupted":
@@ -103,7 +105,21 @@ def _build_train_command():
                 None,
                 "--preset",
                 metavar="NAME",
-                help=preset_help("Base recipe"),
+                help=preset_help("A model with its recipe")
+                + " With a MODEL that is not the preset's, MODEL trains with its own family's recipe (ResNets: "
+                "gpu's, airbench: fast's, simplecnn and mlp: baseline's, resnet50-imagenet: transfer's) and the "
+                "preset's session settings; the first line says where each part came from.",
+            ),
+        ),
+        inspect.Parameter(
+            "recipe_from_preset",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=bool,
+            default=typer.Option(
+                False,
+                "--recipe-from-preset",
+                help="Train MODEL with the preset's recipe even though it was made for another model "
+                "(its width and dropout are left out, with a line saying so).",
             ),
         ),
         inspect.Parameter(
@@ -118,11 +134,20 @@ def _build_train_command():
         curves, confusion matrix).
 
         Values come from, later winning: the defaults, the preset, --config FILE, --set KEY=VALUE, then the
-        options below. Several GPUs: one process each by default (--processes N; --processes 2 --device cpu
-        runs two CPU processes); torchrun --nproc_per_node N -m kagglecifar train MODEL ... works too.
+        options below. A preset is a model and its recipe: MODEL other than the preset's trains with its own
+        family's recipe and the preset's session settings (or the preset's recipe with --recipe-from-preset).
+        The first line printed says where each part came from and names every preset value not taken or
+        changed (a model's width or dropout, AdamW's lr and weight decay).
+        Several GPUs: one process each by default (--processes N; --processes 2 --device cpu runs two CPU
+        processes); torchrun --nproc_per_node N -m kagglecifar train MODEL ... works too.
         """
         _train_command(
-            kwargs.pop("model"), kwargs.pop("preset"), kwargs.pop("config_file"), kwargs.pop("sets"), **kwargs
+            kwargs.pop("model"),
+            kwargs.pop("preset"),
+            kwargs.pop("config_file"),
+            kwargs.pop("sets"),
+            kwargs.pop("recipe_from_preset"),
+            **kwargs,
         )
 
     train_command.__dict__["__signature__"] = inspect.Signature(fixed + generated)  # what Typer reads
@@ -135,6 +160,8 @@ app.command(
     epilog=examples(
         "kagglecifar train                                   # the preset for this machine",
         "kagglecifar train resnet18 --preset gpu --epochs 60",
+        "kagglecifar train simplecnn                         # simplecnn's own recipe (the baseline preset's)",
+        "kagglecifar train resnet18 --preset cpu --recipe-from-preset",
         "kagglecifar train --config runs/resnet18-20261123-101500/config.yaml --set seed=1",
         "kagglecifar train --resume resnet18-20261123-101500",
     ),

@@ -32,6 +32,18 @@ class TrainData:
     classes: list[str]
     excluded_bad: int  # undecodable images left out of both parts
 
+    def unvalidated_classes(self) -> list[str]:
+        """Classes too small for the validation split (split_rows keeps their images for training)."""
+        trained, validated = set(self.train_labels.tolist()), set(self.val_labels.tolist())
+        return [self.classes[c] for c in sorted(trained - validated)]
+
+    def unvalidated_note(self, val_fraction: float) -> str:
+        missing = self.unvalidated_classes()
+        return (
+            f"{len(missing)} of {len(self.classes)} classes have too few images for a validation share of "
+            f"{val_fraction:g} (e.g. {', '.join(missing[:3])}): their validation accuracy is not measured"
+        )
+
 
 def split_rows(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, validation rows): `val_fraction` of every class, chosen with `seed`; both sorted.

@@ -18,5 +18,6 @@ from kagglecifar.models.registry import (  # noqa: F401
     model_names,
     model_options,
     model_table,
+    recipe_preset,
     register,
 )

@@ -132,17 +132,32 @@ def airbench(
     return AirbenchNet([scaled(c, width) for c in base_widths], num_classes, depth, dropout)
 
 
-@register("airbench94", "airbench94: whitening stem, 3 conv groups 64-256-256, GELU, max-pool head", batch_size=1024)
+@register(
+    "airbench94",
+    "airbench94: whitening stem, 3 conv groups 64-256-256, GELU, max-pool head",
+    batch_size=1024,
+    recipe="fast",
+)
 def airbench94(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0) -> AirbenchNet:
     return airbench("airbench94", [64, 256, 256], 2, num_classes, width, dropout)
 
 
-@register("airbench96", "airbench96: whitening stem, 3 residual conv groups of 3 convs, 128-512-512", batch_size=1024)
+@register(
+    "airbench96",
+    "airbench96: whitening stem, 3 residual conv groups of 3 convs, 128-512-512",
+    batch_size=1024,
+    recipe="fast96",
+)
 def airbench96(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0) -> AirbenchNet:
     return airbench("airbench96", [128, 512, 512], 3, num_classes, width, dropout)
 
 
-@register("airbench-cpu", "airbench94 narrowed for CPUs: 16-96-192 channels, a fifth of its FLOPs", batch_size=512)
+@register(
+    "airbench-cpu",
+    "airbench94 narrowed for CPUs: 16-96-192 channels, a fifth of its FLOPs",
+    batch_size=512,
+    recipe="fast",
+)
 def airbench_cpu(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0) -> AirbenchNet:
     # Compared with the cpu preset's quarter-width airbench94 in benchmarks/README.md.
     return airbench("airbench-cpu", [16, 96, 192], 2, num_classes, width, dropout)

@@ -6,7 +6,7 @@ from kagglecifar.models.layers import Normalize, check_common, scaled
 from kagglecifar.models.registry import register
 
 
-@register("mlp", "flatten, dense 64, dense 10")
+@register("mlp", "flatten, dense 64, dense 10", batch_size=256, recipe="baseline")
 def mlp(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0) -> nn.Module:
     check_common("mlp", width, dropout)
     hidden = scaled(64, width)
@@ -20,7 +20,12 @@ def mlp(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0) -> nn.M
     )
 
 
-@register("simplecnn", "Keras tutorial CNN: conv32-pool-conv64-pool-conv64, dense 64, dense 10")
+@register(
+    "simplecnn",
+    "Keras tutorial CNN: conv32-pool-conv64-pool-conv64, dense 64, dense 10",
+    batch_size=256,
+    recipe="baseline",
+)
 def simplecnn(num_classes: int = 10, width: float = 1.0, dropout: float = 0.0) -> nn.Module:
     check_common("simplecnn", width, dropout)
     c1, c2, hidden = scaled(32, width), scaled(64, width), scaled(64, width)

@@ -22,15 +22,19 @@ COMMON_OPTIONS = ("num_classes", "width", "dropout")
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 _BATCH_SIZES: dict[str, int] = {}
+_RECIPES: dict[str, str] = {}
 
 
-def register(name: str, description: str = "", batch_size: int = 512):
-    """Register a constructor under `name`; batch_size is its default training batch on a GPU."""
+def register(name: str, description: str = "", batch_size: int = 512, recipe: str = "gpu"):
+    """Register a constructor under `name`; batch_size is its default training batch on a GPU; recipe names the
+    preset (kagglecifar/presets/RECIPE.yaml) whose recipe trains the model when no preset of its own is asked
+    for (config.model_recipe scales it to batch_size)."""
 
     def add(fn: Callable[..., nn.Module]):
         _REGISTRY[name] = fn
         _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
         _BATCH_SIZES[name] = batch_size
+        _RECIPES[name] = recipe
         return fn
 
     return add
@@ -55,6 +59,12 @@ def default_batch_size(name: str) -> int:
     """The training batch size the model is meant for on one GPU."""
     constructor(name)
     return _BATCH_SIZES[name]
+
+
+def recipe_preset(name: str) -> str:
+    """The preset whose recipe is the model's own: its family's (ResNets gpu, airbench fast, baselines baseline)."""
+    constructor(name)
+    return _RECIPES[name]
 
 
 def model_options(name: str) -> dict:

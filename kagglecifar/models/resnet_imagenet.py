@@ -86,7 +86,10 @@ class ImageNetResNet50(nn.Module):
 
 
 @register(
-    "resnet50-imagenet", "torchvision ResNet-50 with ImageNet weights, images upsampled to 224 px", batch_size=128
+    "resnet50-imagenet",
+    "torchvision ResNet-50 with ImageNet weights, images upsampled to 224 px",
+    batch_size=128,
+    recipe="transfer",
 )
 def resnet50_imagenet(
     num_classes: int = 10,

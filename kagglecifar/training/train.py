@@ -1,10 +1,10 @@
 """`kagglecifar train`: the training loop (nanoGPT / airbench style); the parts it assembles live elsewhere.
 
-    config      TrainConfig = Recipe (fixed for a run) + Session (this invocation)     config.py
+    config      TrainConfig = Recipe (fixed for a run) + Session (this invocation)     config.py, recipes.py
     data        stratified train/validation split of the train cache, uint8 in memory  data.py
     model       from the registry; float NCHW in [0, 1] in, it normalises itself       models/
-    optimizer   SGD Nesterov or AdamW; warm-up then linear/cosine decay               optim.py
-    ema         optional moving average of the weights (what gets evaluated, saved)   ema.py
+    optimizer   SGD Nesterov, AdamW or Muon; schedules; the step; non-finite loss watch  optim.py, step.py
+    ema, lookahead  moving averages of the weights                                    ema.py, lookahead.py
     runtime     device, DDP processes, RNG state, Ctrl-C / SIGTERM / time budget      runtime.py
     run folder  config.yaml, metrics.csv, last.pt, best.pt, curves, result.json       rundir.py, checkpoint.py
     at the end  confusion matrix of best.pt on the validation split                   evaluate.py
@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from kagglecifar import models, rundir
 from kagglecifar.cache import labelled_classes
@@ -35,15 +34,15 @@ from kagglecifar.console import duration, interactive, note, progress_bar
 from kagglecifar.data.device_loader import choose_loader
 from kagglecifar.data.loading import load_train_data
 from kagglecifar.device import resolve_device
-from kagglecifar.errors import KaggleCifarError
+from kagglecifar.errors import KaggleCifarError, TrainingDiverged
 from kagglecifar.files import write_text_atomic
 from kagglecifar.inference.predict import predict_images
 from kagglecifar.models import to_model_input
-from kagglecifar.training import runtime
+from kagglecifar.training import runtime, trackers
 from kagglecifar.training.ema import EMA
 from kagglecifar.training.lookahead import Lookahead
 from kagglecifar.training.optim import learning_rate, make_optimizer, set_learning_rate
-from kagglecifar.training.trackers import Tracking
+from kagglecifar.training.step import Divergence, DivergenceWatch, training_step
 
 
 @dataclass
@@ -53,7 +52,7 @@ class TrainResult:
     best_epoch: int | None
     epochs_run: int  # completed epochs, earlier sessions included
     seconds: float  # this session
-    stopped_reason: str  # completed | time_budget | early_stopping | interrupted | pruned
+    stopped_reason: str  # completed | time_budget | early_stopping | interrupted | pruned | diverged
 
     def line(self) -> str:
         if self.best_val_accuracy is not None:
@@ -99,6 +98,8 @@ def train(config: TrainConfig, make_loader=None, on_epoch=None) -> TrainResult:
 
     on_epoch(metrics_row) -> bool is called once each epoch's row, best.pt and last.pt are written
     (single process only); True stops the run there, stopped_reason "pruned" (`tune` prunes through it).
+    A loss no longer finite ends the run (training.step.DivergenceWatch) with no checkpoint of the bad weights,
+    "diverged" in result.json and TrainingDiverged raised.
     """
     check_config(config, resuming=bool(config.session.resume))
     device = resolve_device(config.session.device, int(os.environ.get("LOCAL_RANK", 0)))
@@ -115,6 +116,10 @@ class Training:
         self.started, self.on_epoch = time.monotonic(), on_epoch
         self.config, self.recipe, self.device, self.rank, self.world = config, config.recipe, device, rank, world
         self.main, self.cuda = rank == 0, device.type == "cuda"
+        for line in config.notes if self.main else ():  # where the recipe came from, and what was not taken
+            note(line)
+        self.watch = DivergenceWatch(device)
+        self.diverged_at: int | None = None  # the first step whose loss was not finite
         if self.cuda:
             torch.cuda.set_device(device)
             torch.backends.cudnn.benchmark = True
@@ -126,14 +131,15 @@ class Training:
         self.data = load_train_data(Path(session.data_dir), self.recipe.val_fraction, self.recipe.seed)
         if len(self.data.train_labels) < world * 2:
             raise KaggleCifarError(f"{session.data_dir}: only {len(self.data.train_labels)} usable training images")
-        self._note_unvalidated_classes()
+        if self.main and self.recipe.val_fraction and self.data.unvalidated_classes():
+            note(self.data.unvalidated_note(self.recipe.val_fraction))
         init_from_data = getattr(self.model, "init_from_data", None)  # e.g. airbench's whitening stem
         if init_from_data is not None and not resumed:
             init_from_data(torch.from_numpy(self.data.train_images))
         self._training_state(resumed)
         self.loader = self._make_loader(make_loader)
         self.run_dir = self._run_dir(resumed is not None)
-        self.track = Tracking(tracker_names(session.log) if self.main else [], self.run_dir, config.to_dict())
+        self.track = trackers.Tracking(tracker_names(session.log) if self.main else [], self.run_dir, config.to_dict())
         if resumed:
             runtime.set_rng_state(resumed["train_state"]["rng"], self.cuda)
         self._wrap_for_steps()
@@ -169,17 +175,6 @@ class Training:
             self.lookahead.load_state_dict(state["lookahead"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
-
-    def _note_unvalidated_classes(self) -> None:
-        """Classes too small for the validation split (data.split_rows keeps their images for training)."""
-        trained, validated = set(self.data.train_labels.tolist()), set(self.data.val_labels.tolist())
-        missing = [self.classes[c] for c in sorted(trained - validated)]
-        if self.main and self.recipe.val_fraction and missing:
-            note(
-                f"{len(missing)} of {len(self.classes)} classes have too few images for a validation share of "
-                f"{self.recipe.val_fraction:g} (e.g. {', '.join(missing[:3])}): their validation accuracy is "
-                "not measured"
-            )
 
     def _make_loader(self, make_loader):
         if make_loader is not None:
@@ -238,7 +233,7 @@ class Training:
             with stop.catching_signals():
                 while self.progress.epoch < self.recipe.epochs and reason == "completed":
                     reason = self.train_epoch(stop)
-                    if self.progress.epoch_step < len(self.loader):  # stopped inside the epoch, last.pt saved
+                    if reason == "diverged" or self.progress.epoch_step < len(self.loader):  # stopped mid-epoch
                         break
                     reason = self.end_epoch(reason)
                     if reason == "completed":
@@ -279,12 +274,8 @@ class Training:
         for images, labels in self.loader.epoch(p.epoch, p.epoch_step):
             set_learning_rate(self.optimizer, learning_rate(recipe, p.step, steps))
             x, y = to_model_input(images, self.device, self.channels_last), labels.to(self.device, non_blocking=True)
-            with self.autocast():
-                logits = self.step_model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            logits, loss = training_step(self.step_model, self.optimizer, x, y, recipe.label_smoothing, self.autocast)
+            self.watch.update(loss, p.step)
             p.step, p.epoch_step = p.step + 1, p.epoch_step + 1
             if p.step == 1 and self.config.session.compile:  # time compiling apart, as the speed records do
                 if self.cuda:
@@ -302,10 +293,14 @@ class Training:
             count += len(y)
             bar.update(1)
             self.track("step", step=p.step, loss=loss, lr=self.optimizer.param_groups[0]["lr"])
-            reason = stop.check(self.world, p.step)
+            if DivergenceWatch.due(p.step, p.epoch_step == steps):
+                self.diverged_at = self.watch.check(self.model, p.epoch_step == steps, p.step - 1, self.world)
+            reason = "diverged" if self.diverged_at is not None else stop.check(self.world, p.step)
             if reason != "completed" and p.epoch_step < steps:
                 break
         bar.close()
+        if reason == "diverged":  # nothing saved: last.pt and best.pt stay those of the last good epoch
+            return reason
         seconds = sums["seconds"] + time.monotonic() - epoch_started
         p.elapsed += time.monotonic() - epoch_started
         p.partial = {"loss": loss_sum.item(), "correct": int(correct.item()), "count": count, "seconds": seconds}
@@ -414,6 +409,8 @@ class Training:
 
     def finish(self, reason: str) -> TrainResult:
         p, main = self.progress, self.main
+        if reason == "diverged":
+            return self.finish_diverged()
         if main and self.recipe.val_fraction == 0 and p.epoch == self.recipe.epochs:
             save_checkpoint(self.payload(None), self.run_dir / "best.pt")  # no validation: the final weights
         if main:
@@ -439,3 +436,15 @@ class Training:
             )
         self.track("end", step=p.step, result=asdict(result))
         return result
+
+    def finish_diverged(self):
+        """result.json says where the loss stopped being finite; TrainingDiverged carries the line to show."""
+        p, steps = self.progress, len(self.loader)
+        found = Divergence(self.diverged_at, steps, learning_rate(self.recipe, self.diverged_at, steps))
+        if self.main:
+            rundir.write_curves(self.run_dir, p.metrics)
+            seconds = time.monotonic() - self.started
+            result = TrainResult(self.run_dir, p.best_val_accuracy, p.best_epoch, p.epoch, seconds, "diverged")
+            record = {**asdict(result), "run_dir": str(self.run_dir), "diverged": found.record()}
+            rundir.write_result(self.run_dir, record)
+        raise TrainingDiverged(found.line(self.run_dir, p.epoch, self.recipe.lr))

@@ -7,9 +7,9 @@ import csv
 import io
 from pathlib import Path
 
-from kagglecifar.config import make_config
 from kagglecifar.console import duration, table
 from kagglecifar.files import write_text_atomic
+from kagglecifar.recipes import make_config
 
 
 def state_counts(study) -> dict:
@@ -32,8 +32,9 @@ def trial_line(study, trial) -> str:
     shown = f"{value:.2%}" if value is not None else "-"
     params = " ".join(f"{k}={fmt(v)}" for k, v in trial.params.items())
     tail = f"; best so far: trial {best.number}, {best.value:.2%}" if best is not None else ""
+    state = trial.state.name.lower() + (" (diverged)" if trial.user_attrs.get("diverged") else "")
     return (
-        f"trial {trial.number} {trial.state.name.lower()}: val accuracy {shown} after "
+        f"trial {trial.number} {state}: val accuracy {shown} after "
         f"{trial.user_attrs.get('epochs', 0)} epochs ({params}){tail}"
     )
 
@@ -52,7 +53,7 @@ def note(trial) -> str:
     if attrs.get("stopped"):
         notes.append(f"stopped ({attrs['stopped']}), queued again")
     if attrs.get("diverged"):
-        notes.append("diverged (loss not finite)")
+        notes.append(f"failed: {attrs['diverged']}" if isinstance(attrs["diverged"], str) else "diverged")
     return "; ".join(notes)
 
 

@@ -8,16 +8,16 @@
       history.png, importance.png, slices.png, trial_curves.png
 
 Each trial reports its validation accuracy per epoch; the pruner (median or Hyperband) stops unpromising
-ones (stopped_reason "pruned"), and a trial whose training loss is no longer finite is pruned at once.
-A search continues when the same command runs again: a trial stopped by --timeout or Ctrl-C saves last.pt
-and is queued again with its parameters, and so is one whose process died (storage.py); the retry resumes
-the run folder. Several processes (or machines, with a shared --storage) running the same command work one
-study together. What a search writes when it stops: results.py.
+ones (stopped_reason "pruned"); a trial whose training loss stops being finite ends at once and is recorded
+as failed (Optuna's FAIL state, "diverged" in results.csv), never as a result. A search continues when the
+same command runs again: a trial stopped by --timeout or Ctrl-C saves last.pt and is queued again with its
+parameters, and so is one whose process died (storage.py); the retry resumes the run folder. Several
+processes (or machines, with a shared --storage) running the same command work one study together. What a
+search writes when it stops: results.py.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from kagglecifar import rundir
-from kagglecifar.config import MODEL_OPTIONS, make_config
+from kagglecifar.config import MODEL_OPTIONS
 from kagglecifar.console import duration
-from kagglecifar.errors import KaggleCifarError
+from kagglecifar.errors import KaggleCifarError, TrainingDiverged
+from kagglecifar.recipes import make_config
 from kagglecifar.tune import space as search_space
 from kagglecifar.tune.results import best_trial, state_counts, trial_line, write_outputs
 from kagglecifar.tune.storage import HOST, open_storage, recover_dead_trials, requeue, shown_url
@@ -142,9 +143,6 @@ class Objective:
 
         def report(row: dict) -> bool:
             trial.report(row["val_acc"], int(row["epoch"]))
-            if not math.isfinite(row["train_loss"]):  # diverged: no later epoch can recover, whatever the pruner
-                trial.set_user_attr("diverged", True)
-                return True
             # Pruning at the last epoch saves nothing and throws a finished result away.
             return int(row["epoch"]) < int(params.get("epochs", self.epochs)) and trial.should_prune()
 
@@ -153,9 +151,11 @@ class Objective:
         except KeyboardInterrupt:  # a second Ctrl-C: last.pt of the last whole epoch is there to resume
             requeue(self.study, trial.number, params, trial.user_attrs)
             raise
-        rows = rundir.read_metrics(run_dir)
-        trial.set_user_attr("epochs", len(rows))
-        trial.set_user_attr("seconds", sum(row["seconds"] or 0 for row in rows))
+        except TrainingDiverged:  # optimize(catch=...) records the trial as failed and goes on
+            self._record_epochs(trial, run_dir)
+            trial.set_user_attr("diverged", rundir.divergence(run_dir) or "loss not finite")
+            raise
+        self._record_epochs(trial, run_dir)
         trial.set_user_attr("best_val_acc", best)
         if reason in ("time_budget", "interrupted"):
             trial.set_user_attr("stopped", reason)
@@ -166,6 +166,12 @@ class Objective:
         if best is None:
             raise KaggleCifarError(f"{run_dir}: the trial finished without a validation accuracy")
         return best
+
+    @staticmethod
+    def _record_epochs(trial, run_dir: Path) -> None:
+        rows = rundir.read_metrics(run_dir)
+        trial.set_user_attr("epochs", len(rows))
+        trial.set_user_attr("seconds", sum(row["seconds"] or 0 for row in rows))
 
     def _run_folder(self, trial) -> Path:
         """A retry's earlier folder when it can be continued (or holds nothing yet), else the trial's own.
@@ -322,7 +328,11 @@ def tune(
             import torch
 
             study.optimize(
-                objective, n_trials=remaining, timeout=timeout, callbacks=callbacks, catch=(torch.OutOfMemoryError,)
+                objective,
+                n_trials=remaining,
+                timeout=timeout,
+                callbacks=callbacks,
+                catch=(torch.OutOfMemoryError, TrainingDiverged),
             )
         except SearchStopped as stop:
             stopped = stop.reason
