@@ -32,8 +32,8 @@ lint: install           ## ruff (lint and format check) and mypy
 bench: install          ## benchmarks/ -> benchmarks/results/*.json
 	$(BIN)/python benchmarks/run_all.py $(ARGS)
 
-gpu-check: install      ## on a CUDA machine: CUDA paths, GPU presets, predict timings -> benchmarks/results/gpu_check.json
-	$(BIN)/python benchmarks/gpu_check.py --data-dir $(or $(DATA),data) $(ARGS)
+gpu-check:             ## on a CUDA machine, installing nothing: CUDA paths, GPU presets, predict timings -> benchmarks/results/gpu_check.json
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) benchmarks/gpu_check.py --data-dir $(or $(DATA),data) $(ARGS)
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache

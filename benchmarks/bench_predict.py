@@ -77,7 +77,7 @@ def main() -> None:
         type=int,
         help=f"predict only the first N test ids in every mode; 0 = all (default: all on a GPU; on a CPU {CPU_LIMITS})",
     )
-    p.add_argument("--batch-size", type=int, help="default: predict's own (1024 on CUDA, 256 on CPU)")
+    p.add_argument("--batch-size", type=int, help="default: predict's own (256 on CPU; on CUDA from free memory)")
     p.add_argument("--device", default="auto")
     args = p.parse_args()
 
@@ -86,7 +86,8 @@ def main() -> None:
     from kagglecifar.cache import load_split
     from kagglecifar.checkpoint import load_checkpoint, resolve_checkpoint
     from kagglecifar.device import resolve_device
-    from kagglecifar.inference.predict import BATCH_SIZE, TTA_VIEWS, predict
+    from kagglecifar.inference.batches import default_batch_size
+    from kagglecifar.inference.predict import TTA_VIEWS, predict
     from kagglecifar.kaggle_io.submission_csv import write_submission
 
     device = resolve_device(args.device)
@@ -134,7 +135,7 @@ def main() -> None:
             "model_kwargs": ckpt.get("model_kwargs", {}),
             "checkpoint": str(checkpoint),
             "device": str(device),
-            "batch_size": args.batch_size or BATCH_SIZE[device.type],
+            "batch_size": args.batch_size or default_batch_size(device),
             "test_images": len(full),
             "modes": modes,
             "write_submission_seconds": write_seconds,

@@ -1,19 +1,24 @@
-"""GPU acceptance in one command: `python benchmarks/gpu_check.py --data-dir DATA` (or `make gpu-check`).
+"""GPU acceptance in one command: `python benchmarks/gpu_check.py --data-dir DATA --out FOLDER` (or `make gpu-check`).
 
-On a CUDA machine it
-  1. checks the CUDA-only paths against the CPU: bf16 autocast and channels_last (outputs close to fp32),
-     torch.compile (same outputs), pinned-memory copies, and the batched augmentation on the GPU (pixel-equal
-     to the CPU engine for the same drawn parameters) with its images/s;
-  2. trains each GPU preset (fast, fast96, gpu) for --seeds seeds through `kagglecifar train`, recording
-     validation accuracy (none / flip / translate TTA via `kagglecifar evaluate`) and training seconds
-     (compile warm-up excluded: the first epoch's first steps are timed apart, see train.py);
-  3. times `kagglecifar predict` over the test cache with each TTA mode;
-and writes one JSON (results/gpu_check.json by default) with the device name. Without CUDA it says so and
-exits 1: these figures only come from a GPU.
+Made for a first contact with a GPU machine: it installs nothing, writes FOLDER/gpu_check.json after every
+step, and records a step that fails (with its error) and goes on, so a command stopped by a time limit keeps
+everything measured before. By default it fits one 10-minute command on an H100/H200. On a CUDA machine it
 
-`--rehearse` runs the same steps on the CPU, one epoch and one seed per preset, without compile or pinned
-memory, and writes nothing unless --out is given: it checks this script (the test suite runs it on tiny
-data), so the first GPU session spends its time measuring, not debugging. Its figures mean nothing.
+  1. records the device plan (kagglecifar.device: precision, compile, channels_last, DDP backend, kernels);
+  2. checks the CUDA-only paths against the CPU: compile (same outputs), channels_last (same outputs), pinned
+     copies, and the batched augmentation on the GPU (pixel-equal to the CPU engine for the same drawn
+     parameters) with its images/s;
+  3. trains each preset of --runs (default fast x 3 seeds, fast96 and gpu once) through `kagglecifar train`
+     with a per-run time budget, recording validation accuracy (none / flip / translate TTA via
+     `kagglecifar evaluate`), training seconds (the steps alone: compile warm-up, validation and
+     checkpoints excluded, see train.py) and the compile warm-up;
+  4. compares the first trained run's predictions in fp32 with those in the plan's precision (the share of
+     validation images whose label agrees, and both accuracies);
+  5. times `kagglecifar predict` over the test cache with each TTA mode.
+
+Without CUDA it says so and exits 1: these figures only come from a GPU. `--rehearse` runs the same steps on
+the CPU (one epoch per preset, small batches, nothing compiled or pinned) and writes nothing unless --out is
+given: it checks this script (the test suite runs it on tiny data). Its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -25,45 +30,95 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-PRESETS = ("fast", "fast96", "gpu")
+RUNS = "fast=3,fast96=1,gpu=1"
+TIME_BUDGET = {"fast": 120, "fast96": 150, "gpu": 150}  # seconds per training run, compile included
 # A rehearsal trains each preset's recipe for one epoch on the CPU, small batches, nothing compiled.
 REHEARSAL_TRAIN = ("--device", "cpu", "--epochs", "1", "--batch-size", "16", "--set", "compile=false")
+TTA_MODES = ("none", "flip", "translate", "shift")
+
+
+class Report:
+    """The JSON report, written again after every step; a failing step is recorded and the next one runs."""
+
+    def __init__(self, path: Path | None, header: dict):
+        self.path, self.data = path, {**header, "steps": {}}
+        self.write()
+
+    def step(self, name: str, action):
+        started = time.perf_counter()
+        try:
+            value = action()
+            self.data["steps"][name] = {"ok": True, "seconds": round(time.perf_counter() - started, 2), **value}
+        except Exception as exc:  # noqa: BLE001  (every failure is a finding; the next step still runs)
+            value = None
+            error = f"{type(exc).__name__}: {exc}".strip()
+            self.data["steps"][name] = {
+                "ok": False,
+                "seconds": round(time.perf_counter() - started, 2),
+                "error": error[-4000:],
+                "where": traceback.format_exc(limit=-3)[-2000:],
+            }
+            print(f"gpu_check: step {name} failed: {error.splitlines()[0] if error else ''}", flush=True)
+        self.write()
+        return value
+
+    def failed(self) -> list[str]:
+        return [name for name, step in self.data["steps"].items() if not step["ok"]]
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        from kagglecifar.files import write_text_atomic
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.path, json.dumps(self.data, indent=1) + "\n")
+
+
+def plan_of(device: str) -> dict:
+    import dataclasses
+
+    from kagglecifar.device import device_plan
+
+    plan = device_plan(device)
+    return {"plan": dataclasses.asdict(plan), "line": plan.line(compile=True)}
 
 
 def check_cuda_paths(device: str = "cuda") -> dict:
-    """Each CUDA-only path against its CPU/fp32 reference; returns {check: {"ok": bool, ...}}. On "cpu" (a
-    rehearsal) compile and pinned memory are left out."""
+    """Each device path against its CPU/contiguous reference: {"checks": {check: {"ok": bool, ...}}}; raises
+    when one fails (after all ran). On "cpu" (a rehearsal) compile and pinned memory are left out."""
     import torch
 
     from kagglecifar import models
     from kagglecifar.data.augment import build_pipeline
     from kagglecifar.data.batch_augment import compile_pipeline
+    from kagglecifar.device import device_plan
 
     checks = {}
     torch.manual_seed(0)
-    cuda = device == "cuda"
+    cuda = device.startswith("cuda")
     model = models.create_model("airbench94", num_classes=10, width=0.5).to(device).eval()
     images = torch.randint(0, 256, (256, 32, 32, 3), dtype=torch.uint8)
     model.init_from_data(images)
     x = images.permute(0, 3, 1, 2).float().div(255).to(device)
     with torch.no_grad():
-        reference = model(x).float()
-        with torch.autocast(device, dtype=torch.bfloat16):
-            bf16 = model(x.contiguous(memory_format=torch.channels_last)).float()
-    agree = (bf16.argmax(1) == reference.argmax(1)).float().mean().item()
-    checks["bf16_channels_last"] = {"ok": agree > 0.95, "top1_agreement": agree}
-    if cuda:
+        reference = model(x.contiguous()).float()
+        channels_last = model(x.contiguous(memory_format=torch.channels_last)).float()
+    diff = (channels_last - reference).abs().max().item()
+    checks["channels_last"] = {"ok": diff < 1e-3, "max_abs_diff": diff}
+    if cuda and device_plan(device).compile:
         with torch.no_grad():
             compiled = torch.compile(model)(x).float()
         diff = (compiled - reference).abs().max().item()
         checks["compile"] = {"ok": diff < 1e-3, "max_abs_diff": diff}
+    if cuda:
         pinned = images.pin_memory()
-        checks["pinned_copy"] = {"ok": torch.equal(pinned.cuda(non_blocking=True).cpu(), images)}
+        checks["pinned_copy"] = {"ok": torch.equal(pinned.to(device, non_blocking=True).cpu(), images)}
     for preset in ("standard", "cutout", "strong"):
         engine = compile_pipeline(build_pipeline(preset))
         if isinstance(engine, str):  # no batched form (e.g. strong's Affine): training uses CPU workers
@@ -74,135 +129,179 @@ def check_cuda_paths(device: str = "cuda") -> dict:
         moved = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in p.items()} for p in params]
         on_device = engine.apply(images.to(device), moved).cpu()
         on_cpu = engine.apply(images, params)
-        same = torch.equal(on_device, on_cpu)
-        checks[f"batched_{preset}"] = {"ok": same, "mismatched_pixels": int((on_device != on_cpu).sum())}
+        checks[f"batched_{preset}"] = {
+            "ok": torch.equal(on_device, on_cpu),
+            "mismatched_pixels": int((on_device != on_cpu).sum()),
+        }
         started = time.perf_counter()
         for step in range(20):
             engine(images.to(device), (0, 1, step))
         if cuda:
             torch.cuda.synchronize()
         checks[f"batched_{preset}"]["images_per_s"] = round(20 * len(images) / (time.perf_counter() - started))
-    return checks
+    failed = [name for name, check in checks.items() if not check["ok"]]
+    if failed:
+        raise AssertionError(f"failed checks: {', '.join(failed)}: {json.dumps(checks)}")
+    return {"checks": checks}
 
 
-def kagglecifar(*args: str) -> subprocess.CompletedProcess:
+def kagglecifar(logs: Path | None, name: str, *args) -> subprocess.CompletedProcess:
+    """`kagglecifar ARGS` in a fresh process; its output goes to logs/NAME.log; a failure raises its last lines."""
     done = subprocess.run([sys.executable, "-m", "kagglecifar", *map(str, args)], capture_output=True, text=True)
+    if logs is not None:
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / f"{name}.log").write_text(f"$ kagglecifar {' '.join(map(str, args))}\n{done.stdout}{done.stderr}")
     if done.returncode:
-        raise SystemExit(f"gpu_check: `kagglecifar {' '.join(map(str, args))}` failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"`kagglecifar {' '.join(map(str, args))}` exit {done.returncode}:\n{done.stderr[-3000:]}")
     return done
 
 
-def train_presets(data_dir: Path, runs: Path, presets, seeds: int, extra: tuple[str, ...] = ()) -> dict:
+def train_run(data_dir: Path, runs: Path, logs, preset: str, seed: int, extra: tuple[str, ...]) -> dict:
     from kagglecifar.inference.evaluate import read_evaluation
     from kagglecifar.rundir import read_metrics, read_result
 
-    results = {}
-    for preset in presets:
-        rows = []
-        for seed in range(seeds):
-            name = f"{preset}-seed{seed}"
-            kagglecifar(
-                "train",
-                "--preset",
-                preset,
-                "--seed",
-                seed,
-                "--name",
-                name,
-                "--data-dir",
-                data_dir,
-                "--runs-dir",
-                runs,
-                *extra,
-            )
-            kagglecifar("evaluate", runs / name, "--data-dir", data_dir, "--tta", "flip", "--tta", "translate")
-            metrics, result = read_metrics(runs / name), read_result(runs / name)
-            evaluation = read_evaluation(runs / name)
-            rows.append(
-                {
-                    "seed": seed,
-                    "train_seconds": sum(m["seconds"] for m in metrics),
-                    "warmup_seconds": result.get("warmup_seconds"),
-                    "wall_seconds": result.get("seconds"),
-                    "val_accuracy": evaluation.get("accuracy", {}),
-                }
-            )
-        summary = {}
+    name = f"{preset}-seed{seed}"
+    budget = ("--time-budget", TIME_BUDGET.get(preset, 150))
+    trained = kagglecifar(logs, f"train-{name}", "train", "--preset", preset, "--seed", seed, "--name", name,
+                "--data-dir", data_dir, "--runs-dir", runs, *budget, *extra)  # fmt: skip
+    kagglecifar(logs, f"evaluate-{name}", "evaluate", runs / name, "--data-dir", data_dir, "--tta", "flip",
+                "--tta", "translate", *extra[:2])  # fmt: skip
+    metrics, result = read_metrics(runs / name), read_result(runs / name)
+    return {
+        "preset": preset,
+        "seed": seed,
+        "epochs": result.get("epochs_run"),
+        "stopped_reason": result.get("stopped_reason"),
+        "train_seconds": sum(m.get("train_seconds") or m["seconds"] for m in metrics),
+        "warmup_seconds": result.get("warmup_seconds"),
+        "wall_seconds": result.get("seconds"),
+        "val_accuracy": read_evaluation(runs / name).get("accuracy", {}),
+        "plan_line": next((line for line in trained.stderr.splitlines() if line.startswith("device ")), None),
+    }
+
+
+def summarise(report: Report) -> dict:
+    """Per preset: accuracy (mean, stdev, min, max over its runs) for each TTA mode and training seconds."""
+    by_preset: dict[str, list[dict]] = {}
+    for step in report.data["steps"].values():
+        if step["ok"] and "preset" in step:
+            by_preset.setdefault(step["preset"], []).append(step)
+    summary = {}
+    for preset, rows in by_preset.items():
+        accuracy = {}
         for mode in ("none", "flip", "translate"):
             values = [r["val_accuracy"][mode] for r in rows if mode in r["val_accuracy"]]
             if values:
-                summary[mode] = {
+                accuracy[mode] = {
                     "mean": statistics.mean(values),
                     "stdev": statistics.pstdev(values),
                     "min": min(values),
                     "max": max(values),
+                    "n": len(values),
                 }
         seconds = [r["train_seconds"] for r in rows]
-        results[preset] = {
-            "runs": rows,
-            "accuracy": summary,
+        summary[preset] = {
+            "accuracy": accuracy,
             "train_seconds": {"mean": statistics.mean(seconds), "max": max(seconds)},
         }
-        print(
-            f"{preset}: {summary.get('translate', summary.get('flip', {})).get('mean', 0):.2%} "
-            f"(n={seeds}), {statistics.mean(seconds):.1f} s training",
-            flush=True,
-        )
-    return results
+    return summary
 
 
-def time_predict(data_dir: Path, run: Path, out: Path, extra: tuple[str, ...] = ()) -> dict:
+def precision_check(run: Path, data_dir: Path, device: str) -> dict:
+    """The trained run's validation predictions in fp32 and in the plan's precision: label agreement."""
+    import numpy as np
+    import torch
+
+    from kagglecifar.cache import load_split
+    from kagglecifar.checkpoint import load_model, resolve_checkpoint
+    from kagglecifar.device import device_plan
+    from kagglecifar.inference.predict import predict_images
+
+    model, payload = load_model(resolve_checkpoint(run), torch.device(device))
+    train = load_split(data_dir, "train")
+    rows = np.searchsorted(train.ids, np.asarray(payload["val_ids"], np.int64))
+    images, labels = train.images[rows], train.labels[rows]
+    args = ([(model, 1.0)], images, ["none"], len(payload["classes"]))
+    fp32 = predict_images(*args, device=torch.device(device), progress=False, amp=False)["none"].argmax(1)
+    mixed = predict_images(*args, device=torch.device(device), progress=False, amp=True)["none"].argmax(1)
+    agreement = float((fp32 == mixed).mean())
+    return {
+        "precision": device_plan(device).precision,
+        "images": len(labels),
+        "label_agreement": agreement,
+        "fp32_accuracy": float((fp32 == labels).mean()),
+        "mixed_accuracy": float((mixed == labels).mean()),
+    }
+
+
+def time_predict(data_dir: Path, run: Path, scratch: Path, logs, extra: tuple[str, ...]) -> dict:
     timings = {}
-    for mode in ("none", "flip", "translate", "shift"):
+    for mode in TTA_MODES:
         started = time.perf_counter()
-        kagglecifar(
-            "predict", run, "--data-dir", data_dir, "--tta", mode, "--out", out / f"{mode}.csv", "--force", *extra
-        )
+        kagglecifar(logs, f"predict-{mode}", "predict", run, "--data-dir", data_dir, "--tta", mode, "--out",
+                    scratch / f"{mode}.csv", "--force", *extra)  # fmt: skip
         timings[mode] = round(time.perf_counter() - started, 2)
-        print(f"predict --tta {mode}: {timings[mode]} s", flush=True)
-    return timings
+        print(f"predict --tta {mode}: {timings[mode]} s (process included)", flush=True)
+    return {"predict_seconds": timings}
+
+
+def parse_runs(text: str) -> list[tuple[str, int]]:
+    """'fast=3,gpu=1' -> [(fast, 0), (fast, 1), (fast, 2), (gpu, 0)]; a bare name runs once."""
+    runs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        preset, _, count = part.partition("=")
+        runs += [(preset, seed) for seed in range(int(count or 1))]
+    return runs
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, required=True, help="a data folder with train and test caches")
-    p.add_argument("--seeds", type=int, default=5, help="training runs per preset")
-    p.add_argument("--presets", default=",".join(PRESETS))
-    p.add_argument("--out", type=Path, help="the JSON to write (default: results/gpu_check.json; none when rehearsing)")
-    p.add_argument("--rehearse", action="store_true", help="check this script on the CPU: 1 epoch, 1 seed")
+    p.add_argument("--runs", default=RUNS, help=f"PRESET=SEEDS,... to train (default {RUNS})")
+    p.add_argument("--out", type=Path, help="folder for gpu_check.json and logs/ (default: benchmarks/results; "
+                   "none when rehearsing)")  # fmt: skip
+    p.add_argument("--rehearse", action="store_true", help="check this script on the CPU: 1 epoch per preset")
     args = p.parse_args()
     import torch
 
     if args.rehearse:
-        device, seeds, train_extra, predict_extra = "cpu", 1, REHEARSAL_TRAIN, ("--device", "cpu")
+        device, train_extra, predict_extra = "cpu", REHEARSAL_TRAIN, ("--device", "cpu")
+        runs = [(preset, 0) for preset in dict.fromkeys(preset for preset, _ in parse_runs(args.runs))]
     elif not torch.cuda.is_available():
         sys.exit(
             "gpu_check: no CUDA device here; these figures only come from a GPU (--rehearse checks the "
             "script on the CPU)"
         )
     else:
-        device, seeds, train_extra, predict_extra = "cuda", args.seeds, (), ()
-    out = args.out or (None if args.rehearse else common.RESULTS / "gpu_check.json")
-    presets = args.presets.split(",")
-    report = {
-        "machine": common.machine_info(),
-        "command": " ".join(sys.argv),
-        "rehearsal": args.rehearse,
-        "checks": check_cuda_paths(device),
-    }
-    print(json.dumps(report["checks"], indent=1), flush=True)
+        device, train_extra, predict_extra, runs = "cuda:0", (), (), parse_runs(args.runs)
+    out = args.out or (None if args.rehearse else common.RESULTS)
+    logs = out / "logs" if out else None
+    report = Report(
+        out / "gpu_check.json" if out else None,
+        {"machine": common.machine_info(), "command": " ".join(sys.argv), "rehearsal": args.rehearse},
+    )
+    report.step("plan", lambda: plan_of(device))
+    print(report.data["steps"]["plan"].get("line", ""), flush=True)
+    report.step("device_paths", lambda: check_cuda_paths(device))
     with tempfile.TemporaryDirectory() as scratch:
-        runs = Path(scratch) / "runs"
-        report["presets"] = train_presets(args.data_dir, runs, presets, seeds, train_extra)
-        report["predict_seconds"] = time_predict(
-            args.data_dir, runs / f"{presets[0]}-seed0", Path(scratch), predict_extra
-        )
-    failed = [name for name, check in report["checks"].items() if not check["ok"]]
+        runs_dir, trained = Path(scratch) / "runs", []
+        for preset, seed in runs:
+            row = report.step(
+                f"train {preset} seed {seed}",
+                lambda preset=preset, seed=seed: train_run(args.data_dir, runs_dir, logs, preset, seed, train_extra),
+            )
+            if row:
+                trained.append(runs_dir / f"{preset}-seed{seed}")
+                print(f"{preset} seed {seed}: {row['val_accuracy']}, {row['train_seconds']:.1f} s training", flush=True)
+            report.data["summary"] = summarise(report)
+            report.write()
+        if trained:
+            report.step("precision", lambda: precision_check(trained[0], args.data_dir, device))
+            report.step("predict", lambda: time_predict(args.data_dir, trained[0], Path(scratch), logs, predict_extra))
     if out:
-        out.write_text(json.dumps(report, indent=1) + "\n")
-        print(f"gpu_check: wrote {out}")
-    if failed:
-        sys.exit(f"gpu_check: failed checks: {', '.join(failed)}")
+        print(f"gpu_check: wrote {report.path}")
+    if report.failed():
+        sys.exit(f"gpu_check: failed steps: {', '.join(report.failed())}")
 
 
 if __name__ == "__main__":

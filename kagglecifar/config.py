@@ -116,7 +116,17 @@ class Recipe:
         "Stop after this many epochs without a better validation accuracy (0: never).",
         (lambda v: v >= 0, "must be 0 (off) or more epochs"),
     )
-    amp: bool = option(True, "bf16 autocast (CUDA only).")
+    val_every: int = option(
+        1,
+        "Validate every N epochs and after the last; 0: after the last only (validation stays out of the "
+        "timed training, as in the speed records).",
+        AT_LEAST_0,
+    )
+    amp: bool = option(
+        True,
+        "Mixed precision where the device has it: bf16 autocast on CUDA capability 8.0+, fp16 with loss "
+        "scaling on 7.x; fp32 elsewhere (`kagglecifar doctor` shows the plan).",
+    )
     channels_last: bool = option(True, "channels_last memory format: faster convolutions on CUDA and on CPU.")
 
 

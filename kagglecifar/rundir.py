@@ -29,7 +29,17 @@ from kagglecifar.files import atomic_path, write_text_atomic
 
 MARKER = "run.json"
 CONFIG = "config.yaml"
-METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "seconds"]
+METRIC_COLUMNS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "images_per_s",
+    "train_seconds",  # the steps alone
+    "seconds",  # with validation and checkpoints
+]
 WRITTEN = (MARKER, CONFIG, "metrics.csv", "curves.png", "confusion_matrix.png", "result.json")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 

@@ -11,7 +11,7 @@ from kagglecifar.models import create_model
 from kagglecifar.models.airbench import WHITEN_BIAS_EPOCHS, param_groups
 from kagglecifar.training.lookahead import Lookahead, lookahead_decay
 from kagglecifar.training.muon import Muon, orthogonalize
-from kagglecifar.training.optim import triangle
+from kagglecifar.training.optim import set_learning_rate, triangle
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -79,13 +79,24 @@ def test_frozen_parts_get_no_gradient_and_groups_cover_the_rest():
     assert not model.whiten.weight.requires_grad
     assert all(not m.weight.requires_grad for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
-    model.start_epoch(WHITEN_BIAS_EPOCHS)
-    F.cross_entropy(model(smooth_images(8)), torch.arange(8)).backward()
-    assert model.whiten.bias.grad is None
-    assert [g["params"] for g in param_groups(model, 0.5, 1e-3)][1] == [model.whiten.bias]  # the same groups
-    model.start_epoch(WHITEN_BIAS_EPOCHS - 1)
-    F.cross_entropy(model(smooth_images(8)), torch.arange(8)).backward()
-    assert model.whiten.bias.grad.abs().sum() > 0
+    assert model.frozen_groups(WHITEN_BIAS_EPOCHS - 1) == set()
+    assert model.frozen_groups(WHITEN_BIAS_EPOCHS) == {"whitening_bias"}
+
+
+def test_the_whitening_bias_freezes_by_learning_rate_not_by_requires_grad():
+    """Freezing must not change requires_grad: that would recompile a compiled model and rebuild DDP."""
+    model = small()
+    model.init_whitening(smooth_images(50))
+    optimizer = torch.optim.SGD(param_groups(model, 0.5, 1e-3), lr=0.5, momentum=0.85, nesterov=True)
+    for epoch in range(WHITEN_BIAS_EPOCHS + 2):
+        bias = model.whiten.bias.detach().clone()
+        set_learning_rate(optimizer, 0.5, model.frozen_groups(epoch))
+        optimizer.zero_grad()
+        F.cross_entropy(model(smooth_images(8)), torch.arange(8)).backward()
+        optimizer.step()
+        assert model.whiten.bias.requires_grad and model.whiten.bias.grad.abs().sum() > 0
+        moved = not torch.equal(model.whiten.bias, bias)
+        assert moved == (epoch < WHITEN_BIAS_EPOCHS), epoch
 
 
 def test_convs_start_as_identity_on_their_first_channels():

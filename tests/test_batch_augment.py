@@ -92,6 +92,7 @@ def test_gray_is_opencv_rgb2gray_bit_for_bit():
 @pytest.mark.parametrize("which", ["brightness", "contrast", "saturation"])
 @pytest.mark.parametrize("factor", [0.0, 0.63, 0.8, 1.17, 1.2, 1.5])
 def test_jitter_with_a_fixed_factor_is_albumentations(which, factor):
+    factor = float(np.float32(factor))  # the engine draws float32 factors (no float64 on the device)
     x = images(32, seed=3)
     x[0] = 0  # a black image, and a saturated one, for the clipping paths
     x[1] = 255
@@ -104,11 +105,11 @@ def test_jitter_in_a_fixed_order_is_albumentations():
     x = images(8, seed=5)
     transform = A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0, p=1)
     step = engine(transform).steps[0]
-    factors = (1.21, 0.83, 1.37)
+    factors = tuple(float(np.float32(f)) for f in (1.21, 0.83, 1.37))  # float32 draws
     for order in ([0, 1, 2, 3], [2, 3, 1, 0], [1, 0, 3, 2]):
         expected = np.stack([transform.apply(image, *factors, 0.0, order) for image in x])
         params = {
-            "factors": torch.tensor(factors, dtype=torch.float64).view(3, 1).expand(3, len(x)),
+            "factors": torch.tensor(factors, dtype=torch.float32).view(3, 1).expand(3, len(x)),
             "order": torch.tensor(order).expand(len(x), 4),
             "on": torch.ones(len(x), dtype=torch.bool),
         }
@@ -117,8 +118,8 @@ def test_jitter_in_a_fixed_order_is_albumentations():
 
 def test_saturation_and_contrast_match_over_many_random_factors():
     x = images(8, seed=9)
-    for factor in np.random.default_rng(1).uniform(0.5, 1.5, 40):
-        f = torch.full((len(x),), factor, dtype=torch.float64)
+    for factor in np.random.default_rng(1).uniform(0.5, 1.5, 40).astype(np.float32).tolist():
+        f = torch.full((len(x),), factor, dtype=torch.float32)
         for ours, theirs in ((saturation, "saturation"), (contrast, "contrast")):
             ranges = {"brightness": (1, 1), "contrast": (1, 1), "saturation": (1, 1), theirs: (factor, factor)}
             expected = albumentations(A.ColorJitter(**ranges, hue=0, p=1), x)

@@ -30,7 +30,7 @@ def test_the_gpu_acceptance_script_runs_end_to_end_as_a_cpu_rehearsal(tmp_path):
     test_ids = np.arange(1, 9)
     write_split(data, "test", rng.integers(0, 256, (8, 32, 32, 3), np.uint8), test_ids, CLASSES)
     (data / "sampleSubmission.csv").write_text("id,label\n" + "".join(f"{i},cat\n" for i in test_ids))
-    out = tmp_path / "check.json"
+    out = tmp_path / "check"
 
     done = subprocess.run(
         [
@@ -39,8 +39,8 @@ def test_the_gpu_acceptance_script_runs_end_to_end_as_a_cpu_rehearsal(tmp_path):
             "--rehearse",
             "--data-dir",
             str(data),
-            "--presets",
-            "fast,gpu",
+            "--runs",
+            "fast=3,nosuchpreset,gpu",  # a rehearsal trains each preset once; one of them fails
             "--out",
             str(out),
         ],
@@ -49,21 +49,59 @@ def test_the_gpu_acceptance_script_runs_end_to_end_as_a_cpu_rehearsal(tmp_path):
         cwd=ROOT,
         timeout=600,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "failed steps: train nosuchpreset seed 0" in done.stderr
 
-    report = json.loads(out.read_text())
+    report = json.loads((out / "gpu_check.json").read_text())
+    steps = report["steps"]
     assert report["rehearsal"] is True
-    assert {"bf16_channels_last", "batched_standard", "batched_cutout", "batched_strong"} <= set(report["checks"])
-    assert all(check["ok"] for check in report["checks"].values()), report["checks"]
-    assert report["checks"]["batched_standard"]["mismatched_pixels"] == 0
-    assert "Affine" in report["checks"]["batched_strong"]["not_batched"]
-    assert list(report["presets"]) == ["fast", "gpu"]
-    for preset in report["presets"].values():
-        (run,) = preset["runs"]
-        assert set(run["val_accuracy"]) == {"none", "flip", "translate"}
+    assert steps["plan"]["ok"] and steps["plan"]["plan"]["precision"] == "fp32"
+    checks = steps["device_paths"]["checks"]
+    assert {"channels_last", "batched_standard", "batched_cutout", "batched_strong"} <= set(checks)
+    assert checks["batched_standard"]["mismatched_pixels"] == 0
+    assert "Affine" in checks["batched_strong"]["not_batched"]
+    assert list(steps) == [
+        "plan",
+        "device_paths",
+        "train fast seed 0",
+        "train nosuchpreset seed 0",
+        "train gpu seed 0",
+        "precision",
+        "predict",
+    ]
+    failed = steps["train nosuchpreset seed 0"]
+    assert not failed["ok"] and "unknown preset" in failed["error"]  # recorded, and the later runs still ran
+    for name in ("train fast seed 0", "train gpu seed 0"):
+        run = steps[name]
+        assert run["ok"] and set(run["val_accuracy"]) == {"none", "flip", "translate"}
         assert all(0 <= value <= 1 for value in run["val_accuracy"].values())
-        assert run["train_seconds"] > 0
-    assert list(report["predict_seconds"]) == ["none", "flip", "translate", "shift"]
+        assert run["train_seconds"] > 0 and run["plan_line"].startswith("device cpu (CPU): fp32")
+    assert set(report["summary"]) == {"fast", "gpu"}
+    assert steps["precision"]["label_agreement"] == 1.0  # fp32 both ways on a CPU
+    assert list(steps["predict"]["predict_seconds"]) == ["none", "flip", "translate", "shift"]
+    assert (out / "logs" / "train-fast-seed0.log").is_file()
+
+
+def test_a_failing_step_keeps_what_earlier_steps_wrote(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    path = tmp_path / "gpu_check.json"
+    report = gpu_check.Report(path, {"rehearsal": True})
+    report.step("first", lambda: {"value": 1})
+    assert json.loads(path.read_text())["steps"]["first"] == {"ok": True, "seconds": 0.0, "value": 1}
+
+    def broken():
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+    assert report.step("second", broken) is None
+    report.step("third", lambda: {"value": 3})
+    steps = json.loads(path.read_text())["steps"]
+    assert steps["first"]["value"] == 1 and steps["third"]["value"] == 3
+    assert not steps["second"]["ok"] and "no kernel image" in steps["second"]["error"]
+    assert report.failed() == ["second"]
 
 
 @pytest.mark.slow

@@ -190,7 +190,7 @@ def test_cli_train_writes_a_complete_run_folder(data_dir, tmp_path, run_cli):
     environment = json.loads((run / "run.json").read_text())["environment"]
     assert environment["train_images"] + environment["val_images"] == 198
     lines = (run / "metrics.csv").read_text().splitlines()
-    assert lines[0] == "epoch,lr,train_loss,train_acc,val_loss,val_acc,images_per_s,seconds"
+    assert lines[0] == "epoch,lr,train_loss,train_acc,val_loss,val_acc,images_per_s,train_seconds,seconds"
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
     for name in ("curves.png", "confusion_matrix.png"):
         assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -237,7 +237,7 @@ def assert_same_run(run, expected):
         assert torch.equal(got["state_dict"][key], want["state_dict"][key]), key
     for key in want["train_state"].get("model_state", {}):  # the raw weights when the saved ones are the EMA
         assert torch.equal(got["train_state"]["model_state"][key], want["train_state"]["model_state"][key]), key
-    timing = ("images_per_s", "seconds")
+    timing = ("images_per_s", "train_seconds", "seconds")
     strip = lambda rows: [{k: v for k, v in row.items() if k not in timing} for row in rows]  # noqa: E731
     assert strip(got["train_state"]["progress"]["metrics"]) == strip(want["train_state"]["progress"]["metrics"])
     assert got["train_state"]["progress"]["step"] == want["train_state"]["progress"]["step"]

@@ -2,7 +2,7 @@
 summary. One module per group of commands; importing them registers the commands, in `--help` order."""
 
 # isort: off
-from kagglecifar.cli import fetch, train, predict, submit, run, tune  # noqa: F401  (registers the commands)
+from kagglecifar.cli import fetch, train, predict, submit, run, tune, doctor  # noqa: F401  (registers the commands)
 from kagglecifar.cli.app import app, main
 
 # isort: on

@@ -32,7 +32,10 @@ SUBMISSIONS_DIR = typer.Option(
 COMPETITION = typer.Option("cifar-10", "--competition", help="Kaggle competition slug.")
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")
 BATCH_SIZE = typer.Option(
-    None, "--batch-size", min=1, help="Images per forward pass (default: 1024 on CUDA, 256 on CPU)."
+    None,
+    "--batch-size",
+    min=1,
+    help="Images per forward pass (default: 256 on CPU; on CUDA what half the free memory holds, at most 1024).",
 )
 CONFIG_FILE = typer.Option(
     None,

@@ -31,14 +31,17 @@ def seed_generator(seed: tuple[int, ...] | int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed((high << 32 | low) & ((1 << 63) - 1))
 
 
+# Draws are float32 (MPS has no float64, GPUs are slow at it): a uniform in [0, 1) on a 2^-24 grid.
+
+
 def uniform(n: int, low: float, high: float, g: torch.Generator, device) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=g, device=device, dtype=torch.float64)
+    return low + (high - low) * torch.rand(n, generator=g, device=device, dtype=torch.float32)
 
 
 def randint(n: int, low, high, g: torch.Generator, device) -> torch.Tensor:
     """Integers in [low, high] inclusive; low and high may be per-sample int64 tensors."""
     span = high - low + 1
-    return low + (torch.rand(n, generator=g, device=device, dtype=torch.float64) * span).long().clamp(max=span - 1)
+    return low + (torch.rand(n, generator=g, device=device, dtype=torch.float32) * span).long().clamp(max=span - 1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -246,6 +249,27 @@ class Dropout:
 # --- ColorJitter ----------------------------------------------------------------------------------
 
 
+# Exact arithmetic without float64: values on a 2^-FIXED_BITS grid held in int64 (a float32 factor >= 2^-17 is
+# an integer there, and 255 * 2 * 2^40 * 2^18 still fits), rounded to float32 once at the end. int64 -> float32
+# conversion rounds to nearest even, as a float32 FMA does.
+FIXED_BITS = 40
+
+
+def fixed(values: torch.Tensor) -> torch.Tensor:
+    """float32 values as integers on the 2^-FIXED_BITS grid (exact for |v| >= 2^-17 or 0)."""
+    return (values.to(torch.float32) * float(2**FIXED_BITS)).to(torch.int64)
+
+
+def fixed_to_float32(values: torch.Tensor, divisor: int = 1) -> torch.Tensor:
+    """float32(values * 2^-FIXED_BITS / divisor), rounded once: the integer quotient with a sticky bit for a
+    non-zero remainder, so that a tie is a tie only when it is exact."""
+    sign = torch.where(values < 0, -1.0, 1.0)
+    magnitude = values.abs()
+    quotient, remainder = magnitude // divisor, magnitude % divisor
+    with_sticky = (2 * quotient + (remainder != 0).to(torch.int64)).to(torch.float32)
+    return with_sticky * sign * (2.0 ** -(FIXED_BITS + 1))
+
+
 def to_uint8(values: torch.Tensor) -> torch.Tensor:
     """numpy's clip(values, 0, 255).astype(uint8): clip, then truncate toward zero."""
     return values.clamp(0, 255).to(torch.uint8)
@@ -269,24 +293,25 @@ def brightness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 def contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """adjust_contrast_torchvision: x * factor + mean(gray) * (1 - factor) in float32, clipped, truncated."""
-    mean = gray(images).to(torch.float64).mean(dim=(1, 2))
-    shift = (mean * (1 - factor.to(torch.float64))).to(torch.float32).view(-1, 1, 1, 1)
+    pixels = images.shape[1] * images.shape[2]
+    total = gray(images).to(torch.int64).sum(dim=(1, 2))  # the mean is total / pixels, kept exact
+    shift = fixed_to_float32(total * fixed(1 - factor.to(torch.float32)), pixels).view(-1, 1, 1, 1)
     out = to_uint8(images.to(torch.float32) * factor.to(torch.float32).view(-1, 1, 1, 1) + shift)
     # factor 0 is a special case there: the whole image becomes round(mean).
-    flat = (mean + 0.5).floor().to(torch.uint8).view(-1, 1, 1, 1).expand_as(images)
+    flat = ((2 * total + pixels) // (2 * pixels)).to(torch.uint8).view(-1, 1, 1, 1).expand_as(images)
     return torch.where((factor == 0).view(-1, 1, 1, 1), flat, out)
 
 
 def saturation(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """adjust_saturation_torchvision: cv2.addWeighted(x, factor, gray, 1 - factor, 0).
 
-    OpenCV computes fma(x, float(factor), gray * float(1 - factor)) in float32 and rounds half to even;
-    float64 holds x * factor exactly, so this is the same rounding (checked against cv2 bit for bit).
+    OpenCV computes fma(x, float(factor), gray * float(1 - factor)) in float32 and rounds half to even; the
+    fixed-point sum is exact and rounds once, so this is the same rounding (checked against cv2 bit for bit).
     """
-    alpha = factor.to(torch.float32).view(-1, 1, 1, 1)
+    alpha = fixed(factor.to(torch.float32)).view(-1, 1, 1, 1)
     beta = (1 - factor).to(torch.float32).view(-1, 1, 1, 1)
-    grays = gray(images).unsqueeze(3).to(torch.float32).mul_(beta)
-    mixed = images.to(torch.float64).mul_(alpha.to(torch.float64)).add_(grays).to(torch.float32)
+    grays = fixed(gray(images).unsqueeze(3).to(torch.float32).mul_(beta))
+    mixed = fixed_to_float32(images.to(torch.int64) * alpha + grays)
     return mixed.round_().clamp_(0, 255).to(torch.uint8)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from kagglecifar.cache import is_complete, load_split
 from kagglecifar.checkpoint import load_model, resolve_checkpoint
 from kagglecifar.console import table
-from kagglecifar.device import resolve_device
+from kagglecifar.device import resolve_device, usable_plan
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import write_text_atomic
 from kagglecifar.inference.predict import predict_images
@@ -210,6 +210,7 @@ def evaluate(
     modes = list(dict.fromkeys(["none", *(check_tta_mode(m) for m in tta_modes)]))
     path = resolve_checkpoint(run)
     dev = resolve_device(device)
+    usable_plan(dev)
     model, ckpt = load_model(path, dev)
     classes = list(ckpt["classes"])
     train = load_split(data_dir, "train")

@@ -29,13 +29,13 @@ from kagglecifar import provenance
 from kagglecifar.cache import load_split, read_manifest
 from kagglecifar.cache.sources import COMPETITION, cache_format
 from kagglecifar.checkpoint import load_model, resolve_checkpoint
-from kagglecifar.console import progress_bar
-from kagglecifar.device import resolve_device
+from kagglecifar.console import note, progress_bar
+from kagglecifar.device import device_plan, resolve_device, usable_plan
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_output, refuse_existing
+from kagglecifar.inference.batches import HostResults, default_batch_size, device_batches
 from kagglecifar.inference.tta import MODES, TTA_VIEWS, check_tta_mode, make_view, views_of
 from kagglecifar.kaggle_io.submission_csv import read_sample_ids, write_predictions_csv, write_submission
-from kagglecifar.models import to_model_input
 
 OOD_THRESHOLD = 0.5  # with 10 classes: no class gets half the probability
 
@@ -46,7 +46,6 @@ def default_ood_threshold(num_classes: int) -> float:
     return min(OOD_THRESHOLD, 5 / num_classes)
 
 
-BATCH_SIZE = {"cuda": 1024, "cpu": 256}  # a CPU predicts faster in smaller batches
 SAVED_PROBS_SUFFIX = ".npz"
 SAVE_PROBS_ELSEWHERE = "another --save-probs path"
 
@@ -106,30 +105,34 @@ def predict_images(
     device: torch.device = torch.device("cpu"),
     desc: str = "predict",
     progress: bool = True,
+    amp: bool = True,
 ) -> dict[str, np.ndarray]:
     """Weighted sum over models of each mode's weighted mean softmax over its views, for uint8 NHWC images
     (a memory map is fine). One pass over the images: batches are read in order, moved to the device as uint8
-    and scaled there; a view that several modes share is computed once.
+    and scaled there; a view that several modes share is computed once. `amp`: mixed precision where the device
+    has it (kagglecifar.device); on CUDA the batches are read, copied and computed overlapping (batches.py).
     """
     views = views_of(modes)
-    batch_size = batch_size or BATCH_SIZE.get(device.type, BATCH_SIZE["cpu"])
-    out = {mode: np.zeros((len(images), num_classes), np.float32) for mode in modes}
-    cuda = device.type == "cuda"
+    plan = device_plan(device)
+    layout = torch.channels_last if plan.channels_last else torch.contiguous_format  # faster convs on CPU too
+    batch_size = batch_size or default_batch_size(device, [model for model, _ in models])
+    out = np.zeros((len(modes), len(images), num_classes), np.float32)
+    results = HostResults(out, device)
     with torch.inference_mode(), progress_bar(len(images), desc, "img", enabled=progress) as bar:
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.array(images[start : start + batch_size]))  # a writable copy off the memory map
-            x = to_model_input(batch, device, channels_last=True)
-            rows = slice(start, start + len(batch))
+        for rows, x in device_batches(images, batch_size, device):
+            sums = torch.zeros((len(modes), len(x), num_classes), dtype=torch.float32, device=device)
             for model, weight in models:
                 for view in views:
-                    x_view = make_view(x, view).contiguous(memory_format=torch.channels_last)  # faster convs on CPU too
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                        probs = model(x_view).float().softmax(dim=1).cpu().numpy()
-                    for mode in modes:
+                    x_view = make_view(x, view).contiguous(memory_format=layout)
+                    with plan.autocast(amp):
+                        probs = model(x_view).float().softmax(dim=1)
+                    for i, mode in enumerate(modes):
                         if view in MODES[mode]:
-                            out[mode][rows] += (weight * MODES[mode][view]) * probs
-            bar.update(len(batch))
-    return out
+                            sums[i].add_(probs, alpha=weight * MODES[mode][view])
+            results.put(rows, sums)  # one copy back per batch, collected when the next batch's is queued
+            bar.update(len(x))
+        results.collect()
+    return {mode: out[i] for i, mode in enumerate(modes)}
 
 
 def predict(
@@ -153,6 +156,7 @@ def predict(
     weights = [w / sum(weights) for w in weights]
     test = load_split(data_dir, "test")
     dev = resolve_device(device)
+    plan = usable_plan(dev)
 
     models, saved, class_lists = [], [], {}
     for source, weight in zip(checkpoints, weights):
@@ -177,6 +181,8 @@ def predict(
             f"{len(test.classes)} ({shown}); predict with a run trained on this data"
         )
 
+    if models:
+        note(plan.line(compile=False))  # the first line predict prints: what runs where
     started = time.perf_counter()
     probs = np.zeros((len(test), len(classes)), np.float32)
     if models:

@@ -91,6 +91,14 @@ def _find_credentials(folder: Path) -> str:
     )
 
 
+def credentials_source() -> tuple[bool, str]:
+    """(found, where they are or what is wrong), never the key: for `kagglecifar doctor`."""
+    try:
+        return True, _find_credentials(_config_dir())
+    except KaggleCifarError as exc:
+        return False, str(exc)
+
+
 def connect(competition: str) -> Connection:
     folder = _config_dir()
     conn = Connection(None, competition, _find_credentials(folder))

@@ -2,7 +2,8 @@
 
     stem     2x2 conv, 3 -> 24 channels, no padding (32 -> 31 px): its weights whiten 2x2 patches (the
              eigenvectors of their covariance, +- each, scaled by 1/sqrt(eigenvalue)) and stay frozen;
-             its bias trains for the first WHITEN_BIAS_EPOCHS epochs (`start_epoch` then freezes it)
+             its bias trains for the first WHITEN_BIAS_EPOCHS epochs (then its learning rate is 0:
+             `frozen_groups`)
     groups   conv3x3 - maxpool2 - BN - GELU - conv3x3 - BN - GELU (31 -> 15 -> 7 -> 3 px); depth 3
              adds a third conv with a residual over the last two (airbench96)
     head     global max-pool, linear without bias, logits scaled by 1/9
@@ -18,6 +19,7 @@ so a checkpoint restores them (and the `whitened` flag) without any data.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -98,10 +100,13 @@ class AirbenchNet(nn.Module):
         k = WHITEN_KERNEL
         # (N, C, H-1, W-1, k, k) -> one row per patch, laid out as a conv filter (C, k, k).
         patches = x.unfold(2, k, 1).unfold(3, k, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * k * k)
-        covariance = (patches.T @ patches).double() / len(patches)  # float32 sums; float64 eigenvectors
-        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-        filters = (eigenvectors.T / (eigenvalues + eps).sqrt().unsqueeze(1)).reshape(-1, 3, k, k)
-        self.whiten.weight.copy_(torch.cat([filters, -filters]).to(self.whiten.weight.dtype))
+        # float32 sums on the device; the 12x12 eigenproblem in float64 on the host (numpy): MPS has no
+        # float64 and a GPU is slow at it, and the result is a handful of numbers.
+        covariance = ((patches.T @ patches) / len(patches)).cpu().numpy().astype(np.float64)
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+        filters = (eigenvectors.T / np.sqrt(eigenvalues + eps)[:, None]).reshape(-1, 3, k, k)
+        weight = torch.from_numpy(np.concatenate([filters, -filters]).astype(np.float32))
+        self.whiten.weight.copy_(weight.to(self.whiten.weight.device, self.whiten.weight.dtype))
         self.whitened.fill_(True)
 
     # ---- what the trainer asks of a model that has them (train.py) ----------------------------------
@@ -110,10 +115,11 @@ class AirbenchNet(nn.Module):
         """Before training: the whitening stem from the first WHITEN_IMAGES training images (uint8 NHWC)."""
         self.init_whitening(images[:WHITEN_IMAGES])
 
-    def start_epoch(self, epoch: int) -> None:
-        # requires_grad, not a detach in forward: a parameter that still asks for a gradient but gets none
-        # stops DDP, and a trainer that wraps the model in DDP rebuilds the wrapper when this set changes.
-        self.whiten.bias.requires_grad_(epoch < WHITEN_BIAS_EPOCHS)
+    def frozen_groups(self, epoch: int) -> set[str]:
+        """The parameter groups (param_groups' names) that must not move in `epoch`: the trainer gives them a
+        learning rate of 0. The parameters keep requires_grad, so neither a compiled graph nor DDP's reducer
+        changes when the stem's bias freezes (one compilation for the whole run)."""
+        return {"whitening_bias"} if epoch >= WHITEN_BIAS_EPOCHS else set()
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         return param_groups(self, lr, weight_decay, BIAS_LR_SCALE)
@@ -171,7 +177,7 @@ def param_groups(model: AirbenchNet, lr: float, weight_decay: float, bias_lr_sca
     group["lr"] = lr * group["lr_scale"] at every step):
 
         norm_biases     BatchNorm shifts: bias_lr_scale times the lr, the same decay per step
-        whitening_bias  the stem's bias, whether or not `start_epoch` has frozen it yet
+        whitening_bias  the stem's bias (learning rate 0 once `frozen_groups` names it)
         weights         everything else (conv filters, head)
     """
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad and n != "whiten.bias"]

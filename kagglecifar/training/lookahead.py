@@ -23,14 +23,16 @@ def lookahead_decay(step: int, total: int, base: float = 0.95**5) -> float:
 class Lookahead:
     def __init__(self, model: nn.Module, every: int = 5):
         self.model, self.every = model, every
-        self.slow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+        state = model.state_dict()  # tensors that share the model's storage
+        self.slow = {k: v.detach().clone() for k, v in state.items() if v.dtype.is_floating_point}
+        self._fast = [state[k] for k in self.slow]
 
     @torch.no_grad()
     def update(self, decay: float) -> None:
-        fast = self.model.state_dict()
-        for key, slow in self.slow.items():
-            slow.lerp_(fast[key], 1 - decay)
-            fast[key].copy_(slow)
+        """Two multi-tensor kernels per dtype and device (torch._foreach_*), not two per tensor."""
+        slow = list(self.slow.values())
+        torch._foreach_lerp_(slow, self._fast, 1 - decay)
+        torch._foreach_copy_(self._fast, slow)
 
     def step(self, step: int, total: int) -> None:
         """Call after each optimizer step with the number of steps done so far."""

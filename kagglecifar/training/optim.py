@@ -72,6 +72,8 @@ def triangle(progress: float, start: float = 0.2, peak_at: float = 0.23, end: fl
     return 1 - (1 - end) * (progress - peak_at) / (1 - peak_at)
 
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, frozen: set[str] | frozenset = frozenset()) -> None:
+    """Each group's rate: lr times its lr_scale, 0 for the groups named in `frozen` (they stop moving without
+    a change of requires_grad, which would recompile a compiled model and rebuild DDP's reducer)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
+        group["lr"] = 0.0 if group.get("name") in frozen else lr * group.get("lr_scale", 1.0)

@@ -14,9 +14,19 @@ from typing import cast
 import numpy as np
 import torch
 
+from kagglecifar.device import ddp_backend
 from kagglecifar.errors import KaggleCifarError
 
 # ---- several processes (torchrun) ------------------------------------------------------------------
+
+
+_host_group = None  # with NCCL: a gloo group over the same processes, for agreements that stay on the host
+
+
+def host_group():
+    """The process group for small host-side agreements (stop checks): gloo beside NCCL, so that agreeing
+    does not wait for the GPU's queue to drain; None (the default group) when that is gloo already."""
+    return _host_group
 
 
 def world_size() -> int:
@@ -33,9 +43,12 @@ def distributed(device: torch.device, batch_size: int):
         return
     if batch_size % world:
         raise KaggleCifarError(f"--batch-size {batch_size}: must divide evenly over {world} processes")
+    global _host_group
     started_here = not torch.distributed.is_initialized()
     if started_here:
-        torch.distributed.init_process_group("gloo" if device.type == "cpu" else "nccl")
+        torch.distributed.init_process_group(ddp_backend(device))
+    if ddp_backend(device) == "nccl":
+        _host_group = torch.distributed.new_group(backend="gloo")
     try:
         yield torch.distributed.get_rank(), world
         # What the body built (a DDP wrapper's reducer and its gloo/NCCL work sit in reference cycles) must go
@@ -44,19 +57,22 @@ def distributed(device: torch.device, batch_size: int):
         gc.collect()
         torch.distributed.barrier()  # nobody tears down while another rank still talks
     finally:
+        _host_group = None
         if started_here:
             torch.distributed.destroy_process_group()
 
 
-def all_reduce(values: list[float], world: int, op: str = "sum") -> list[float]:
-    """Sum (or max) of `values` over every process; the values themselves with one process."""
+def all_reduce(values: list[float], world: int, op: str = "sum", on_host: bool = False) -> list[float]:
+    """Sum (or max) of `values` over every process; the values themselves with one process. on_host: through
+    the host group (host_group), never touching the GPU."""
     if world == 1:
         return values
     tensor = torch.tensor(values, dtype=torch.float64)
-    if torch.distributed.get_backend() == "nccl":
+    group = host_group() if on_host else None
+    if not on_host and torch.distributed.get_backend() == "nccl":
         tensor = tensor.cuda()
     reduce_op = torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM
-    torch.distributed.all_reduce(tensor, op=reduce_op)
+    torch.distributed.all_reduce(tensor, op=reduce_op, group=group)
     return tensor.tolist()
 
 
@@ -105,7 +121,8 @@ def set_rng_state(state: dict, cuda: bool) -> None:
 
 
 class StopRequest:
-    """Time budget, Ctrl-C and SIGTERM, checked at step boundaries (agreed across DDP ranks every 10 steps).
+    """Time budget, Ctrl-C and SIGTERM, checked at step boundaries (agreed across DDP ranks every 10 steps, on
+    the host: the GPU keeps its queue of steps).
 
     The first Ctrl-C or SIGTERM asks for a clean stop (finish the step, save last.pt); a second Ctrl-C
     aborts at once.
@@ -143,5 +160,5 @@ class StopRequest:
         if world > 1:
             if step % 10 and not at_epoch_end:
                 return "completed"
-            code = int(all_reduce([code], world, op="max")[0])
+            code = int(all_reduce([code], world, op="max", on_host=True)[0])  # no wait for the GPU's queue
         return ("completed", "time_budget", "interrupted")[code]

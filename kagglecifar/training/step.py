@@ -21,14 +21,21 @@ def training_step(
     labels: torch.Tensor,
     label_smoothing: float = 0.0,
     autocast=contextlib.nullcontext,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward, cross-entropy, backward and one optimizer step; returns (logits, loss) on the device."""
+    """Forward, cross-entropy, backward and one optimizer step; returns (logits, loss) on the device.
+    With fp16 autocast a `scaler` scales the loss so that small gradients do not underflow."""
     with autocast():
         logits = model(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
     return logits, loss
 
 

@@ -16,13 +16,13 @@ each process trains its shard with DDP; --batch-size is the global batch; rank 0
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kagglecifar import models, rundir
@@ -30,10 +30,10 @@ from kagglecifar.cache import labelled_classes
 from kagglecifar.checkpoint import load_checkpoint, make_payload, save_checkpoint
 from kagglecifar.config import TrainConfig, check_config, tracker_names
 from kagglecifar.config import resume_config as config_for_resume
-from kagglecifar.console import duration, interactive, note, progress_bar
+from kagglecifar.console import interactive, note, progress_bar
 from kagglecifar.data.device_loader import choose_loader
 from kagglecifar.data.loading import load_train_data
-from kagglecifar.device import resolve_device
+from kagglecifar.device import training_device, usable_plan
 from kagglecifar.errors import KaggleCifarError, TrainingDiverged
 from kagglecifar.files import write_text_atomic
 from kagglecifar.inference.predict import predict_images
@@ -42,43 +42,8 @@ from kagglecifar.training import runtime, trackers
 from kagglecifar.training.ema import EMA
 from kagglecifar.training.lookahead import Lookahead
 from kagglecifar.training.optim import learning_rate, make_optimizer, set_learning_rate
+from kagglecifar.training.run_state import Progress, TrainResult
 from kagglecifar.training.step import Divergence, DivergenceWatch, training_step
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    best_val_accuracy: float | None
-    best_epoch: int | None
-    epochs_run: int  # completed epochs, earlier sessions included
-    seconds: float  # this session
-    stopped_reason: str  # completed | time_budget | early_stopping | interrupted | pruned | diverged
-
-    def line(self) -> str:
-        if self.best_val_accuracy is not None:
-            accuracy = f"best val accuracy {self.best_val_accuracy:.2%} (epoch {self.best_epoch})"
-        else:
-            accuracy = "no epoch completed yet" if self.epochs_run == 0 else "no validation split"
-        line = f"{accuracy}, {self.epochs_run} epochs, {duration(self.seconds)}, {self.stopped_reason}: {self.run_dir}"
-        if self.stopped_reason in ("time_budget", "interrupted"):
-            line += f"  (continue with --resume {self.run_dir})"
-        return line
-
-
-@dataclass
-class Progress:
-    """Where a run is; saved in last.pt."""
-
-    epoch: int = 0  # completed epochs
-    epoch_step: int = 0  # steps done in the current epoch (non-zero only after a mid-epoch stop)
-    step: int = 0
-    best_val_accuracy: float | None = None
-    best_epoch: int | None = None
-    epochs_without_improvement: int = 0
-    elapsed: float = 0.0  # training seconds over all sessions
-    warmup_seconds: float = 0.0  # the first step with --compile (compiling), left out of the epoch's seconds
-    partial: dict = field(default_factory=dict)  # running sums of the current epoch
-    metrics: list = field(default_factory=list)
 
 
 def resume_config(run: str | Path, runs_dir: str | Path = "runs", **options) -> TrainConfig:
@@ -102,7 +67,7 @@ def train(config: TrainConfig, make_loader=None, on_epoch=None) -> TrainResult:
     "diverged" in result.json and TrainingDiverged raised.
     """
     check_config(config, resuming=bool(config.session.resume))
-    device = resolve_device(config.session.device, int(os.environ.get("LOCAL_RANK", 0)))
+    device = training_device(config.session.device)
     with runtime.distributed(device, config.recipe.batch_size) as (rank, world):
         return Training(config, device, rank, world, make_loader, on_epoch).run()
 
@@ -116,8 +81,9 @@ class Training:
         self.started, self.on_epoch = time.monotonic(), on_epoch
         self.config, self.recipe, self.device, self.rank, self.world = config, config.recipe, device, rank, world
         self.main, self.cuda = rank == 0, device.type == "cuda"
-        for line in config.notes if self.main else ():  # where the recipe came from, and what was not taken
-            note(line)
+        self.plan = usable_plan(device)  # refused here when torch has no kernels for the GPU
+        self.compiled = config.session.compile and self.plan.compile
+        self.channels_last = self.recipe.channels_last and self.plan.channels_last
         self.watch = DivergenceWatch(device)
         self.diverged_at: int | None = None  # the first step whose loss was not finite
         if self.cuda:
@@ -129,6 +95,10 @@ class Training:
         self.classes = labelled_classes(Path(session.data_dir), "train")  # models get len(classes) outputs
         self.model = self._build_model()
         self.data = load_train_data(Path(session.data_dir), self.recipe.val_fraction, self.recipe.seed)
+        if self.main:  # the first line a run prints (bad options fail before it): what runs where, and how
+            note(self.plan.line(self.recipe.amp, session.compile, self.recipe.channels_last))
+            for line in config.notes:  # where the recipe came from, and what was not taken
+                note(line)
         if len(self.data.train_labels) < world * 2:
             raise KaggleCifarError(f"{session.data_dir}: only {len(self.data.train_labels)} usable training images")
         if self.main and self.recipe.val_fraction and self.data.unvalidated_classes():
@@ -143,15 +113,15 @@ class Training:
         if resumed:
             runtime.set_rng_state(resumed["train_state"]["rng"], self.cuda)
         self._wrap_for_steps()
-        self.channels_last = self.recipe.channels_last
-        bf16 = self.cuda and self.recipe.amp
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+        self.scaler = self.plan.grad_scaler(self.recipe.amp)  # fp16 only
+        if self.scaler is not None and resumed and "scaler" in resumed["train_state"]:
+            self.scaler.load_state_dict(resumed["train_state"]["scaler"])
 
     def _build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.recipe.seed)
         model = models.create_model(self.recipe.model, num_classes=len(self.classes), **self.config.model_kwargs())
-        channels_last = self.recipe.channels_last
-        return model.to(self.device).to(memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        layout = torch.channels_last if self.channels_last else torch.preserve_format
+        return model.to(self.device).to(memory_format=layout)
 
     def _training_state(self, resumed: dict | None) -> None:
         """EMA, lookahead, optimizer and progress: fresh, or as last.pt left them."""
@@ -240,18 +210,15 @@ class Training:
                         reason = stop.check(self.world, self.progress.step, at_epoch_end=True)
             return self.finish(reason)
 
-    def _trainable(self) -> tuple[bool, ...]:
-        return tuple(p.requires_grad for p in self.model.parameters())
-
     def _wrap_for_steps(self) -> None:
-        """The module the steps call: the model, in DDP with several processes, compiled if asked."""
+        """The module the steps call: the model, in DDP with several processes, compiled if asked and the
+        device can (once for the whole run: nothing the loop changes alters the graph)."""
         self.step_model: Callable[..., torch.Tensor] = self.model
-        self._wrapped_for = self._trainable()
         if self.world > 1:
             self.step_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.cuda else None
             )
-        if self.config.session.compile:
+        if self.compiled:
             self.step_model = torch.compile(self.step_model)
 
     def train_epoch(self, stop: runtime.StopRequest) -> str:
@@ -259,25 +226,31 @@ class Training:
         p, recipe = self.progress, self.recipe
         epoch_started = time.monotonic()
         sums = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0, **p.partial}  # a stopped epoch's too
-        loss_sum = torch.tensor(sums["loss"], device=self.device, dtype=torch.float64)
+        loss_sum = torch.tensor(sums["loss"], device=self.device, dtype=torch.float32)  # MPS has no float64
         correct = torch.tensor(sums["correct"], device=self.device, dtype=torch.int64)
         count, steps, reason = sums["count"], len(self.loader), "completed"
         self.model.train()
-        start_epoch = getattr(self.model, "start_epoch", None)
-        if start_epoch is not None:  # e.g. airbench freezes its whitening bias after a few epochs
-            start_epoch(p.epoch)
-            if self.world > 1 and self._trainable() != self._wrapped_for:
-                self._wrap_for_steps()  # DDP's reducer expects a gradient for every parameter it was built with
+        # e.g. airbench's whitening bias stops moving after a few epochs: its group's learning rate becomes 0
+        frozen_groups = getattr(self.model, "frozen_groups", None)
+        frozen = frozen_groups(p.epoch) if frozen_groups is not None else set()
         bar = progress_bar(
             steps, f"epoch {p.epoch + 1}/{recipe.epochs}", "batch", enabled=self.main, initial=p.epoch_step
         )
         for images, labels in self.loader.epoch(p.epoch, p.epoch_step):
-            set_learning_rate(self.optimizer, learning_rate(recipe, p.step, steps))
+            set_learning_rate(self.optimizer, learning_rate(recipe, p.step, steps), frozen)
             x, y = to_model_input(images, self.device, self.channels_last), labels.to(self.device, non_blocking=True)
-            logits, loss = training_step(self.step_model, self.optimizer, x, y, recipe.label_smoothing, self.autocast)
+            logits, loss = training_step(
+                self.step_model,
+                self.optimizer,
+                x,
+                y,
+                recipe.label_smoothing,
+                lambda: self.plan.autocast(recipe.amp),
+                self.scaler,
+            )
             self.watch.update(loss, p.step)
             p.step, p.epoch_step = p.step + 1, p.epoch_step + 1
-            if p.step == 1 and self.config.session.compile:  # time compiling apart, as the speed records do
+            if p.step == 1 and self.compiled:  # time compiling apart, as the speed records do
                 if self.cuda:
                     torch.cuda.synchronize()
                 p.warmup_seconds = time.monotonic() - epoch_started
@@ -288,7 +261,7 @@ class Training:
                     self.lookahead.finish()  # the run ends on the slow weights
             if self.ema:
                 self.ema.update(p.step - 1)
-            loss_sum += loss.detach() * len(y)
+            loss_sum += loss.detach().float() * len(y)
             correct += (logits.argmax(1) == y).sum()
             count += len(y)
             bar.update(1)
@@ -316,8 +289,9 @@ class Training:
             [p.partial["loss"], p.partial["correct"], p.partial["count"]], self.world
         )
         eval_started = time.monotonic()
-        val_loss, val_acc = self.validate()
         p.epoch, p.epoch_step = p.epoch + 1, 0
+        every, last = self.recipe.val_every, p.epoch == self.recipe.epochs or reason != "completed"
+        val_loss, val_acc = self.validate() if last or (every and p.epoch % every == 0) else (None, None)
         row = {
             "epoch": p.epoch,
             "lr": self.optimizer.param_groups[0]["lr"],
@@ -326,6 +300,7 @@ class Training:
             "val_loss": val_loss,
             "val_acc": val_acc,
             "images_per_s": count / p.partial["seconds"],
+            "train_seconds": p.partial["seconds"],  # the steps alone: no validation, no checkpoint
             "seconds": p.partial["seconds"] + time.monotonic() - eval_started,
         }
         p.partial = {}
@@ -368,11 +343,12 @@ class Training:
             max(256, self.recipe.batch_size),
             self.device,
             progress=False,
+            amp=self.recipe.amp,
         )["none"]
         self.eval_model.train(was_training)
-        picked = torch.from_numpy(probs[range(len(labels)), labels]).double().clamp_min(1e-12)
+        picked = np.clip(probs[range(len(labels)), labels].astype(np.float64), 1e-12, None)  # host-side sums
         loss, correct, count = runtime.all_reduce(
-            [-picked.log().sum().item(), float((probs.argmax(1) == labels).sum()), len(labels)], self.world
+            [float(-np.log(picked).sum()), float((probs.argmax(1) == labels).sum()), len(labels)], self.world
         )
         return loss / count, correct / count
 
@@ -404,6 +380,8 @@ class Training:
             state["model_state"] = self.model.state_dict()
         if self.lookahead:
             state["lookahead"] = self.lookahead.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         metrics = self.progress.metrics
         save_checkpoint(self.payload(metrics[-1]["val_acc"] if metrics else None, state), self.run_dir / "last.pt")
 
