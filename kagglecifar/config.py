@@ -207,6 +207,19 @@ class Session:
         "(device, workers, compile, time budget, folders) may change.",
         metavar="RUN",
     )
+    processes: int | None = option(
+        None,
+        "Training processes (DDP), launched by this command: default one per visible CUDA GPU when there are "
+        "several, else 1; on CPU, N gloo processes.",
+        (lambda v: v >= 1, "must be at least 1"),
+        metavar="N",
+    )
+    log: str = option(
+        "",
+        "Experiment trackers to log to: tensorboard (into the run folder), wandb, mlflow (repeatable).",
+        (lambda v: check_trackers(v), "choose tensorboard, wandb or mlflow"),
+        metavar="TRACKER",
+    )
 
 
 @dataclass
@@ -240,6 +253,17 @@ class TrainConfig:
 
 
 SECTIONS = {"recipe": Recipe, "session": Session}
+
+
+def check_trackers(names: str) -> bool:
+    from kagglecifar.training.trackers import TRACKERS
+
+    return all(name in TRACKERS for name in tracker_names(names))
+
+
+def tracker_names(value: str) -> list[str]:
+    """--log's value: tracker names, comma-separated (the CLI joins a repeated --log)."""
+    return [name.strip() for name in str(value or "").split(",") if name.strip()]
 
 
 def fields_of(section: type) -> dict[str, dataclasses.Field]:
@@ -382,3 +406,6 @@ def check_config(config: TrainConfig, resuming: bool = False) -> None:
     if recipe.augment not in AUGMENT_PRESETS:
         build_pipeline(recipe.augment)  # a clear error for a bad pipeline file
     resolve_device(session.device)
+    from kagglecifar.training.trackers import check_installed
+
+    check_installed(tracker_names(session.log))

@@ -2,7 +2,8 @@
 durations and aligned tables, the same on every command.
 
 A bar redrawn with carriage returns fills a log file with frames; when stderr is not a terminal the bar
-is silent and `note` prints the per-epoch / per-stage lines instead.
+is silent and `note` prints the per-epoch / per-stage lines instead. In a Jupyter kernel (Jupyter, Colab,
+Kaggle) the bars are notebook widgets.
 """
 
 from __future__ import annotations
@@ -13,20 +14,32 @@ from tqdm import tqdm
 
 
 def interactive() -> bool:
-    return sys.stderr.isatty()
+    return sys.stderr.isatty() or in_notebook()
+
+
+def in_notebook() -> bool:
+    """Running in a Jupyter kernel (Jupyter, Colab, Kaggle): an IPython shell with a kernel, not a terminal IPython."""
+    if "ipykernel" not in sys.modules or "IPython" not in sys.modules:
+        return False
+    try:
+        shell = sys.modules["IPython"].get_ipython()
+    except Exception:  # an IPython too old or half imported: not a notebook we can draw in
+        return False
+    return getattr(shell, "kernel", None) is not None
 
 
 def progress_bar(total: int, desc: str, unit: str, enabled: bool = True, **options) -> tqdm:
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        disable=not (enabled and interactive()),
-        file=sys.stderr,
-        dynamic_ncols=True,
-        smoothing=0.1,
-        **options,
-    )
+    """A live bar on a terminal, a widget bar in a notebook (tqdm.notebook; its text form without ipywidgets),
+    nothing in a log file."""
+    settings = dict(total=total, desc=desc, unit=unit, disable=not (enabled and interactive()), smoothing=0.1)
+    if in_notebook() and enabled:
+        from tqdm import notebook
+
+        try:
+            return notebook.tqdm(**settings, **options)
+        except ImportError:  # tqdm.notebook without ipywidgets: "IProgress not found"
+            pass
+    return tqdm(**settings, file=sys.stderr, dynamic_ncols=True, **options)
 
 
 def note(line: str) -> None:

@@ -23,6 +23,7 @@ from kagglecifar.cache.sources import COMPETITION, cache_format
 from kagglecifar.console import duration
 from kagglecifar.errors import KaggleCifarError
 from kagglecifar.files import atomic_path
+from kagglecifar.kaggle_io import kaggle_env
 from kagglecifar.recipes import make_config, preset_names, preset_values
 
 # What each preset gives. cpu: measured on a 2-core machine (benchmarks/README.md); gpu: what this recipe is
@@ -80,6 +81,8 @@ def fetch(
         found = formats.locate(folder, fmt)
     elif from_dir is not None:
         found = formats.locate(from_dir, fmt)
+    elif fmt in (None, COMPETITION) and (attached := kaggle_env.competition_input(competition)) is not None:
+        found = formats.locate(attached, COMPETITION)  # a Kaggle notebook's attached data: no download
     elif fmt not in (None, COMPETITION):
         raise KaggleCifarError(
             f"--format {fmt}: the {competition} download is in the competition format; "
@@ -258,6 +261,7 @@ def run(
     from kagglecifar.inference import gating, predict
     from kagglecifar.kaggle_io import submission_csv as submission
     from kagglecifar.training import train
+    from kagglecifar.training.launch import train_processes
 
     if tta_fraction is not None:
         gating.check_fraction(tta_fraction)
@@ -298,10 +302,10 @@ def run(
         if rundir.finished(run_dir):
             return f"{run_dir} already trained", False
         if (run_dir / "last.pt").is_file():
-            result = train.train(train.resume_config(run_dir, runs_dir, device=device))
+            result = train_processes(train.resume_config(run_dir, runs_dir, device=device))
         else:
             rundir.remove_unstarted(run_dir)  # killed before its first checkpoint: start afresh
-            result = train.train(make_config(model, preset, name=name, **recipe, **folders))
+            result = train_processes(make_config(model, preset, name=name, **recipe, **folders))
         if result.stopped_reason not in ("completed", "early_stopping"):
             raise KaggleCifarError(
                 f"{run_dir}: training stopped ({result.stopped_reason}); run the same command again to continue it"

@@ -23,9 +23,12 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
 )
 
-DATA_DIR = typer.Option(Path("data"), "--data-dir", help="Where downloads and the image cache live.")
-RUNS_DIR = typer.Option(Path("runs"), "--runs-dir", help="Where training runs are written.")
-SUBMISSIONS_DIR = typer.Option(Path("submissions"), "--submissions-dir", help="Where submission CSVs are written.")
+# None: the API's default, NAME here, or /kaggle/working/NAME in a Kaggle notebook (kaggle_env.default_dir)
+DATA_DIR = typer.Option(None, "--data-dir", show_default="data", help="Where downloads and the image cache live.")
+RUNS_DIR = typer.Option(None, "--runs-dir", show_default="runs", help="Where training runs are written.")
+SUBMISSIONS_DIR = typer.Option(
+    None, "--submissions-dir", show_default="submissions", help="Where submission CSVs are written."
+)
 COMPETITION = typer.Option("cifar-10", "--competition", help="Kaggle competition slug.")
 DEVICE = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.")
 BATCH_SIZE = typer.Option(

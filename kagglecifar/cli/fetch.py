@@ -30,7 +30,7 @@ from kagglecifar.cli.app import (
 )
 def fetch(
     competition: str = COMPETITION,
-    data_dir: Path = DATA_DIR,
+    data_dir: Optional[Path] = DATA_DIR,
     from_dir: Optional[Path] = typer.Option(
         None, "--from-dir", metavar="PATH", help="Build the cache from " + FROM_DIR_HELP
     ),
@@ -50,21 +50,18 @@ def fetch(
     ),
 ) -> None:
     """Download the competition files from Kaggle (resumable), or take another CIFAR source, and build the uint8
-    image cache from it."""
-    import time
+    image cache from it. In a Kaggle notebook the competition's files attached under /kaggle/input are read there."""
+    from kagglecifar import api
 
-    from kagglecifar import pipeline
-
-    started = time.perf_counter()
-    line, _ = pipeline.fetch(
+    result = api.fetch(
         competition,
         data_dir,
         from_dir=from_dir,
         dataset=dataset,
-        fmt=fmt,
+        format=fmt,
         labels=labels,
         force=force,
         keep_png=keep_png,
         workers=workers,
     )
-    summary(f"fetch: {line}; {time.perf_counter() - started:.1f} s")
+    summary(f"fetch: {result.line()}")

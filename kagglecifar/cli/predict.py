@@ -21,6 +21,7 @@ from kagglecifar.cli.app import (
     summary,
 )
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.kaggle_io.kaggle_env import default_dir
 
 NO_TTA = typer.Option(False, "--no-tta", help="One view per image (the same as --tta none).")
 
@@ -65,10 +66,10 @@ def predict(
     tta: str = typer.Option(TTA_DEFAULT, "--tta", metavar="[MODE]", help=TTA_HELP + f" --tta alone: {TTA_DEFAULT}."),
     no_tta: bool = NO_TTA,
     tta_fraction: Optional[float] = TTA_FRACTION,
-    runs_dir: Path = RUNS_DIR,
+    runs_dir: Optional[Path] = RUNS_DIR,
     weights: Optional[str] = typer.Option(None, "--weights", help="Ensemble weights, one per checkpoint, e.g. 2,1."),
-    data_dir: Path = DATA_DIR,
-    submissions_dir: Path = SUBMISSIONS_DIR,
+    data_dir: Optional[Path] = DATA_DIR,
+    submissions_dir: Optional[Path] = SUBMISSIONS_DIR,
     out: Optional[Path] = typer.Option(
         None, "--out", help="Submission CSV (default: SUBMISSIONS_DIR/RUN[-ensemble]-TTA.csv)."
     ),
@@ -97,25 +98,23 @@ def predict(
 ) -> None:
     """Predict every test image (undecodable ones get a fallback label) and write a submission CSV (for other
     data than the competition's: id,label for every test id, and the file of each for an image folder)."""
-    from kagglecifar.inference import gating
-    from kagglecifar.inference import predict as prediction
+    from kagglecifar import api
     from kagglecifar.inference.tta import check_tta_mode
 
     tta = "none" if no_tta else check_tta_mode(tta)
-    tta_fraction = gating.check_fraction(gating.DEFAULT_FRACTION if tta_fraction is None else tta_fraction)
-    runs = runs or [newest_run(runs_dir, "predict")]
+    runs = runs or [newest_run(runs_dir or default_dir("runs"), "predict")]
     say_if_diverged(runs, "predict")
-    out = out or prediction.default_submission_path(runs, tta, submissions_dir)
-    result = prediction.predict_to_submission(
+    result = api.predict(
         runs,
-        data_dir,
-        out,
         tta=tta,
-        weights=prediction.parse_weights(weights, len(runs)),
+        weights=weights,
+        data_dir=data_dir,
+        submissions_dir=submissions_dir,
+        out=out,
+        force=force,
+        save_probs=save_probs,
         batch_size=batch_size,
         device=device,
-        force=force,
-        save_probs_path=save_probs,
         ood_threshold=ood_threshold,
         tta_fraction=tta_fraction,
         backend=backend,
@@ -142,7 +141,7 @@ def evaluate(
         help=TTA_HELP + f" Repeatable; --tta alone: {TTA_DEFAULT}; default: every mode. `none` is always included.",
     ),
     no_tta: bool = NO_TTA,
-    runs_dir: Path = RUNS_DIR,
+    runs_dir: Optional[Path] = RUNS_DIR,
     tta_fraction: Optional[float] = typer.Option(
         None,
         "--tta-fraction",
@@ -150,30 +149,24 @@ def evaluate(
         help="Also score each mode with gated TTA: only the least confident share F (0 < F <= 1) of the images "
         "gets every view (default: predict's, 0.3); the accuracy with every view on every image is always shown.",
     ),
-    data_dir: Path = DATA_DIR,
+    data_dir: Optional[Path] = DATA_DIR,
     batch_size: Optional[int] = BATCH_SIZE,
     device: str = DEVICE,
 ) -> None:
     """Per-class accuracy on the run's validation split and, when the cache's test split is labelled (CIFAR
     python data, image folders with test/CLASS/), on the test split, without and with TTA; per super-class for
     CIFAR-100; the most frequent confusions; confusion matrices and per_class.csv in the run folder."""
-    from kagglecifar.inference import gating
-    from kagglecifar.inference.evaluate import evaluate as evaluate_run
-    from kagglecifar.inference.tta import TTA_VIEWS
+    from kagglecifar import api
 
-    fraction = gating.check_fraction(gating.DEFAULT_FRACTION if tta_fraction is None else tta_fraction)
-    run = run or newest_run(runs_dir, "evaluate")
+    run = run or newest_run(runs_dir or default_dir("runs"), "evaluate")
     say_if_diverged([run], "evaluate")
-    modes = ["none"] if no_tta else (tta or list(TTA_VIEWS))
-    report = evaluate_run(run, data_dir, modes, test=True, batch_size=batch_size, device=device, tta_fraction=fraction)
+    report = api.evaluate(
+        run,
+        tta=["none"] if no_tta else tta,
+        data_dir=data_dir,
+        batch_size=batch_size,
+        device=device,
+        tta_fraction=tta_fraction,
+    )
     typer.echo(report.table())
-    parts = []
-    for scores in report.splits.values():
-        accuracies = ", ".join(f"{mode} {accuracy:.2%}" for mode, accuracy in scores.overall.items())
-        parts.append(f"{scores.count} {scores.name} images, accuracy {accuracies}")
-    for scores in report.super_splits().values():
-        parts.append(
-            f"super-class {scores.name} accuracy {scores.overall[report.largest_mode]:.2%} ({report.largest_mode})"
-        )
-    figures = ", ".join(str(p) for p in report.confusion_paths.values())
-    summary(f"evaluate: {'; '.join(parts)}; confusion matrix {figures}; per class {report.csv_path}")
+    summary(f"evaluate: {report.line()}")

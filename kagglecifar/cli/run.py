@@ -50,9 +50,9 @@ def run(
     ),
     config_file: Optional[Path] = CONFIG_FILE,
     sets: Optional[list[str]] = SETS,
-    data_dir: Path = DATA_DIR,
-    runs_dir: Path = RUNS_DIR,
-    submissions_dir: Path = SUBMISSIONS_DIR,
+    data_dir: Optional[Path] = DATA_DIR,
+    runs_dir: Optional[Path] = RUNS_DIR,
+    submissions_dir: Optional[Path] = SUBMISSIONS_DIR,
     competition: str = COMPETITION,
     from_dir: Optional[Path] = typer.Option(
         None,
@@ -74,28 +74,26 @@ def run(
         False, "--force", help="Re-download, rebuild the cache and re-predict even when up to date."
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Don't ask; take the CPU preset when there is no GPU."),
+    log: Optional[list[str]] = typer.Option(
+        None, "--log", metavar="TRACKER", help="Log training to tensorboard, wandb or mlflow (repeatable)."
+    ),
 ) -> None:
     """The whole pipeline: fetch, train, predict with TTA, submit; stages already complete are skipped."""
-    import time
+    from kagglecifar import api, pipeline
 
-    from kagglecifar import pipeline
-    from kagglecifar.inference.tta import check_tta_mode
-
-    check_tta_mode(tta)
-    started = time.perf_counter()
     confirm = None if yes or not pipeline.interactive() else (lambda q: typer.confirm(q, default=True))
-    reports = pipeline.run(
+    result = api.run(
         model,
         preset=preset,
-        config_file=config_file,
-        sets=sets or [],
+        config=config_file,
+        set=sets,
         data_dir=data_dir,
         runs_dir=runs_dir,
         submissions_dir=submissions_dir,
         competition=competition,
         from_dir=from_dir,
         dataset=dataset,
-        fmt=fmt,
+        format=fmt,
         labels=labels,
         tta=tta,
         tta_fraction=tta_fraction,
@@ -105,11 +103,8 @@ def run(
         wait=wait,
         force=force,
         name=name,
+        log=log,
         confirm=confirm,
         echo=typer.echo,
     )
-    done = [r.name for r in reports if not r.skipped]
-    summary(
-        f"run: {len(done)} of {len(reports)} stages ran ({', '.join(done) or 'all up to date'}) "
-        f"in {time.perf_counter() - started:.1f} s"
-    )
+    summary(f"run: {result.line()}")

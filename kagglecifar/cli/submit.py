@@ -35,27 +35,24 @@ def submit(
         help="Description shown with the submission on Kaggle (default: 'kagglecifar CSV_NAME').",
     ),
     competition: str = COMPETITION,
-    data_dir: Path = DATA_DIR,
-    submissions_dir: Path = SUBMISSIONS_DIR,
+    data_dir: Optional[Path] = DATA_DIR,
+    submissions_dir: Optional[Path] = SUBMISSIONS_DIR,
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for Kaggle to score it and print the score."),
     timeout: float = typer.Option(600.0, "--timeout", min=0, help="Seconds to wait for the score."),
 ) -> None:
     """Check a submission CSV locally, upload it to Kaggle and print its public score."""
-    from kagglecifar.kaggle_io import submission_csv as submission
+    from kagglecifar import api
 
-    csv_path = csv_path or submission.newest_submission(submissions_dir)
-    message = message or f"kagglecifar {Path(csv_path).name}"
-    result = submission.submit(csv_path, message, competition, data_dir=data_dir, wait=wait, timeout=timeout)
-    if result.status == "complete":
-        summary(
-            f"submit: {csv_path} scored {result.public_score:.5f} (public) on {competition}, "
-            f"submission {result.ref}, {result.seconds:.1f} s"
-        )
-    else:
-        summary(
-            f"submit: {csv_path} uploaded to {competition} as submission {result.ref}, not scored yet"
-            f"{'' if wait else ' (--no-wait)'}; see `kagglecifar submissions`"
-        )
+    result = api.submit(
+        csv_path,
+        message=message,
+        competition=competition,
+        data_dir=data_dir,
+        submissions_dir=submissions_dir,
+        wait=wait,
+        timeout=timeout,
+    )
+    summary(f"submit: {result.line()}")
 
 
 @app.command(epilog=examples("kagglecifar submissions"))

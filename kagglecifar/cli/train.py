@@ -16,7 +16,6 @@ from kagglecifar.cli.app import (
     preset_help,
     summary,
 )
-from kagglecifar.errors import KaggleCifarError
 
 
 @app.command("models", epilog=examples("kagglecifar models", "kagglecifar models --width 0.25"))
@@ -68,9 +67,10 @@ def _config_parameters() -> tuple[list[inspect.Parameter], dict]:
                 show_default="; ".join([shown, *differ]),
                 rich_help_panel=section.__name__,
             )
-            annotations[name] = Optional[kind]
+            annotation = Optional[list[str]] if name == "log" else Optional[kind]  # --log is repeatable
+            annotations[name] = annotation
             parameters.append(
-                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
+                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
             )
     return parameters, annotations
 
@@ -78,23 +78,11 @@ def _config_parameters() -> tuple[list[inspect.Parameter], dict]:
 def _train_command(model, preset, config_file, sets, recipe_from_preset=False, **options):
     import os
 
-    from kagglecifar import recipes
-    from kagglecifar.training import train
+    from kagglecifar import api
 
-    resume = options.pop("resume", None)
-    if resume:
-        if preset or config_file or sets or recipe_from_preset:
-            raise KaggleCifarError(
-                f"--resume {resume}: a resumed run keeps its recipe; --preset, --config and "
-                "--set cannot be combined with it"
-            )
-        runs_dir = options.pop("runs_dir") or "runs"
-        config = train.resume_config(resume, runs_dir, model=model, **options)
-    else:
-        config = recipes.make_config(
-            model, preset, config_file=config_file, sets=sets or [], recipe_from_preset=recipe_from_preset, **options
-        )
-    result = train.train(config)
+    result = api.train(
+        model, preset=preset, config=config_file, set=sets, recipe_from_preset=recipe_from_preset, **options
+    )
     if int(os.environ.get("RANK", 0)) == 0:
         summary(f"train: {result.line()}")
     if result.stopped_reason == "interrupted":
@@ -153,7 +141,8 @@ def _build_train_command():
         family's recipe and the preset's session settings (or the preset's recipe with --recipe-from-preset).
         The first line printed says where each part came from and names every preset value not taken or
         changed (a model's width or dropout, AdamW's lr and weight decay).
-        Several GPUs: torchrun --nproc_per_node N -m kagglecifar train MODEL ...
+        Several GPUs: one process each by default (--processes N; --processes 2 --device cpu runs two CPU
+        processes); torchrun --nproc_per_node N -m kagglecifar train MODEL ... works too.
         """
         _train_command(
             kwargs.pop("model"),

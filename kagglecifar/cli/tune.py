@@ -18,6 +18,7 @@ from kagglecifar.cli.app import (
     summary,
 )
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.kaggle_io.kaggle_env import default_dir
 
 
 @app.command(
@@ -94,8 +95,8 @@ def tune(
         "new study the base recipe's own values (where the space allows), so the "
         "results show what the search adds.",
     ),
-    data_dir: Path = DATA_DIR,
-    runs_dir: Path = RUNS_DIR,
+    data_dir: Optional[Path] = DATA_DIR,
+    runs_dir: Optional[Path] = RUNS_DIR,
     device: str = DEVICE,
 ) -> None:
     """Search hyper-parameters with Optuna: every trial is a training run in RUNS_DIR/tune-NAME/; writes
@@ -117,8 +118,8 @@ def tune(
         timeout=timeout,
         storage=storage,
         name=name,
-        runs_dir=runs_dir,
-        data_dir=data_dir,
+        runs_dir=runs_dir or default_dir("runs"),
+        data_dir=data_dir or default_dir("data"),
         device=device,
         preset_first=preset_first,
         echo=typer.echo,
@@ -149,14 +150,14 @@ def compare(
         "embedded) or .md, with FILE-curves.png, FILE-confusion.png and FILE.csv "
         "beside it.",
     ),
-    submissions_dir: Path = SUBMISSIONS_DIR,
+    submissions_dir: Optional[Path] = SUBMISSIONS_DIR,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing report."),
 ) -> None:
     """Runs side by side: model, parameters, epochs, time, device, validation accuracy (with each TTA mode
     evaluated), Kaggle public score; with --out, curves and confusion matrices in a report."""
     from kagglecifar.reports import compare as comparison
 
-    compared = comparison.compare(runs, submissions_dir)
+    compared = comparison.compare(runs, submissions_dir or default_dir("submissions"))
     for line in comparison.table_lines(compared):
         typer.echo(line)
     best = max((r for r in compared if r.best_val_acc is not None), key=lambda r: r.best_val_acc, default=None)

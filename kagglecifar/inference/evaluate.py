@@ -109,6 +109,19 @@ class EvalReport:
     def top_confusions(self, k: int = TOP_CONFUSIONS) -> list[plots.Confusion]:
         return plots.top_confusions(self.main_split.counts[self.largest_mode], self.classes, k)
 
+    def line(self) -> str:
+        """The one-line summary `evaluate` ends with."""
+        parts = []
+        for scores in self.splits.values():
+            accuracies = ", ".join(f"{mode} {accuracy:.2%}" for mode, accuracy in scores.overall.items())
+            parts.append(f"{scores.count} {scores.name} images, accuracy {accuracies}")
+        for scores in self.super_splits().values():
+            parts.append(
+                f"super-class {scores.name} accuracy {scores.overall[self.largest_mode]:.2%} ({self.largest_mode})"
+            )
+        figures = ", ".join(str(p) for p in self.confusion_paths.values())
+        return f"{'; '.join(parts)}; confusion matrix {figures}; per class {self.csv_path}"
+
     def table(self) -> str:
         """Per class (the worst and best only above SHOWN_CLASSES), per super-class, the top confusions."""
         main, mode = self.main_split, self.largest_mode

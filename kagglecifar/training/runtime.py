@@ -128,7 +128,7 @@ class StopRequest:
     aborts at once.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, budget: float, started: float, echo=print):
         self.budget, self.started, self.echo, self.interrupted = budget, started, echo, False

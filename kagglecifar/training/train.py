@@ -28,7 +28,7 @@ import torch
 from kagglecifar import models, rundir
 from kagglecifar.cache import labelled_classes
 from kagglecifar.checkpoint import load_checkpoint, make_payload, save_checkpoint
-from kagglecifar.config import TrainConfig, check_config
+from kagglecifar.config import TrainConfig, check_config, tracker_names
 from kagglecifar.config import resume_config as config_for_resume
 from kagglecifar.console import interactive, note, progress_bar
 from kagglecifar.data.device_loader import choose_loader
@@ -38,7 +38,7 @@ from kagglecifar.errors import KaggleCifarError, TrainingDiverged, excerpt
 from kagglecifar.files import write_text_atomic
 from kagglecifar.inference.predict import predict_images
 from kagglecifar.models import to_model_input
-from kagglecifar.training import resume, runtime
+from kagglecifar.training import resume, runtime, trackers
 from kagglecifar.training.ema import EMA
 from kagglecifar.training.lookahead import Lookahead
 from kagglecifar.training.optim import learning_rate, make_optimizer, set_learning_rate
@@ -115,6 +115,7 @@ class Training:
             note(self.data.unvalidated_note(self.recipe.val_fraction))
         self.loader = self._make_loader(make_loader)
         self.run_dir = self._run_dir(resumed is not None)
+        self.track = trackers.Tracking(tracker_names(session.log) if self.main else [], self.run_dir, config.to_dict())
         if resumed:
             try:
                 runtime.set_rng_state(resumed["train_state"]["rng"], self.cuda)
@@ -219,15 +220,16 @@ class Training:
     def run(self) -> TrainResult:
         stop = runtime.StopRequest(self.config.session.time_budget, self.started, note)
         reason = "completed"
-        with stop.catching_signals():
-            while self.progress.epoch < self.recipe.epochs and reason == "completed":
-                reason = self.train_epoch(stop)
-                if reason == "diverged" or self.progress.epoch_step < len(self.loader):  # stopped inside the epoch
-                    break
-                reason = self.end_epoch(reason)
-                if reason == "completed":
-                    reason = stop.check(self.world, self.progress.step, at_epoch_end=True)
-        return self.finish(reason)
+        with self.track:
+            with stop.catching_signals():
+                while self.progress.epoch < self.recipe.epochs and reason == "completed":
+                    reason = self.train_epoch(stop)
+                    if reason == "diverged" or self.progress.epoch_step < len(self.loader):  # stopped mid-epoch
+                        break
+                    reason = self.end_epoch(reason)
+                    if reason == "completed":
+                        reason = stop.check(self.world, self.progress.step, at_epoch_end=True)
+            return self.finish(reason)
 
     def _wrap_for_steps(self) -> None:
         """The module the steps call: the model, in DDP with several processes, compiled if asked and the
@@ -285,6 +287,7 @@ class Training:
             correct += (logits.argmax(1) == y).sum()
             count += len(y)
             bar.update(1)
+            self.track("step", step=p.step, loss=loss, lr=self.optimizer.param_groups[0]["lr"])
             if DivergenceWatch.due(p.step, p.epoch_step == steps):
                 self.diverged_at = self.watch.check(self.model, p.epoch_step == steps, p.step - 1, self.world)
             reason = "diverged" if self.diverged_at is not None else stop.check(self.world, p.step)
@@ -324,6 +327,7 @@ class Training:
         }
         p.partial = {}
         p.metrics.append(row)
+        self.track("epoch", step=p.step, **row)
         if self.main:
             val = "" if val_acc is None else f", val loss {val_loss:.3f}, val acc {val_acc:.2%}"
             note(
@@ -430,6 +434,7 @@ class Training:
             rundir.write_result(
                 self.run_dir, {**asdict(result), "run_dir": str(self.run_dir), "warmup_seconds": p.warmup_seconds}
             )
+        self.track("end", step=p.step, result=asdict(result))
         return result
 
     def finish_diverged(self):
