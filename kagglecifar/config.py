@@ -59,6 +59,8 @@ AT_LEAST_0 = (lambda v: v >= 0, "must be 0 or more")
 POSITIVE = (lambda v: v > 0, "must be positive")
 FINITE_POSITIVE = (lambda v: not math.isfinite(v) or v > 0, "must be positive")  # check_config refuses inf, nan
 UNIT_INTERVAL = (lambda v: 0 <= v < 1, "must be in [0, 1)")
+AT_MOST_1 = (lambda v: 0 < v <= 1, "must be in (0, 1]")
+HEADS = (lambda v: v in ("linear", "mlp"), "choose linear or mlp")
 
 
 @dataclass
@@ -66,40 +68,16 @@ class Recipe:
     model: str = option("resnet18", "Model to train (see `kagglecifar models`).", metavar="MODEL")
     width: float | None = option(None, "Model width multiplier (e.g. 0.25); default: the model's.", POSITIVE)
     dropout: float | None = option(None, "Dropout before the classifier; default: the model's.", UNIT_INTERVAL)
-    freeze_stages: int | None = option(
-        None, "Frozen stem and first stages of a pretrained backbone (timm/ models, resnet50-imagenet).", AT_LEAST_0
-    )
-    unfreeze_epoch: int | None = option(
-        None, "Train the --freeze-stages stages again after this many epochs (timm/ models); 0: never.", AT_LEAST_0
-    )
-    pretrained: str | None = option(
-        None,
-        "Weights of a timm/ model: hub (the Hugging Face cache, downloaded when allowed; the default), none, or "
-        "a file (.safetensors, or a .pt/.pth state dict or timm checkpoint, e.g. a Kaggle dataset).",
-        metavar="hub|none|PATH",
-    )
-    image_size: int | None = option(
-        None,
-        "Size the images are upsampled to on the device (timm/ models, resnet50-imagenet); default: the "
-        "backbone's pretrained size.",
-        (lambda v: v >= 16, "must be at least 16"),
-    )
-    head: str | None = option(
-        None,
-        "Classifier of a timm/ model: linear (the default), or mlp (dropout, 256 units with BatchNorm, classifier).",
-        (lambda v: v in ("linear", "mlp"), "choose linear or mlp"),
-        metavar="linear|mlp",
-    )
+    freeze_stages: int | None = option(None, "Frozen stem and first stages of a pretrained backbone.", AT_LEAST_0)
+    unfreeze_epoch: int | None = option(None, "Epochs before the frozen stages train too (0: never).", AT_LEAST_0)
+    pretrained: str | None = option(None, "timm/ weights: hub (default), none, or a .safetensors/.pt/.pth file.")
+    image_size: int | None = option(None, "Upsample to this size on the device (default: the backbone's).", POSITIVE)
+    head: str | None = option(None, "timm/ classifier: linear (default) or mlp (dropout, 256 units + BN).", HEADS)
     head_dropout: float | None = option(None, "Dropout in front of the mlp head (default 0.25).", UNIT_INTERVAL)
     backbone_lr_scale: float | None = option(
-        None, "Learning rate of a timm/ model's backbone relative to its head (default 1).", POSITIVE
+        None, "timm/ backbone's rate relative to the head's (default 1).", POSITIVE
     )
-    layer_decay: float | None = option(
-        None,
-        "Layer-wise learning-rate decay of a timm/ model: each layer further from the head learns this factor "
-        "slower (default 1: off).",
-        (lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    )
+    layer_decay: float | None = option(None, "Per-layer rate factor from the head down (timm/; 1: off).", AT_MOST_1)
     epochs: int = option(
         40, "Passes over the training split.", (lambda v: 1 <= v <= 100_000, "must be at least 1 (and at most 100,000)")
     )
