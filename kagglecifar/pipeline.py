@@ -324,8 +324,10 @@ def run(
             return f"{out} is newer than {best}", False
         if out.is_file() and not force:
             raise KaggleCifarError(f"{out}: exists but is older than {best}; pass --force to replace it")
-        gated = {} if tta_fraction is None else {"tta_fraction": tta_fraction}
-        result = predict.predict_to_submission([run_dir], data_dir, out, tta=tta, force=force, device=device, **gated)
+        fraction = gating.DEFAULT_FRACTION if tta_fraction is None else tta_fraction
+        result = predict.predict_to_submission(
+            [run_dir], data_dir, out, tta=tta, force=force, device=device, tta_fraction=fraction
+        )
         return result.line(), True
 
     stage("predict", predict_stage)

@@ -86,6 +86,12 @@ def check_resumable(payload: dict, path: Path, config: TrainConfig) -> None:
         raise KaggleCifarError(f"{path}: holds no training state to resume from (a best.pt, or damaged)")
     if not isinstance(state["progress"], dict) or not isinstance(payload.get("classes"), list):
         raise KaggleCifarError(f"{path}: its training state is damaged")
+    done = state["progress"].get("epoch")
+    if isinstance(done, int) and done >= recipe.epochs:  # resuming would only rewrite a finished run's results
+        raise KaggleCifarError(
+            f"{path.parent}: already trained all {recipe.epochs} epochs; nothing to resume "
+            "(predict or evaluate it, or train a new run)"
+        )
     _check_rng_state(state["rng"], path)
 
 
