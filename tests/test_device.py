@@ -179,3 +179,10 @@ def test_doctor_exits_1_when_torch_has_no_kernels_for_the_gpu(tmp_path, run_cli,
         f"{torch.__version__} has no kernels for Tesla P100-PCIE-16GB (sm_60; built for {' '.join(ARCHS)}): "
         "install a torch build for this card (see pytorch.org, 'previous versions') or use --device cpu"
     ]
+
+
+def test_doctor_with_no_options_reads_the_default_data_folder(tmp_path, run_cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("doctor", "--device", "cpu")
+    assert code == 0 and "Traceback" not in err, err
+    assert "cache train" in out and "not built" in out and " in data" in out

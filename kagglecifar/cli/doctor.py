@@ -6,6 +6,7 @@ import platform
 import shutil
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -22,7 +23,7 @@ def free_disk(folder: Path) -> str:
 
 
 @app.command(epilog=examples("kagglecifar doctor", "kagglecifar doctor --device cuda:1 --data-dir /data/cifar"))
-def doctor(data_dir: Path = DATA_DIR, device: str = DEVICE) -> None:
+def doctor(data_dir: Optional[Path] = DATA_DIR, device: str = DEVICE) -> None:
     """Python, torch (its CUDA build and the GPUs it has kernels for), the driver, each device with the plan it
     gets (precision, compile, memory layout, DDP backend), Kaggle credentials (present or not, never their
     value), the cache and free disk. Exits 1 when the plan for --device cannot run."""
@@ -30,7 +31,9 @@ def doctor(data_dir: Path = DATA_DIR, device: str = DEVICE) -> None:
     from kagglecifar.device import device_plan, resolve_device, torch_facts, visible_devices
     from kagglecifar.errors import KaggleCifarError
     from kagglecifar.kaggle_io.client import credentials_source
+    from kagglecifar.kaggle_io.kaggle_env import default_dir
 
+    data_dir = data_dir or default_dir("data")
     rows = [("Python", f"{sys.version.split()[0]} ({platform.platform()})"), *torch_facts()]
     for dev, what in visible_devices():
         rows.append((f"device {dev}", what))
