@@ -264,6 +264,11 @@ def test_a_fine_tuned_run_predicts_and_evaluates_with_no_weights_file_and_no_hub
     (summary,) = compare([run], tmp_path / "submissions")  # counts the parameters with no weights file or hub
     assert summary.params == sum(p.numel() for p in model.parameters())
     code, _, err = run_cli("train", "--resume", run, "--data-dir", data, "--device", "cpu", "--workers", "0")
+    assert code == 1 and "already trained all 2 epochs; nothing to resume" in err, err
+    stopped = torch.load(run / "last.pt", weights_only=True)  # as if stopped after its first epoch
+    stopped["train_state"]["progress"]["epoch"] = 1
+    torch.save(stopped, run / "last.pt")
+    code, _, err = run_cli("train", "--resume", run, "--data-dir", data, "--device", "cpu", "--workers", "0")
     assert code == 0 and "loaded" not in err, err  # resuming takes the weights from last.pt
 
 

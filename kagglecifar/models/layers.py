@@ -4,6 +4,7 @@ and the helpers the families use."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kagglecifar.errors import KaggleCifarError
@@ -45,3 +46,11 @@ def to_model_input(images: torch.Tensor, device, channels_last: bool = False) ->
         return images.float()
     images = images.permute(0, 3, 1, 2).float().div_(255)  # the permuted view is channels_last already
     return images if channels_last else images.contiguous()
+
+
+def resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    """NCHW images upsampled (bilinear) to size x size on their device, for backbones pretrained at that size;
+    unchanged when they already have it. Normalise first: per-channel affine, so the same and cheaper."""
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x

@@ -11,11 +11,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.models.layers import Normalize, check_common
+from kagglecifar.models.layers import Normalize, check_common, resized
 from kagglecifar.models.registry import register
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -79,9 +78,7 @@ class ImageNetResNet50(nn.Module):
         return self
 
     def forward(self, x):
-        x = self.normalize(x)  # per-channel affine, so normalising before upsampling is the same and cheaper
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        x = resized(self.normalize(x), self.image_size)
         return self.head(self.stages(self.stem(x)))
 
 

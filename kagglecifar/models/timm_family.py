@@ -22,11 +22,10 @@ import functools
 from pathlib import Path
 from typing import Any
 
-import torch.nn.functional as F
 from torch import nn
 
 from kagglecifar.errors import KaggleCifarError
-from kagglecifar.models.layers import Normalize, check_common
+from kagglecifar.models.layers import Normalize, check_common, resized
 from kagglecifar.models.registry import register_prefix
 from kagglecifar.models.timm_weights import hub_weights_file, load_into, read_weights
 
@@ -121,9 +120,7 @@ class TimmModel(nn.Module):
         return self
 
     def forward(self, x):
-        x = self.normalize(x)  # per-channel affine, so normalising before upsampling is the same and cheaper
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        x = resized(self.normalize(x), self.image_size)
         return self.head(self.backbone(x))
 
     def transfer_param_groups(self, weight_decay: float, backbone_lr_scale: float, layer_decay: float) -> list[dict]:
