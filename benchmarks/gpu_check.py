@@ -16,6 +16,12 @@ everything measured before. By default it fits one 10-minute command on an H100/
      validation images whose label agrees, and both accuracies);
   5. times `kagglecifar predict` over the test cache with each TTA mode.
 
+With --mission SECONDS it first runs two of the README's commands exactly as typed, in a scratch folder whose
+data/ is --data-dir: `kagglecifar train resnet18` (with --time-budget SECONDS as the only addition) and
+`kagglecifar predict --tta`. With --fp16 it trains the fast preset once more on the fp16 + GradScaler path
+that capability-7.x cards (T4, V100) take, forced on this GPU. --deadline S skips the steps that would start
+after S seconds (each is recorded as skipped), so the report is whole when the command must end.
+
 Without CUDA it says so and exits 1: these figures only come from a GPU. `--rehearse` runs the same steps on
 the CPU (one epoch per preset, small batches, nothing compiled or pinned) and writes nothing unless --out is
 given: it checks this script (the test suite runs it on tiny data). Its figures mean nothing.
@@ -145,9 +151,29 @@ def check_cuda_paths(device: str = "cuda") -> dict:
     return {"checks": checks}
 
 
-def kagglecifar(logs: Path | None, name: str, *args) -> subprocess.CompletedProcess:
+def training_numerics(data_dir: Path) -> dict:
+    """gpu_numerics.py's probes: three steps of airbench94 in each precision, eager and compiled (and ResNet-18
+    compiled in bf16); raises when a loss or a gradient is not finite."""
+    import gpu_numerics
+    import torch
+
+    from kagglecifar.cache import load_split
+
+    train = load_split(data_dir, "train")
+    images = torch.from_numpy(train.images[: gpu_numerics.BATCH])
+    labels = torch.from_numpy(train.labels[: gpu_numerics.BATCH].astype("int64"))
+    rows = gpu_numerics.probe_matrix(images, labels)
+    failed = [f"{r['model']} {r['precision']}{' compiled' if r['compiled'] else ''}" for r in rows if not r["ok"]]
+    if failed:
+        raise AssertionError(f"non-finite training in: {', '.join(failed)}: {json.dumps(rows)}")
+    return {"probes": rows}
+
+
+def kagglecifar(logs: Path | None, name: str, *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`kagglecifar ARGS` in a fresh process; its output goes to logs/NAME.log; a failure raises its last lines."""
-    done = subprocess.run([sys.executable, "-m", "kagglecifar", *map(str, args)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "kagglecifar", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
     if logs is not None:
         logs.mkdir(parents=True, exist_ok=True)
         (logs / f"{name}.log").write_text(f"$ kagglecifar {' '.join(map(str, args))}\n{done.stdout}{done.stderr}")
@@ -177,6 +203,75 @@ def train_run(data_dir: Path, runs: Path, logs, preset: str, seed: int, extra: t
         "wall_seconds": result.get("seconds"),
         "val_accuracy": read_evaluation(runs / name).get("accuracy", {}),
         "plan_line": next((line for line in trained.stderr.splitlines() if line.startswith("device ")), None),
+    }
+
+
+def mission(data_dir: Path, logs, budget: float, extra: tuple[str, ...]) -> dict:
+    """`kagglecifar train resnet18` and `kagglecifar predict --tta` as typed, in a folder whose data/ is
+    data_dir; the training gets --time-budget (and, rehearsing, the CPU's options) and nothing else."""
+    from kagglecifar.rundir import read_metrics, read_result
+
+    with tempfile.TemporaryDirectory() as home:
+        (Path(home) / "data").symlink_to(Path(data_dir).resolve())
+        started = time.perf_counter()
+        trained = kagglecifar(logs, "mission-train", "train", "resnet18", "--time-budget", budget, *extra, cwd=home)
+        train_wall = time.perf_counter() - started
+        run = next(p for p in (Path(home) / "runs").iterdir() if p.is_dir())
+        result, metrics = read_result(run), read_metrics(run)
+        finished = result.get("stopped_reason") == "completed"
+        started = time.perf_counter()
+        # A run stopped by the budget is not "finished": predict then names it.
+        predicted = kagglecifar(logs, "mission-predict", "predict", *([] if finished else [run]), "--tta",
+                                *extra[:2], cwd=home)  # fmt: skip
+        predict_wall = time.perf_counter() - started
+        return {
+            "train_command": "kagglecifar train resnet18" + ("" if finished else " (stopped by --time-budget)"),
+            "plan_line": next((line for line in trained.stderr.splitlines() if line.startswith("device ")), None),
+            "epochs_run": result.get("epochs_run"),
+            "stopped_reason": result.get("stopped_reason"),
+            "best_val_accuracy": result.get("best_val_accuracy"),
+            "epoch_seconds": [round(m.get("train_seconds") or m["seconds"], 2) for m in metrics],
+            "images_per_s": [m.get("images_per_s") for m in metrics],
+            "train_wall_seconds": round(train_wall, 1),
+            "predict_command": "kagglecifar predict --tta" + ("" if finished else " RUN"),
+            "predict_wall_seconds": round(predict_wall, 1),
+            "predict_line": (predicted.stdout.strip().splitlines() or [""])[-1],
+        }
+
+
+def fp16_path(data_dir: Path, runs: Path, logs, extra: tuple[str, ...], rehearse: bool = False) -> dict:
+    """The fast preset trained on the fp16 autocast + GradScaler path (forced: this GPU would take bf16), in
+    this process; the run's validation accuracy and steps. A rehearsal keeps the CPU's fp32 (fp16 convolutions
+    crawl on a CPU): it checks the plumbing only."""
+    import dataclasses
+
+    from kagglecifar import api
+    from kagglecifar.inference.evaluate import read_evaluation
+    from kagglecifar.rundir import read_metrics, read_result
+    from kagglecifar.training import train as training
+
+    plan_of_device = training.usable_plan
+    precision = "fp32" if rehearse else "fp16"
+    training.usable_plan = lambda device: dataclasses.replace(plan_of_device(device), precision=precision)
+    try:
+        options = dict(zip(extra[::2], extra[1::2]))
+        sets = [f"{k.lstrip('-').replace('-', '_')}={v}" for k, v in options.items() if k != "--set"]
+        sets += [v for k, v in options.items() if k == "--set"]
+        api.train(preset="fast", name="fast-fp16", seed=0, data_dir=str(data_dir), runs_dir=str(runs),
+                  time_budget=TIME_BUDGET["fast"], set=sets)  # fmt: skip
+    finally:
+        training.usable_plan = plan_of_device
+    api.evaluate(runs / "fast-fp16", tta=["flip", "translate"], data_dir=data_dir, device=extra[1] if extra else "auto")
+    result, metrics = read_result(runs / "fast-fp16"), read_metrics(runs / "fast-fp16")
+    if result.get("stopped_reason") != "completed":
+        raise RuntimeError(f"the fp16 run stopped early: {result.get('stopped_reason')}")
+    return {
+        "precision": f"{precision} (forced)",
+        "stopped_reason": result.get("stopped_reason"),
+        "epochs": result.get("epochs_run"),
+        "train_seconds": sum(m.get("train_seconds") or m["seconds"] for m in metrics),
+        "train_loss": [m.get("train_loss") for m in metrics],
+        "val_accuracy": read_evaluation(runs / "fast-fp16").get("accuracy", {}),
     }
 
 
@@ -260,8 +355,14 @@ def main() -> None:
     p.add_argument("--runs", default=RUNS, help=f"PRESET=SEEDS,... to train (default {RUNS})")
     p.add_argument("--out", type=Path, help="folder for gpu_check.json and logs/ (default: benchmarks/results; "
                    "none when rehearsing)")  # fmt: skip
+    p.add_argument("--logs", type=Path, help="folder for the commands' logs (default: FOLDER/logs)")
+    p.add_argument("--mission", type=float, default=0, metavar="SECONDS",
+                   help="run `train resnet18` (with this --time-budget) and `predict --tta` as typed")  # fmt: skip
+    p.add_argument("--fp16", action="store_true", help="also train the fast preset on the fp16 + GradScaler path")
+    p.add_argument("--deadline", type=float, default=0, help="skip steps that would start after this many seconds")
     p.add_argument("--rehearse", action="store_true", help="check this script on the CPU: 1 epoch per preset")
     args = p.parse_args()
+    started = time.perf_counter()
     import torch
 
     if args.rehearse:
@@ -275,7 +376,7 @@ def main() -> None:
     else:
         device, train_extra, predict_extra, runs = "cuda:0", (), (), parse_runs(args.runs)
     out = args.out or (None if args.rehearse else common.RESULTS)
-    logs = out / "logs" if out else None
+    logs = args.logs or (out / "logs" if out else None)
     report = Report(
         out / "gpu_check.json" if out else None,
         {"machine": common.machine_info(), "command": " ".join(sys.argv), "rehearsal": args.rehearse},
@@ -283,10 +384,25 @@ def main() -> None:
     report.step("plan", lambda: plan_of(device))
     print(report.data["steps"]["plan"].get("line", ""), flush=True)
     report.step("device_paths", lambda: check_cuda_paths(device))
+    report.step("training_numerics", lambda: training_numerics(args.data_dir))
+
+    def step(name: str, action):
+        if args.deadline and time.perf_counter() - started > args.deadline:
+            report.data.setdefault("skipped_after_deadline", []).append(name)
+            report.write()
+            return None
+        return report.step(name, action)
+
+    if args.mission:
+        mission_extra = REHEARSAL_TRAIN[:4] if args.rehearse else ()  # the device, and one epoch
+        row = step("mission", lambda: mission(args.data_dir, logs, args.mission, mission_extra))
+        if row:
+            print(f"mission: {row['train_command']}: {row['epochs_run']} epochs, best {row['best_val_accuracy']}; "
+                  f"{row['predict_command']}: {row['predict_wall_seconds']} s", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         runs_dir, trained = Path(scratch) / "runs", []
-        for preset, seed in runs:
-            row = report.step(
+        for index, (preset, seed) in enumerate(runs):
+            row = step(
                 f"train {preset} seed {seed}",
                 lambda preset=preset, seed=seed: train_run(args.data_dir, runs_dir, logs, preset, seed, train_extra),
             )
@@ -295,9 +411,13 @@ def main() -> None:
                 print(f"{preset} seed {seed}: {row['val_accuracy']}, {row['train_seconds']:.1f} s training", flush=True)
             report.data["summary"] = summarise(report)
             report.write()
+            if args.fp16 and index == 0:  # after the first run: the one most worth having comes first
+                row = step("fp16 path", lambda: fp16_path(args.data_dir, runs_dir, logs, train_extra, args.rehearse))
+                if row:
+                    print(f"fp16 path: {row['val_accuracy']}, {row['train_seconds']:.1f} s training", flush=True)
         if trained:
-            report.step("precision", lambda: precision_check(trained[0], args.data_dir, device))
-            report.step("predict", lambda: time_predict(args.data_dir, trained[0], Path(scratch), logs, predict_extra))
+            step("precision", lambda: precision_check(trained[0], args.data_dir, device))
+            step("predict", lambda: time_predict(args.data_dir, trained[0], Path(scratch), logs, predict_extra))
     if out:
         print(f"gpu_check: wrote {report.path}")
     if report.failed():

@@ -41,6 +41,9 @@ def test_the_gpu_acceptance_script_runs_end_to_end_as_a_cpu_rehearsal(tmp_path):
             str(data),
             "--runs",
             "fast=3,nosuchpreset,gpu",  # a rehearsal trains each preset once; one of them fails
+            "--mission",
+            "120",
+            "--fp16",
             "--out",
             str(out),
         ],
@@ -63,12 +66,21 @@ def test_the_gpu_acceptance_script_runs_end_to_end_as_a_cpu_rehearsal(tmp_path):
     assert list(steps) == [
         "plan",
         "device_paths",
+        "training_numerics",
+        "mission",
         "train fast seed 0",
+        "fp16 path",
         "train nosuchpreset seed 0",
         "train gpu seed 0",
         "precision",
         "predict",
     ]
+    probes = steps["training_numerics"]["probes"]
+    assert probes and all(p["ok"] and len(p["losses"]) == 3 for p in probes)
+    mission = steps["mission"]
+    assert mission["ok"] and mission["train_command"] == "kagglecifar train resnet18"
+    assert mission["predict_command"] == "kagglecifar predict --tta" and mission["epochs_run"] == 1
+    assert steps["fp16 path"]["ok"] and steps["fp16 path"]["stopped_reason"] == "completed"
     failed = steps["train nosuchpreset seed 0"]
     assert not failed["ok"] and "unknown preset" in failed["error"]  # recorded, and the later runs still ran
     for name in ("train fast seed 0", "train gpu seed 0"):

@@ -19,6 +19,8 @@ so a checkpoint restores them (and the `whitened` flag) without any data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -55,9 +57,14 @@ class DiracConv(nn.Conv2d):
             nn.init.dirac_(self.weight[: min(self.in_channels, self.out_channels)])
 
 
+# gelu is airbench's; relu and silu measured lower (benchmarks/results/recipes.json)
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"gelu": F.gelu, "silu": F.silu, "relu": F.relu}
+
+
 class ConvGroup(nn.Module):
-    def __init__(self, c_in: int, c_out: int, depth: int = 2):
+    def __init__(self, c_in: int, c_out: int, depth: int = 2, activation: str = "gelu"):
         super().__init__()
+        self.act = ACTIVATIONS[activation]
         self.conv1, self.norm1 = DiracConv(c_in, c_out), FrozenScaleBatchNorm(c_out)
         self.conv2, self.norm2 = DiracConv(c_out, c_out), FrozenScaleBatchNorm(c_out)
         self.conv3 = self.norm3 = None
@@ -66,26 +73,30 @@ class ConvGroup(nn.Module):
         self.pool = nn.MaxPool2d(2)
 
     def forward(self, x):
-        x = F.gelu(self.norm1(self.pool(self.conv1(x))))
+        act = self.act
+        x = act(self.norm1(self.pool(self.conv1(x))))
         if self.conv3 is None:
-            return F.gelu(self.norm2(self.conv2(x)))
+            return act(self.norm2(self.conv2(x)))
         skip = x
-        x = F.gelu(self.norm2(self.conv2(x)))
-        return F.gelu(self.norm3(self.conv3(x)) + skip)
+        x = act(self.norm2(self.conv2(x)))
+        return act(self.norm3(self.conv3(x)) + skip)
 
 
 class AirbenchNet(nn.Module):
     whitened: torch.Tensor  # a buffer: True once the stem is set from data
 
-    def __init__(self, widths: list[int], num_classes: int = 10, depth: int = 2, dropout: float = 0.0):
+    def __init__(
+        self, widths: list[int], num_classes: int = 10, depth: int = 2, dropout: float = 0.0, activation: str = "gelu"
+    ):
         super().__init__()
+        self.act = ACTIVATIONS[activation]
         self.normalize = Normalize()
         self.whiten = nn.Conv2d(3, WHITEN_CHANNELS, WHITEN_KERNEL, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)
         self.register_buffer("whitened", torch.zeros((), dtype=torch.bool))
         groups, c_in = [], WHITEN_CHANNELS
         for c_out in widths:
-            groups.append(ConvGroup(c_in, c_out, depth))
+            groups.append(ConvGroup(c_in, c_out, depth, activation))
             c_in = c_out
         self.groups = nn.Sequential(*groups)
         self.dropout = nn.Dropout(dropout)
@@ -125,9 +136,14 @@ class AirbenchNet(nn.Module):
         return param_groups(self, lr, weight_decay, BIAS_LR_SCALE)
 
     def forward(self, x):
-        x = F.gelu(F.conv2d(self.normalize(x), self.whiten.weight, self.whiten.bias))
+        x = self.act(F.conv2d(self.normalize(x), self.whiten.weight, self.whiten.bias))
         x = self.groups(x)
-        x = torch.amax(x, dim=(2, 3))
+        # Max-pooling's backward routes the gradient by the argmax index. amax's compares the input with the
+        # max; compiled under bf16/fp16 autocast, Inductor recomputes that input at higher precision than
+        # the saved max, nothing compares equal, and the gradient is 0/0 = NaN everywhere (measured on an
+        # H200: benchmarks/results/gpu_numerics.json).
+        # The map is 3x3 here (32 px: 31 after the stem, then 15, 7, 3); a fixed kernel also exports to ONNX.
+        x = F.max_pool2d(x, 3).flatten(1)
         return self.head(self.dropout(x)) * LOGIT_SCALE
 
 
