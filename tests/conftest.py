@@ -1,6 +1,9 @@
 import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# fp32 on every CPU model, so that a test behaves alike on a CPU with bf16 arithmetic and one without
+# (test_device.py sets it both ways where the plan itself is tested).
+os.environ.setdefault("KAGGLECIFAR_CPU_BF16", "0")
 
 import pytest  # noqa: E402
 

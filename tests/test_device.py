@@ -186,3 +186,29 @@ def test_doctor_with_no_options_reads_the_default_data_folder(tmp_path, run_cli,
     code, out, err = run_cli("doctor", "--device", "cpu")
     assert code == 0 and "Traceback" not in err, err
     assert "cache train" in out and "not built" in out and " in data" in out
+
+
+def test_the_cpu_gets_bf16_autocast_only_where_its_cores_compute_in_bf16(monkeypatch, tmp_path):
+    from kagglecifar import device
+
+    monkeypatch.delenv("KAGGLECIFAR_CPU_BF16", raising=False)
+    flags = {"avx512_bf16": True, "amx_bf16 amx_tile": True, "avx512f avx2": False}
+    real_open = open
+    for line, native in flags.items():
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {line} fma\n")
+        monkeypatch.setattr(
+            "builtins.open", lambda p, *a, info=info, **k: real_open(info if p == "/proc/cpuinfo" else p, *a, **k)
+        )
+        plan = device_plan("cpu")
+        assert device.cpu_computes_bf16() is native
+        assert plan.precision == ("bf16" if native else "fp32") and plan.mixed_precision(amp=False) == "fp32"
+    monkeypatch.setattr("builtins.open", real_open)
+    monkeypatch.setenv("KAGGLECIFAR_CPU_BF16", "1")
+    plan = device_plan("cpu")
+    with plan.autocast(amp=True):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    assert plan.grad_scaler(amp=True) is None  # bf16 needs no loss scaling
+    assert plan.line(True).startswith("device cpu (CPU): bf16 autocast")
+    monkeypatch.setenv("KAGGLECIFAR_CPU_BF16", "0")
+    assert device_plan("cpu").precision == "fp32"
