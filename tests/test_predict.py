@@ -290,3 +290,32 @@ def test_the_out_of_distribution_threshold_follows_the_class_count():
             [f"c{i}" for i in range(classes)],
         )
         assert p.ood_count() == expected and p.ood_count(0.7) == 3
+
+
+def test_a_cpu_with_bf16_arithmetic_predicts_and_trains_in_bf16(monkeypatch):
+    """KAGGLECIFAR_CPU_BF16=1 stands for a CPU with avx512_bf16/AMX: predict's probabilities stay float32 and
+    sum to 1, close to fp32's, and a training step under the plan's autocast stays finite."""
+    from kagglecifar.device import device_plan
+    from kagglecifar.training.step import training_step
+
+    torch.manual_seed(0)
+    model = create_model("airbench94", num_classes=10, width=0.25).eval()
+    batch = images(16, seed=2)
+    model.init_from_data(torch.from_numpy(batch))
+    fp32 = predict_images([(model, 1.0)], batch, ["flip"], 10, device=torch.device("cpu"), amp=True)["flip"]
+    monkeypatch.setenv("KAGGLECIFAR_CPU_BF16", "1")
+    plan = device_plan("cpu")
+    assert plan.precision == "bf16"
+    bf16 = predict_images([(model, 1.0)], batch, ["flip"], 10, device=torch.device("cpu"), amp=True)["flip"]
+    assert bf16.dtype == np.float32 and np.allclose(bf16.sum(1), 1, atol=1e-5)
+    assert not np.array_equal(bf16, fp32)  # the autocast did run in bf16
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)
+
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255)
+    losses = [
+        float(training_step(model, optimizer, x, torch.arange(16) % 10, 0.2, lambda: plan.autocast(True))[1].detach())
+        for _ in range(3)
+    ]
+    assert all(np.isfinite(losses)) and all(p.grad.isfinite().all() for p in model.parameters() if p.grad is not None)
