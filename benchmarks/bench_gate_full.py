@@ -1,0 +1,83 @@
+"""Gated TTA on the full competition-sized test set, scored on a hidden key, side by side in one run:
+
+    python benchmarks/bench_gate_full.py --run RUN --data-dir DATA [--replica bench-data/held-out]
+
+DATA is the cache `kagglecifar fetch --from-dir REPLICA` built from bench_e2e.py's held-out replica (300,000
+test ids, 5,000 of them real images whose labels only the replica's held-out-labels.csv knows); RUN a run
+trained on it. `kagglecifar predict RUN` runs as a user types it, first at the default fraction, then with
+`--tta-fraction 1` (every image gets every view), each timed as a whole process; both CSVs are scored on the
+5,000 hidden labels. Writes results/tta_gate_full.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+
+def hidden_key(replica: Path) -> dict[int, str]:
+    """test id -> label for the real images among the replica's junk."""
+    with open(replica / "held-out-labels.csv", newline="") as f:
+        label_of_name = dict(csv.reader(f))
+    with open(replica / "id-map.csv", newline="") as f:
+        return {int(row["id"]): label_of_name[row["name"]] for row in csv.DictReader(f) if row["name"] in label_of_name}
+
+
+def score(submission: Path, key: dict[int, str]) -> float:
+    with open(submission, newline="") as f:
+        labels = {int(row["id"]): row["label"] for row in csv.DictReader(f)}
+    return sum(labels[i] == label for i, label in key.items()) / len(key)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--replica", type=Path, default=common.DEFAULT_DATA / "held-out")
+    p.add_argument("--backend", default="auto")
+    args = p.parse_args()
+    key = hidden_key(args.replica)
+    rows = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, extra in (("default", []), ("fraction_1", ["--tta-fraction", "1"])):
+            out = Path(scratch) / f"{name}.csv"
+            argv = ["predict", str(args.run), "--data-dir", str(args.data_dir), "--out", str(out),
+                    "--backend", args.backend, *extra]  # fmt: skip
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "kagglecifar", *argv], capture_output=True, text=True)
+            seconds = time.perf_counter() - started
+            if done.returncode:
+                sys.exit(f"kagglecifar {' '.join(argv)} failed: {done.stderr[-2000:]}")
+            rows[name] = {
+                "command": "kagglecifar " + " ".join(argv),
+                "seconds": round(seconds, 1),
+                "hidden_key_accuracy": score(out, key),
+                "line": done.stdout.strip().splitlines()[-1],
+            }
+            print(f"{name}: {rows[name]['seconds']} s, {rows[name]['hidden_key_accuracy']:.2%}", flush=True)
+    ratio = rows["default"]["seconds"] / rows["fraction_1"]["seconds"]
+    points = 100 * (rows["default"]["hidden_key_accuracy"] - rows["fraction_1"]["hidden_key_accuracy"])
+    common.write_result(
+        "tta_gate_full",
+        {
+            "what": "predict (flip TTA) at the default fraction against --tta-fraction 1 over 300,000 test ids, "
+            f"scored on the {len(key):,} hidden labels of the held-out replica",
+            "rows": rows,
+            "time_ratio": round(ratio, 3),
+            "accuracy_difference_points": round(points, 2),
+        },
+        command=" ".join(["python", "benchmarks/bench_gate_full.py", *sys.argv[1:]]),
+    )
+    print(f"default / fraction 1: {ratio:.3f}x the time, {points:+.2f} points on the hidden key")
+
+
+if __name__ == "__main__":
+    main()
