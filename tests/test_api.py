@@ -11,6 +11,7 @@ from fake_kaggle import make_competition, serving
 
 import kagglecifar
 from kagglecifar.errors import KaggleCifarError
+from kagglecifar.inference import gating
 from kagglecifar.kaggle_io import kaggle_env
 
 CLASSES = ("cat", "dog", "frog")
@@ -51,7 +52,8 @@ def test_every_command_as_a_function_in_a_kaggle_notebook(kaggle_notebook, tmp_p
     assert result.line().startswith("best val accuracy")
 
     report = kagglecifar.evaluate(result.run_dir, tta="flip", device="cpu")
-    assert set(report.overall) == {"none", "flip", "flip@0.3"} and "validation images" in report.line()
+    gated = f"flip@{gating.DEFAULT_FRACTION:g}"
+    assert set(report.overall) == {"none", "flip", gated} and "validation images" in report.line()
 
     predicted = kagglecifar.predict(result.run_dir, tta="flip", device="cpu")
     assert predicted.csv_path.parent == working / "submissions" and predicted.rows == 40

@@ -164,6 +164,7 @@ def test_the_default_prediction_batch_fits_the_model_and_the_free_memory(monkeyp
     big.image_size = 224  # resnet50-imagenet upsamples to 224 px
     assert default_batch_size(cuda, [torch.nn.Linear(1, 1)]) == 1024
     assert default_batch_size(cuda, [big]) == 64
-    assert default_batch_size(torch.device("cpu"), [big]) == 256
+    assert default_batch_size(torch.device("cpu"), [torch.nn.Linear(1, 1)]) == 1024
+    assert default_batch_size(torch.device("cpu"), [big]) == 16  # 1024 x (32/224)^2, to a power of two
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**30, 16 * 2**30))  # a busy card
     assert default_batch_size(cuda, [torch.nn.Linear(1, 1)]) == 256

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -161,9 +163,10 @@ def test_cli_predict_writes_rows_in_sample_order(tmp_path, data, run_cli, monkey
     report = (tmp_path / "submissions" / "tiny-shift.bad-ids.txt").read_text().splitlines()
     assert report[1:] == ["7", "11"] and f"'{fallback}'" in report[0]
     line = out.strip().splitlines()[-1]
-    shown = "TTA shift (10 views on the 3 least confident of 10 images, 1 on the rest)"  # ceil(0.3 x 10)
+    gated = math.ceil(gating.DEFAULT_FRACTION * 10)  # of the 10 decodable images
+    shown = f"TTA shift (10 views on the {gated} least confident of 10 images, 1 on the rest)"
     assert line.startswith(f"predict: 12 rows, {shown}, 2 undecodable ids") and str(csv_path.name) in line
-    assert probs["views"].tolist().count(10) == 3 and probs["views"][probs["bad"] == 1].tolist() == [1, 1]
+    assert probs["views"].tolist().count(10) == gated and probs["views"][probs["bad"] == 1].tolist() == [1, 1]
     assert "10 look out-of-distribution (confidence < 0.99)" in line
 
 
