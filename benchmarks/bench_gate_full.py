@@ -7,7 +7,7 @@ test ids, 5,000 of them real images whose labels only the replica's held-out-lab
 trained on it. `kagglecifar predict RUN` runs as a user types it, first at the default fraction, then with
 `--tta-fraction 1` (every image gets every view), each timed as a whole process; both CSVs are scored on the
 5,000 hidden labels. Then, in this process, one pass with both views over every image gives the hidden-key
-accuracy at each share in FRACTIONS (the same ranking as predict's, gating.least_confident), which is how
+accuracy at each share in FRACTIONS (gating.combine: the same ranking as predict's), which is how
 the default share was chosen. Writes results/tta_gate_full.json.
 """
 
@@ -57,9 +57,7 @@ def accuracy_by_fraction(run: Path, data_dir: Path, key: dict[int, str], backend
     truth = np.array([classes.index(label) for label in key.values()])
     accuracy = {}
     for fraction in FRACTIONS:
-        chosen = gating.least_confident(out["none"], fraction)
-        probs = out["none"].copy()
-        probs[chosen] = out["flip"][chosen]
+        probs = gating.combine(out["none"], out["flip"], "flip", fraction).probs
         accuracy[f"{fraction:g}"] = round(float((probs[rows].argmax(1) == truth).mean()), 5)
     return accuracy
 

@@ -239,40 +239,22 @@ def mission(data_dir: Path, logs, budget: float, extra: tuple[str, ...]) -> dict
         }
 
 
-def fp16_path(data_dir: Path, runs: Path, logs, extra: tuple[str, ...], rehearse: bool = False) -> dict:
+def fp16_path(data_dir: Path, runs: Path, extra: tuple[str, ...], rehearse: bool = False) -> dict:
     """The fast preset trained on the fp16 autocast + GradScaler path (forced: this GPU would take bf16), in
-    this process; the run's validation accuracy and steps. A rehearsal keeps the CPU's fp32 (fp16 convolutions
-    crawl on a CPU): it checks the plumbing only."""
-    import dataclasses
+    this process (gpu_numerics.train_fast); raises when the run did not complete. A rehearsal keeps the CPU's
+    fp32 (fp16 convolutions crawl on a CPU): it checks the plumbing only."""
+    import gpu_numerics
 
-    from kagglecifar import api
-    from kagglecifar.inference.evaluate import read_evaluation
-    from kagglecifar.rundir import read_metrics, read_result
-    from kagglecifar.training import train as training
-
-    plan_of_device = training.usable_plan
+    options = dict(zip(extra[::2], extra[1::2]))
+    sets = [f"{k.lstrip('-').replace('-', '_')}={v}" for k, v in options.items() if k != "--set"]
+    sets += [v for k, v in options.items() if k == "--set"]
     precision = "fp32" if rehearse else "fp16"
-    training.usable_plan = lambda device: dataclasses.replace(plan_of_device(device), precision=precision)
-    try:
-        options = dict(zip(extra[::2], extra[1::2]))
-        sets = [f"{k.lstrip('-').replace('-', '_')}={v}" for k, v in options.items() if k != "--set"]
-        sets += [v for k, v in options.items() if k == "--set"]
-        api.train(preset="fast", name="fast-fp16", seed=0, data_dir=str(data_dir), runs_dir=str(runs),
-                  time_budget=TIME_BUDGET["fast"], set=sets)  # fmt: skip
-    finally:
-        training.usable_plan = plan_of_device
-    api.evaluate(runs / "fast-fp16", tta=["flip", "translate"], data_dir=data_dir, device=extra[1] if extra else "auto")
-    result, metrics = read_result(runs / "fast-fp16"), read_metrics(runs / "fast-fp16")
-    if result.get("stopped_reason") != "completed":
-        raise RuntimeError(f"the fp16 run stopped early: {result.get('stopped_reason')}")
-    return {
-        "precision": f"{precision} (forced)",
-        "stopped_reason": result.get("stopped_reason"),
-        "epochs": result.get("epochs_run"),
-        "train_seconds": sum(m.get("train_seconds") or m["seconds"] for m in metrics),
-        "train_loss": [m.get("train_loss") for m in metrics],
-        "val_accuracy": read_evaluation(runs / "fast-fp16").get("accuracy", {}),
-    }
+    row = gpu_numerics.train_fast(
+        data_dir, runs, precision, sets, device=options.get("--device", "auto"), time_budget=TIME_BUDGET["fast"]
+    )
+    if row["stopped_reason"] != "completed":
+        raise RuntimeError(f"the fp16 run stopped early: {row['stopped_reason']}")
+    return row
 
 
 def summarise(report: Report) -> dict:
@@ -412,7 +394,7 @@ def main() -> None:
             report.data["summary"] = summarise(report)
             report.write()
             if args.fp16 and index == 0:  # after the first run: the one most worth having comes first
-                row = step("fp16 path", lambda: fp16_path(args.data_dir, runs_dir, logs, train_extra, args.rehearse))
+                row = step("fp16 path", lambda: fp16_path(args.data_dir, runs_dir, train_extra, args.rehearse))
                 if row:
                     print(f"fp16 path: {row['val_accuracy']}, {row['train_seconds']:.1f} s training", flush=True)
         if trained:

@@ -96,28 +96,48 @@ def probe_matrix(images, labels, run=None) -> list[dict]:
     return [run("probes", *case) for case in cases]
 
 
-def train_fast(data_dir: Path, runs: Path, precision: str | None = None) -> dict:
-    from kagglecifar import api
-    from kagglecifar.inference.evaluate import read_evaluation
-    from kagglecifar.rundir import read_metrics, read_result
+@contextlib.contextmanager
+def forced_precision(precision: str | None):
+    """Training started inside this block gets `precision` whatever the device's plan says (None: the plan's):
+    how a GPU that would take bf16 checks the fp16 + GradScaler path of capability-7.x cards."""
     from kagglecifar.training import train as training
 
     plan_of_device = training.usable_plan
     if precision:
         training.usable_plan = lambda device: dataclasses.replace(plan_of_device(device), precision=precision)
-    name = f"fast-{precision or 'plan'}"
     try:
-        api.train(preset="fast", name=name, seed=0, data_dir=str(data_dir), runs_dir=str(runs), time_budget=150)
-        api.evaluate(runs / name, tta=["flip", "translate"], data_dir=data_dir)
+        yield
     finally:
         training.usable_plan = plan_of_device
+
+
+def train_fast(
+    data_dir: Path,
+    runs: Path,
+    precision: str | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+    device: str = "auto",
+    time_budget: float = 150,
+) -> dict:
+    """The fast preset trained in this process (in `precision`, forced, when given), then evaluated."""
+    from kagglecifar import api
+    from kagglecifar.inference.evaluate import read_evaluation
+    from kagglecifar.rundir import read_metrics, read_result
+
+    name = f"fast-{precision or 'plan'}"
+    with forced_precision(precision):
+        api.train(preset="fast", name=name, seed=0, data_dir=str(data_dir), runs_dir=str(runs),
+                  time_budget=time_budget, set=list(sets))  # fmt: skip
+    api.evaluate(runs / name, tta=["flip", "translate"], data_dir=data_dir, device=device)
     result, metrics = read_result(runs / name), read_metrics(runs / name)
     return {
         "run": name,
+        "precision": f"{precision} (forced)" if precision else "the plan's",
         "stopped_reason": result.get("stopped_reason"),
         "epochs": result.get("epochs_run"),
         "warmup_seconds": result.get("warmup_seconds"),
         "train_seconds": round(sum(m.get("train_seconds") or m["seconds"] for m in metrics), 2),
+        "train_loss": [m.get("train_loss") for m in metrics],
         "val_accuracy": read_evaluation(runs / name).get("accuracy", {}),
     }
 
