@@ -4,6 +4,7 @@ full-size replica of the competition download, and scored as Kaggle scores it.
     python benchmarks/bench_e2e.py                          # builds the held-out replica once (~11 min here)
     python benchmarks/bench_e2e.py --venv .venv             # reuse an installed environment: no `make install`
     python benchmarks/bench_e2e.py --make-args "ARGS='-y --epochs 1'"   # a quick try of the harness
+    python benchmarks/bench_e2e.py --keep --work /tmp      # keep the clone's data/ and runs/ afterwards
 
 The competition withholds its test labels and so does shared/data/cifar10. So this benchmark builds its replica
 from a held-out copy of the fixture: train ids 1-45,000 stay train; the last 5,000 become the test set's real
@@ -127,6 +128,11 @@ def main() -> None:
     p.add_argument("--venv", type=Path, help="an installed environment to use instead of `make install`")
     p.add_argument("--work", type=Path, help="scratch folder for the clone and HOME (default: temporary)")
     p.add_argument("--make-args", default="ARGS=-y", help="what follows `make run` (default: %(default)s)")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the clone, with its data/ cache and runs/, for later benchmarks (bench_gate_full.py)",
+    )
     args = p.parse_args()
     solution, test_ids = ensure_replica(args.replica.resolve())
 
@@ -165,7 +171,10 @@ def main() -> None:
         },
         command=" ".join(["python", "benchmarks/bench_e2e.py", *sys.argv[1:]]),
     )
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep:
+        print(f"kept: {clone} (its data/ and runs/)")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

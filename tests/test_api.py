@@ -66,7 +66,14 @@ def test_every_command_as_a_function_in_a_kaggle_notebook(kaggle_notebook, tmp_p
         assert len(fake.called("upload")) == 1
 
     lines = []
-    ran = kagglecifar.run(preset="cpu", set={"epochs": 1}, name="whole", submit=False, device="cpu", echo=lines.append)
+    ran = kagglecifar.run(
+        preset="cpu",
+        set={"epochs": 1, "val_fraction": 0.1},
+        name="whole",
+        submit=False,
+        device="cpu",
+        echo=lines.append,
+    )
     assert [stage.name for stage in ran.stages] == ["fetch", "train", "predict", "submit"]
     assert [stage.skipped for stage in ran.stages] == [True, False, False, True]
     assert len(lines) == 4 and (working / "runs" / "whole" / "best.pt").is_file()

@@ -46,6 +46,26 @@ def test_gating_picks_exactly_the_least_confident_fraction():
     assert gating.gated_count(0.1, 30) == 3 and gating.gated_count(0.25, 10) == 3 and gating.gated_count(1e-9, 7) == 1
 
 
+def test_the_default_ranking_puts_two_way_doubt_before_probability_spread_over_many_classes():
+    probs = np.array(
+        [
+            [0.30, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10],  # spread out (as junk is): margin 0.20, runner-up 0.10
+            [0.55, 0.40, 0.05, 0.00, 0.00, 0.00, 0.00, 0.00],  # cat or dog: margin 0.15, runner-up 0.40
+            [0.20, 0.16, 0.16, 0.16, 0.16, 0.16, 0.00, 0.00],  # spread out: margin 0.04, runner-up 0.16
+            [0.90, 0.10, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00],  # sure
+        ],
+        np.float32,
+    )
+    assert gating.DEFAULT_GATE == "runner-up"
+    assert gating.least_confident(probs, 0.25).tolist() == [1]
+    assert gating.least_confident(probs, 0.5).tolist() == [1, 2]
+    assert gating.least_confident(probs, 0.25, "margin").tolist() == [2]
+    assert gating.least_confident(probs, 0.5, "margin").tolist() == [1, 2]
+    np.testing.assert_allclose(gating.confidence(probs), [0.9, 0.6, 0.84, 0.9], atol=1e-6)
+    combined = gating.combine(probs, probs[::-1].copy(), "flip", 0.25)
+    assert combined.views.tolist() == [1, 2, 1, 1]
+
+
 @pytest.mark.parametrize("value", [0, -0.5, 1.5, float("nan"), float("inf")])
 def test_the_fraction_must_be_a_share_above_0(value):
     with pytest.raises(

@@ -342,6 +342,12 @@ def test_training_needs_labels_and_two_classes_and_keeps_every_class_trainable(r
     train_rows, val_rows = split_rows(labels, 0.6, seed=0)
     assert sorted(set(labels[train_rows])) == [0, 1, 2] and list(labels[val_rows]).count(1) == 0
     assert list(labels[val_rows]).count(0) == 2 and list(labels[val_rows]).count(2) == 1
+    # A small share of a small dataset still validates: one image a class at least; 0 trains on everything.
+    lopsided = np.repeat([0, 1], [30, 500])
+    train_rows, val_rows = split_rows(lopsided, 0.02, seed=0)
+    assert list(lopsided[val_rows]).count(0) == 1 and list(lopsided[val_rows]).count(1) == 10
+    assert len(train_rows) + len(val_rows) == 530 and not set(train_rows) & set(val_rows)
+    assert len(split_rows(lopsided, 0.0, seed=0)[1]) == 0
     cache.write_split(
         tmp_path / "small",
         "train",

@@ -51,9 +51,9 @@ TTA_FRACTION = typer.Option(
     None,
     "--tta-fraction",
     metavar="F",
-    help="Share of the images (0 < F <= 1) that get every TTA view: the least confident ones, by the margin "
-    "between their two highest probabilities from the image alone; the rest are predicted from the image alone. "
-    "1: every image gets every view. Default: 0.33.",
+    help="Share of the images (0 < F <= 1) that get every TTA view: the least confident ones, those whose second "
+    "most likely class is the most probable, from the image alone; the rest are predicted from the image alone. "
+    "1: every image gets every view. Default: 0.25.",
 )  # gating.DEFAULT_FRACTION; a test keeps them in step
 
 

@@ -48,12 +48,14 @@ class TrainData:
 def split_rows(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, validation rows): `val_fraction` of every class, chosen with `seed`; both sorted.
 
-    A class always keeps one training image at least (a tiny class may then have none for validation)."""
+    Any share above 0 gives each class one validation image at least, so that a small share of a small
+    dataset still validates; a class always keeps one training image (a class of one has none for validation)."""
     rng = np.random.default_rng(seed)
     parts = []
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
-        parts.append(rng.permutation(rows)[: min(round(len(rows) * val_fraction), len(rows) - 1)])
+        wanted = max(1, round(len(rows) * val_fraction)) if val_fraction > 0 else 0
+        parts.append(rng.permutation(rows)[: min(wanted, len(rows) - 1)])
     val = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
     return np.setdiff1d(np.arange(len(labels)), val), val
 

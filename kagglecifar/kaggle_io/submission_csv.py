@@ -190,12 +190,21 @@ def check_submission(csv_path: Path, sample_path: Path, classes: list[str]) -> N
         raise KaggleCifarError(f"{csv_path}: not a valid submission: {shown}{more}")
 
 
-def write_submission(path: Path, ids, labels, sample_path: Path, classes: list[str], force: bool = False) -> Path:
-    """Write `id,label` rows in sampleSubmission.csv's id order; validated before it appears under `path`."""
+def write_submission(
+    path: Path,
+    ids,
+    labels,
+    sample_path: Path,
+    classes: list[str],
+    force: bool = False,
+    sample_ids: np.ndarray | None = None,
+) -> Path:
+    """Write `id,label` rows in sampleSubmission.csv's id order; validated before it appears under `path`.
+    `sample_ids`: read_sample_ids(sample_path) when the caller has them already."""
     path, sample_path = Path(path), Path(sample_path)
     ids = np.asarray(ids, np.int64)
     labels = np.asarray(labels, dtype=object)
-    sample_ids = read_sample_ids(sample_path)
+    sample_ids = read_sample_ids(sample_path) if sample_ids is None else sample_ids
     order = np.argsort(ids, kind="stable")
     slot = np.clip(np.searchsorted(ids[order], sample_ids), 0, max(len(ids) - 1, 0))
     found = ids[order][slot] == sample_ids if len(ids) else np.zeros(len(sample_ids), bool)
