@@ -1,6 +1,6 @@
 """Gated TTA on the full competition-sized test set, scored on a hidden key, side by side in one run:
 
-    python benchmarks/bench_gate_full.py --run RUN --data-dir DATA [--replica bench-data/held-out]
+    python benchmarks/bench_gate_full.py --run RUN --data-dir DATA [--replica bench-data/held-out] [--result NAME]
 
 DATA is the cache `kagglecifar fetch --from-dir REPLICA` built from bench_e2e.py's held-out replica (300,000
 test ids, 5,000 of them real images whose labels only the replica's held-out-labels.csv knows); RUN a run
@@ -8,7 +8,7 @@ trained on it. `kagglecifar predict RUN` runs as a user types it, first at the d
 `--tta-fraction 1` (every image gets every view), each timed as a whole process; both CSVs are scored on the
 5,000 hidden labels. Then, in this process, one pass with both views over every image gives the hidden-key
 accuracy at each share in FRACTIONS for each ranking in gating.GATES (gating.combine: predict's choice of
-rows), which is how the default ranking and share were chosen. Writes results/tta_gate_full.json.
+rows), which is how the default ranking and share were chosen. Writes results/tta_gate_full.json (or --result NAME).
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--replica", type=Path, default=common.DEFAULT_DATA / "held-out")
     p.add_argument("--backend", default="auto")
+    p.add_argument("--result", default="tta_gate_full", help="results/NAME.json (default: %(default)s)")
     args = p.parse_args()
     key = hidden_key(args.replica)
     rows = {}
@@ -104,7 +105,7 @@ def main() -> None:
     ratio = rows["default"]["seconds"] / rows["fraction_1"]["seconds"]
     points = 100 * (rows["default"]["hidden_key_accuracy"] - rows["fraction_1"]["hidden_key_accuracy"])
     common.write_result(
-        "tta_gate_full",
+        args.result,
         {
             "what": "predict (flip TTA) at the default fraction against --tta-fraction 1 over 300,000 test ids, "
             f"scored on the {len(key):,} hidden labels of the held-out replica",

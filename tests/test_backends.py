@@ -25,6 +25,10 @@ def without_onnxruntime(monkeypatch):
 def test_auto_takes_onnx_on_the_cpu_only_when_installed(monkeypatch):
     monkeypatch.setattr(backends, "onnx_installed", lambda: True)
     assert backends.resolve_backend("auto", CPU) == "onnx"
+    monkeypatch.setenv("KAGGLECIFAR_CPU_BF16", "1")  # a CPU with bf16 arithmetic: PyTorch in bf16 is faster
+    assert backends.resolve_backend("auto", CPU) == "eager" and backends.resolve_backend("onnx", CPU) == "onnx"
+    monkeypatch.setenv("KAGGLECIFAR_CPU_BF16", "0")
+    assert backends.resolve_backend("auto", CPU) == "onnx"
     assert backends.resolve_backend("auto", torch.device("cuda")) == "eager"
     assert backends.resolve_backend("eager", CPU) == "eager"
     monkeypatch.setattr(backends, "onnx_installed", lambda: False)

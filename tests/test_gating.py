@@ -46,24 +46,27 @@ def test_gating_picks_exactly_the_least_confident_fraction():
     assert gating.gated_count(0.1, 30) == 3 and gating.gated_count(0.25, 10) == 3 and gating.gated_count(1e-9, 7) == 1
 
 
-def test_the_default_ranking_puts_two_way_doubt_before_probability_spread_over_many_classes():
+def test_each_ranking_orders_the_rows_by_its_own_measure():
     probs = np.array(
         [
-            [0.30, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10],  # spread out (as junk is): margin 0.20, runner-up 0.10
-            [0.55, 0.40, 0.05, 0.00, 0.00, 0.00, 0.00, 0.00],  # cat or dog: margin 0.15, runner-up 0.40
-            [0.20, 0.16, 0.16, 0.16, 0.16, 0.16, 0.00, 0.00],  # spread out: margin 0.04, runner-up 0.16
-            [0.90, 0.10, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00],  # sure
+            [0.30, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10],  # spread out: p2/p1 0.33, margin 0.20, p2 0.10
+            [0.55, 0.40, 0.05, 0.00, 0.00, 0.00, 0.00, 0.00],  # cat or dog: p2/p1 0.73, margin 0.15, p2 0.40
+            [0.20, 0.16, 0.16, 0.16, 0.16, 0.16, 0.00, 0.00],  # spread out: p2/p1 0.80, margin 0.04, p2 0.16
+            [0.90, 0.10, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00],  # sure: p2/p1 0.11
+            [0.50, 0.30, 0.20, 0.00, 0.00, 0.00, 0.00, 0.00],  # p2/p1 0.60, margin 0.20, p2 0.30
         ],
         np.float32,
     )
-    assert gating.DEFAULT_GATE == "runner-up"
-    assert gating.least_confident(probs, 0.25).tolist() == [1]
-    assert gating.least_confident(probs, 0.5).tolist() == [1, 2]
-    assert gating.least_confident(probs, 0.25, "margin").tolist() == [2]
-    assert gating.least_confident(probs, 0.5, "margin").tolist() == [1, 2]
-    np.testing.assert_allclose(gating.confidence(probs), [0.9, 0.6, 0.84, 0.9], atol=1e-6)
-    combined = gating.combine(probs, probs[::-1].copy(), "flip", 0.25)
-    assert combined.views.tolist() == [1, 2, 1, 1]
+    assert gating.DEFAULT_GATE == "odds"
+    np.testing.assert_allclose(gating.confidence(probs), [2 / 3, 0.15 / 0.55, 0.2, 0.8 / 0.9, 0.4], atol=1e-6)
+    assert gating.least_confident(probs, 0.4).tolist() == [1, 2]
+    assert gating.least_confident(probs, 0.6).tolist() == [1, 2, 4]
+    assert gating.least_confident(probs, 0.2, "margin").tolist() == [2]
+    assert gating.least_confident(probs, 0.4, "runner-up").tolist() == [1, 4]
+    assert gating.least_confident(probs, 0.2, "top").tolist() == [2]
+    combined = gating.combine(probs, probs[::-1].copy(), "flip", 0.2)
+    assert combined.views.tolist() == [1, 1, 2, 1, 1]
+    assert np.array_equal(combined.probs[2], probs[::-1][2]) and np.array_equal(combined.probs[0], probs[0])
 
 
 @pytest.mark.parametrize("value", [0, -0.5, 1.5, float("nan"), float("inf")])

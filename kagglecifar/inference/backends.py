@@ -1,8 +1,10 @@
 """What runs the net at prediction time: PyTorch itself (`eager`) or ONNX Runtime (`onnx`, CPU only, the optional
 extra `pip install 'kagglecifar[onnx]'`: onnxruntime, and onnx for the export). `auto`, the default, takes ONNX
-Runtime on the CPU when it is installed and PyTorch otherwise; measured side by side in
-benchmarks/results/predict_backends.json. torch.compile is not offered: on two CPU cores its first compilation
-took minutes (benchmarks/README.md), longer than predicting the competition's whole test set.
+Runtime on the CPU when it is installed and PyTorch otherwise (measured side by side in
+benchmarks/results/predict_backends.json), except on a CPU with bf16 arithmetic: there PyTorch predicts in bf16,
+0.94x the time of ONNX Runtime's fp32 for the whole `predict` on a 2-core EPYC, with the same hidden-key
+accuracy within one image in 5,000 (benchmarks/README.md). torch.compile is not offered: on two CPU cores its
+first compilation took minutes (benchmarks/README.md), longer than predicting the competition's whole test set.
 
 The ONNX model is exported from the loaded checkpoint in memory each time (a few seconds), with a variable
 batch size; it returns the same logits as the PyTorch model up to float rounding.
@@ -35,7 +37,9 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise KaggleCifarError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "onnx" if device.type == "cpu" and onnx_installed() else "eager"
+        from kagglecifar.device import cpu_computes_bf16
+
+        return "onnx" if device.type == "cpu" and onnx_installed() and not cpu_computes_bf16() else "eager"
     if backend == "onnx":
         if device.type != "cpu":
             raise KaggleCifarError(f"--backend onnx: runs on the CPU, not {device.type}; add --device cpu")
