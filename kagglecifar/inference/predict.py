@@ -423,8 +423,7 @@ def predict_to_submission(
     if save_probs_path is not None:
         save_probs(predictions, save_probs_path, force)
     if competition:
-        labels = predictions.labels()
-        write_submission(out, predictions.ids, labels, sample, predictions.classes, force, sample_ids=sample_ids)
+        write_submission(out, predictions.ids, predictions.labels(), sample, predictions.classes, force, sample_ids)
     else:
         names = read_manifest(data_dir, "test").get("names")
         if names is not None and len(names) != len(predictions.ids):
