@@ -14,7 +14,8 @@ everything measured before. By default it fits one 10-minute command on an H100/
      checkpoints excluded, see train.py) and the compile warm-up;
   4. compares the first trained run's predictions in fp32 with those in the plan's precision (the share of
      validation images whose label agrees, and both accuracies);
-  5. times `kagglecifar predict` over the test cache with each TTA mode.
+  5. times `kagglecifar predict` over the test cache with each TTA mode, gated (the default share) and on
+     every image.
 
 With --mission SECONDS it first runs two of the README's commands exactly as typed, in a scratch folder whose
 data/ is --data-dir: `kagglecifar train resnet18` (with --time-budget SECONDS as the only addition) and
@@ -46,7 +47,16 @@ RUNS = "fast=3,fast96=1,gpu=1"
 TIME_BUDGET = {"fast": 120, "fast96": 150, "gpu": 150}  # seconds per training run, compile included
 # A rehearsal trains each preset's recipe for one epoch on the CPU, small batches, nothing compiled.
 REHEARSAL_TRAIN = ("--device", "cpu", "--epochs", "1", "--batch-size", "16", "--set", "compile=false")
-TTA_MODES = ("none", "flip", "translate", "shift")
+# predict's timed variants: a name and the options; "flip" and "translate" gate their extra views (the default
+# --tta-fraction), "-every" gives every image every view.
+PREDICT_VARIANTS = {
+    "none": ("--tta", "none"),
+    "flip": ("--tta", "flip"),
+    "flip-every": ("--tta", "flip", "--tta-fraction", "1"),
+    "translate": ("--tta", "translate"),
+    "translate-every": ("--tta", "translate", "--tta-fraction", "1"),
+    "shift-every": ("--tta", "shift", "--tta-fraction", "1"),
+}
 
 
 class Report:
@@ -254,6 +264,10 @@ def fp16_path(data_dir: Path, runs: Path, extra: tuple[str, ...], rehearse: bool
     )
     if row["stopped_reason"] != "completed":
         raise RuntimeError(f"the fp16 run stopped early: {row['stopped_reason']}")
+    # A finite loss that never falls (2.316 every epoch, seen once on an H200) is a broken path too.
+    losses = [loss for loss in row["train_loss"] if loss is not None]
+    if not rehearse and (len(losses) < 2 or losses[-1] > 0.9 * losses[0]):
+        raise RuntimeError(f"the fp16 run did not learn: train losses {losses}, accuracy {row['val_accuracy']}")
     return row
 
 
@@ -312,14 +326,35 @@ def precision_check(run: Path, data_dir: Path, device: str) -> dict:
 
 
 def time_predict(data_dir: Path, run: Path, scratch: Path, logs, extra: tuple[str, ...]) -> dict:
+    from kagglecifar.cache import load_split
+
     timings = {}
-    for mode in TTA_MODES:
+    for name, options in PREDICT_VARIANTS.items():
         started = time.perf_counter()
-        kagglecifar(logs, f"predict-{mode}", "predict", run, "--data-dir", data_dir, "--tta", mode, "--out",
-                    scratch / f"{mode}.csv", "--force", *extra)  # fmt: skip
-        timings[mode] = round(time.perf_counter() - started, 2)
-        print(f"predict --tta {mode}: {timings[mode]} s (process included)", flush=True)
-    return {"predict_seconds": timings}
+        kagglecifar(logs, f"predict-{name}", "predict", run, "--data-dir", data_dir, *options, "--out",
+                    scratch / f"{name}.csv", "--force", *extra)  # fmt: skip
+        timings[name] = round(time.perf_counter() - started, 2)
+        print(f"predict {' '.join(options)}: {timings[name]} s (process included)", flush=True)
+    return {"test_images": len(load_split(data_dir, "test").ids), "predict_seconds": timings}
+
+
+def test_set_from_train(data_dir: Path, scratch: Path, count: int) -> Path:
+    """A data folder whose train cache is data_dir's and whose test split is `count` train images drawn at
+    random (real images, so predict's confidences and its gated share behave as on the competition's test)."""
+    import numpy as np
+
+    from kagglecifar.cache import load_split, split_dir, write_split
+    from kagglecifar.competition import SAMPLE_SUBMISSION
+
+    train = load_split(data_dir, "train")
+    folder = scratch / "big-test-data"
+    split_dir(folder, "train").parent.mkdir(parents=True, exist_ok=True)
+    split_dir(folder, "train").symlink_to(split_dir(data_dir, "train").resolve())
+    rows = np.sort(np.random.default_rng(0).integers(0, len(train.ids), count))
+    ids = np.arange(1, count + 1)
+    write_split(folder, "test", train.images[rows], ids, train.classes)
+    (folder / SAMPLE_SUBMISSION).write_text("id,label\n" + "".join(f"{i},{train.classes[0]}\n" for i in ids))
+    return folder
 
 
 def parse_runs(text: str) -> list[tuple[str, int]]:
@@ -343,6 +378,14 @@ def main() -> None:
     p.add_argument("--fp16", action="store_true", help="also train the fast preset on the fp16 + GradScaler path")
     p.add_argument("--deadline", type=float, default=0, help="skip steps that would start after this many seconds")
     p.add_argument("--rehearse", action="store_true", help="check this script on the CPU: 1 epoch per preset")
+    p.add_argument(
+        "--test-images",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time predict over N test images drawn from the train images (default: the test cache)",
+    )
+    p.add_argument("--skip", default="", help="steps to leave out, e.g. device_paths,training_numerics")
     args = p.parse_args()
     started = time.perf_counter()
     import torch
@@ -365,16 +408,21 @@ def main() -> None:
     )
     report.step("plan", lambda: plan_of(device))
     print(report.data["steps"]["plan"].get("line", ""), flush=True)
-    report.step("device_paths", lambda: check_cuda_paths(device))
-    report.step("training_numerics", lambda: training_numerics(args.data_dir))
+    skip = set(filter(None, args.skip.split(",")))
 
     def step(name: str, action):
+        if name in skip:
+            report.data.setdefault("skipped", []).append(name)
+            report.write()
+            return None
         if args.deadline and time.perf_counter() - started > args.deadline:
             report.data.setdefault("skipped_after_deadline", []).append(name)
             report.write()
             return None
         return report.step(name, action)
 
+    step("device_paths", lambda: check_cuda_paths(device))
+    step("training_numerics", lambda: training_numerics(args.data_dir))
     if args.mission:
         mission_extra = REHEARSAL_TRAIN[:4] if args.rehearse else ()  # the device, and one epoch
         row = step("mission", lambda: mission(args.data_dir, logs, args.mission, mission_extra))
@@ -399,7 +447,10 @@ def main() -> None:
                     print(f"fp16 path: {row['val_accuracy']}, {row['train_seconds']:.1f} s training", flush=True)
         if trained:
             step("precision", lambda: precision_check(trained[0], args.data_dir, device))
-            step("predict", lambda: time_predict(args.data_dir, trained[0], Path(scratch), logs, predict_extra))
+            predict_data = args.data_dir
+            if args.test_images:
+                predict_data = test_set_from_train(args.data_dir, Path(scratch), args.test_images)
+            step("predict", lambda: time_predict(predict_data, trained[0], Path(scratch), logs, predict_extra))
     if out:
         print(f"gpu_check: wrote {report.path}")
     if report.failed():

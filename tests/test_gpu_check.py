@@ -44,6 +44,8 @@ def test_the_gpu_acceptance_script_runs_end_to_end_as_a_cpu_rehearsal(tmp_path):
             "--mission",
             "120",
             "--fp16",
+            "--test-images",
+            "30",  # predict is timed over 30 train images made a test split
             "--out",
             str(out),
         ],
@@ -90,7 +92,10 @@ def test_the_gpu_acceptance_script_runs_end_to_end_as_a_cpu_rehearsal(tmp_path):
         assert run["train_seconds"] > 0 and run["plan_line"].startswith("device cpu (CPU): fp32")
     assert set(report["summary"]) == {"fast", "gpu"}
     assert steps["precision"]["label_agreement"] == 1.0  # fp32 both ways on a CPU
-    assert list(steps["predict"]["predict_seconds"]) == ["none", "flip", "translate", "shift"]
+    predict = steps["predict"]
+    assert list(predict["predict_seconds"]) == ["none", "flip", "flip-every", "translate", "translate-every",
+                                                "shift-every"]  # fmt: skip
+    assert predict["test_images"] == 30
     assert (out / "logs" / "train-fast-seed0.log").is_file()
 
 
