@@ -10,12 +10,18 @@ pairs, medians); both CSVs are scored on the
 5,000 hidden labels. Then, in this process, one pass with both views over every image gives the hidden-key
 accuracy at each share in FRACTIONS for each ranking in gating.GATES (gating.combine: predict's choice of
 rows), which is how the default ranking and share were chosen. Writes results/tta_gate_full.json (or --result NAME).
+
+--allocator also runs both commands with KAGGLECIFAR_KEEP_FREED_MEMORY=0 (glibc's own handling of freed memory,
+as before device.freed_memory_kept), interleaved with the others; every command's page faults are recorded.
+--no-shares leaves the accuracy-by-share pass out.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -82,32 +88,47 @@ def main() -> None:
     p.add_argument("--backend", default="auto")
     p.add_argument("--repeats", type=int, default=1, help="timed pairs, interleaved; medians (default: %(default)s)")
     p.add_argument("--result", default="tta_gate_full", help="results/NAME.json (default: %(default)s)")
+    p.add_argument("--allocator", action="store_true", help="also each command with glibc's defaults")
+    p.add_argument("--no-shares", action="store_true", help="leave out the accuracy-by-share pass")
     args = p.parse_args()
     key = hidden_key(args.replica)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as scratch:
         # Interleaved (default, every view, default, ...): a shared machine's speed drifts over minutes, and the
         # ratio of medians is what a user's two commands would see.
+        commands = [("default", [], ""), ("fraction_1", ["--tta-fraction", "1"], "")]
+        if args.allocator:
+            commands += [(f"{name}, glibc defaults", extra, "0") for name, extra, _ in commands]
         for _ in range(args.repeats):
-            for name, extra in (("default", []), ("fraction_1", ["--tta-fraction", "1"])):
+            for name, extra, keep in commands:
                 out = Path(scratch) / f"{name}.csv"
                 argv = ["predict", str(args.run), "--data-dir", str(args.data_dir), "--out", str(out),
                         "--backend", args.backend, "--force", *extra]  # fmt: skip
+                env = {**os.environ, "KAGGLECIFAR_KEEP_FREED_MEMORY": keep}
+                faults = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
                 started = time.perf_counter()
-                done = subprocess.run([sys.executable, "-m", "kagglecifar", *argv], capture_output=True, text=True)
+                done = subprocess.run(
+                    [sys.executable, "-m", "kagglecifar", *argv], capture_output=True, text=True, env=env
+                )
                 seconds = time.perf_counter() - started
                 if done.returncode:
                     sys.exit(f"kagglecifar {' '.join(argv)} failed: {done.stderr[-2000:]}")
                 row = rows.setdefault(name, {"command": "kagglecifar " + " ".join(argv), "seconds_each": []})
                 row["seconds_each"].append(round(seconds, 1))
+                row.setdefault("page_faults_each", []).append(
+                    resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - faults
+                )
                 row["seconds"] = round(statistics.median(row["seconds_each"]), 1)
                 row["hidden_key_accuracy"] = score(out, key)
                 row["line"] = done.stdout.strip().splitlines()[-1]
                 print(f"{name}: {seconds:.1f} s, {row['hidden_key_accuracy']:.2%}", flush=True)
-    by_fraction = accuracy_by_fraction(args.run, args.data_dir, key, args.backend)
+    by_fraction = {} if args.no_shares else accuracy_by_fraction(args.run, args.data_dir, key, args.backend)
     for gate, by_share in by_fraction.items():
         print(f"hidden-key accuracy by share, {gate}:", by_share)
     ratio = rows["default"]["seconds"] / rows["fraction_1"]["seconds"]
+    if args.allocator:
+        glibc = rows["default, glibc defaults"]["seconds"] / rows["fraction_1, glibc defaults"]["seconds"]
+        print(f"with glibc's defaults: {glibc:.3f}x", flush=True)
     points = 100 * (rows["default"]["hidden_key_accuracy"] - rows["fraction_1"]["hidden_key_accuracy"])
     common.write_result(
         args.result,
@@ -119,6 +140,7 @@ def main() -> None:
             "default_fraction": gating.DEFAULT_FRACTION,
             "hidden_key_accuracy_by_gate_and_fraction": by_fraction,
             "time_ratio": round(ratio, 3),
+            "time_ratio_glibc_defaults": round(glibc, 3) if args.allocator else None,
             "accuracy_difference_points": round(points, 2),
         },
         command=" ".join(["python", "benchmarks/bench_gate_full.py", *sys.argv[1:]]),

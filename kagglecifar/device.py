@@ -19,6 +19,7 @@ choose those facts by monkeypatching torch.cuda's functions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import shutil
@@ -187,6 +188,54 @@ def cpu_computes_bf16() -> bool:
     except OSError:
         pass
     return False
+
+
+# glibc's mallopt parameters (malloc.h) and its defaults for them.
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 65536
+
+
+@contextlib.contextmanager
+def freed_memory_kept(active: bool = True):
+    """Within it, freed memory stays in the process for the next allocation (Linux with glibc; elsewhere, or
+    not `active`, it does nothing). glibc serves each block above its mmap threshold (which it moves as it goes,
+    up to 32 MiB) with a fresh mapping and unmaps it when freed, so a CPU forward pass at batch 1024 faulted
+    its activations in page by page every batch: 11,000-28,000 page faults a batch, as the threshold had
+    moved, which made prediction slower and erratic (benchmarks/bench_gate_full.py --allocator). Inside,
+    blocks come from the heap, which is not trimmed; the outermost one restores glibc's defaults on leaving
+    and returns what is free (malloc_trim). KAGGLECIFAR_KEEP_FREED_MEMORY=0 leaves glibc's defaults alone."""
+    libc = _glibc() if active and os.environ.get("KAGGLECIFAR_KEEP_FREED_MEMORY") != "0" else None
+    if libc is None:
+        yield
+        return
+    if not _KEEPERS:  # nested: the outermost one sets and restores
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # mallopt takes a C int: the most it can say, 2 GiB
+    _KEEPERS.append(True)
+    try:
+        yield
+    finally:
+        _KEEPERS.pop()
+        if not _KEEPERS:
+            libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+            libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+            libc.malloc_trim(0)
+
+
+_KEEPERS: list[bool] = []
+
+
+@functools.cache
+def _glibc():
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
 
 
 def usable_plan(device: torch.device | str) -> DevicePlan:

@@ -2,6 +2,11 @@
 kernels), chosen from torch's answers, which these tests set by monkeypatching torch.cuda's functions."""
 
 import contextlib
+import os
+import platform
+import resource
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -212,3 +217,43 @@ def test_the_cpu_gets_bf16_autocast_only_where_its_cores_compute_in_bf16(monkeyp
     assert plan.line(True).startswith("device cpu (CPU): bf16 autocast")
     monkeypatch.setenv("KAGGLECIFAR_CPU_BF16", "0")
     assert device_plan("cpu").precision == "fp32"
+
+
+FAULTS_SCRIPT = """
+import resource, torch
+from kagglecifar.device import freed_memory_kept
+from kagglecifar.models import create_model
+
+torch.manual_seed(0)
+net = create_model("airbench94", num_classes=10, width=0.25).eval()
+x = torch.rand(512, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+
+def faults_per_forward(times=3):
+    with torch.inference_mode():
+        net(x)  # the first pass of a phase may set the heap up
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(times):
+            net(x)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // times
+
+default = faults_per_forward()
+with freed_memory_kept():
+    kept = faults_per_forward()
+after = faults_per_forward()
+print(default, kept, after)
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+@pytest.mark.parametrize("switch", ["", "0"])
+def test_freed_memory_is_reused_inside_the_context_and_returned_after_it(switch):
+    env = {**os.environ, "KAGGLECIFAR_KEEP_FREED_MEMORY": switch}
+    done = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT], capture_output=True, text=True, env=env, check=True)
+    default, kept, after = map(int, done.stdout.split())
+    # Activations of 512 images are several MiB each: by default glibc maps them afresh every pass.
+    pages = 4 * 1024 * 1024 // resource.getpagesize()
+    assert default >= pages and after >= pages
+    if switch == "0":
+        assert kept >= pages  # the override leaves glibc alone
+    else:
+        assert kept < default // 10  # the freed blocks' pages serve the next pass

@@ -146,3 +146,73 @@ def test_a_sample_submission_with_odd_ids_is_refused(tmp_path):
     sample.write_text("id,label\n1,cat\n02,cat\n")
     with pytest.raises(KaggleCifarError, match=r"sampleSubmission.csv: line 3: id '02' is not a plain integer"):
         validate_submission(tmp_path / "sub.csv", sample, CLASSES)
+
+
+# Files that are valid or nearly so: the fast checks (C-speed, for what predict writes) must agree with the
+# row-by-row ones on every one of them, problems and messages included.
+NEAR_MISSES = [
+    GOOD,
+    GOOD.replace("\n", "\r\n"),
+    "\ufeff" + GOOD,
+    GOOD.replace("2,dog", '"2",dog'),
+    GOOD.replace("2,dog", "2,dog,"),
+    GOOD.replace("2,dog\n", "2\n"),
+    GOOD.replace("2,dog\n", "2,dog\n\n"),
+    GOOD.replace("2,dog\n", "2,dog,x\n3\n").replace("3,frog\n", ""),  # the right number of commas overall
+    GOOD.replace("2,dog", "02,dog"),
+    GOOD.replace("2,dog", "2,Dog"),
+    GOOD.replace("2,dog", "1,dog"),
+    GOOD.replace("6,bird\n", ""),
+    GOOD + "7,cat\n",
+    GOOD.replace("2,dog", "2,"),
+    GOOD.replace("2,dog", ",dog"),
+    GOOD.replace("id,label", "id,labels"),
+    GOOD.replace("2,dog\n", "2,dog\u2028"),
+    GOOD.replace("\n", "\r"),
+    "id,label\n",
+    "",
+]
+
+
+@pytest.mark.parametrize("content", NEAR_MISSES)
+def test_the_fast_check_agrees_with_the_row_by_row_one(tmp_path, sample, monkeypatch, content):
+    from kagglecifar.kaggle_io import submission_csv
+
+    fast = problems_of(tmp_path, sample, content)
+    monkeypatch.setattr(submission_csv, "_plainly_valid", lambda *args: False)
+    assert list(map(str, fast)) == list(map(str, problems_of(tmp_path, sample, content)))
+
+
+SAMPLES = [
+    "id,label\n1,cat\n2,cat\n",
+    "id,label\r\n1,cat\r\n2,cat\r\n",
+    "\ufeffid,label\n1,cat\n",
+    "id\n1\n2\n",
+    " id ,label\n1,cat\n",
+    'id,label\n"1",cat\n',
+    "id,label\n1,cat\n\n2,cat\n",
+    "id,label\n01,cat\n",
+    "id,label\n1 ,cat\n",
+    "label,id\n1,cat\n",
+    "id,label\n",
+    "",
+    "id,label\n1,cat\u20282,cat\n",
+]
+
+
+@pytest.mark.parametrize("content", SAMPLES)
+def test_the_fast_sample_reader_agrees_with_the_csv_module(tmp_path, monkeypatch, content):
+    from kagglecifar.kaggle_io import submission_csv
+
+    path = tmp_path / "sampleSubmission.csv"
+    path.write_bytes(content.encode())
+
+    def read():
+        try:
+            return submission_csv.read_sample_ids(path).tolist()
+        except KaggleCifarError as exc:
+            return str(exc)
+
+    fast = read()
+    monkeypatch.setattr(submission_csv, "_plain_ids", lambda text: None)
+    assert fast == read()

@@ -31,7 +31,7 @@ from kagglecifar.cache import load_split, read_manifest
 from kagglecifar.cache.sources import COMPETITION, cache_format
 from kagglecifar.checkpoint import load_model, resolve_checkpoint
 from kagglecifar.console import note, progress_bar
-from kagglecifar.device import device_plan, resolve_device, usable_plan
+from kagglecifar.device import device_plan, freed_memory_kept, resolve_device, usable_plan
 from kagglecifar.errors import KaggleCifarError, excerpt
 from kagglecifar.files import atomic_output, refuse_existing
 from kagglecifar.inference import backends, gating, saved_probs
@@ -138,9 +138,9 @@ def predict_images(
     plan = device_plan(device)
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format  # faster convs on CPU too
     batch_size = batch_size or default_batch_size(device, [model for model, _ in models])
-    out = np.zeros((len(modes), len(images), num_classes), np.float32)
-    results = HostResults(out, device)
-    with torch.inference_mode(), progress_bar(len(images), desc, "img", enabled=progress) as bar:
+    results = HostResults(np.zeros((len(modes), len(images), num_classes), np.float32), device)
+    keep = freed_memory_kept(device.type == "cpu")  # the CPU's forward passes: no page faults each batch
+    with keep, torch.inference_mode(), progress_bar(len(images), desc, "img", enabled=progress) as bar:
         for rows, x in device_batches(images, batch_size, device):
             sums = torch.zeros((len(modes), len(x), num_classes), dtype=torch.float32, device=device)
             for model, weight in models:
@@ -154,7 +154,7 @@ def predict_images(
             results.put(rows, sums)  # one copy back per batch, collected when the next batch's is queued
             bar.update(len(x))
         results.collect()
-    return {mode: out[i] for i, mode in enumerate(modes)}
+    return {mode: results.out[i] for i, mode in enumerate(modes)}
 
 
 def predict_gated(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from kagglecifar.files import atomic_output
 
 HEADER = ["id", "label"]
 SHOWN_PROBLEMS = 5
+CANONICAL_IDS = re.compile(r"(?:(?:0|[1-9][0-9]*)\n)*")  # one id a line, as the scorer writes them
+OTHER_LINE_BREAKS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")  # str.splitlines's, not csv's
 
 
 @dataclass
@@ -45,7 +48,11 @@ def read_sample_ids(sample_path: Path) -> np.ndarray:
     sample_path = Path(sample_path)
     try:
         with open(sample_path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
+            text = f.read()
+        plain = _plain_ids(text)
+        if plain is not None:
+            return plain
+        rows = list(csv.reader(io.StringIO(text, newline="")))
     except FileNotFoundError:
         raise KaggleCifarError(f"{sample_path}: not found; run `kagglecifar fetch` first") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -59,6 +66,18 @@ def read_sample_ids(sample_path: Path) -> np.ndarray:
     if bad is not None:
         raise KaggleCifarError(f"{sample_path}: line {bad}: id {texts[bad - 2][:30]!r} is not a plain integer")
     return np.array([int(t) for t in texts], np.int64)
+
+
+def _plain_ids(text: str) -> np.ndarray | None:
+    """The ids of a sample file without quoting whose ids are all canonical, read at C speed (300,000 rows:
+    0.05 s against 0.8 s); None for any other file, which the csv module then reads and names the problem."""
+    lines = text.splitlines()
+    if '"' in text or OTHER_LINE_BREAKS.search(text) or not lines or lines[0].split(",", 1)[0].strip() != "id":
+        return None
+    ids = [line.split(",", 1)[0] for line in lines[1:]]
+    if not CANONICAL_IDS.fullmatch("\n".join(ids) + "\n" * bool(ids)):
+        return None
+    return np.array(list(map(int, ids)), np.int64)
 
 
 def _canonical_id(text: str) -> bool:
@@ -117,6 +136,8 @@ def _validate(
     if not lines:
         problems.add("empty", 0, "the file is empty")
         return problems.sorted()
+    if not problems.by_kind and _plainly_valid(lines, sample_ids, classes, header):
+        return []
     if lines[0] != ",".join(header):
         problems.add("header", 1, f"header is {lines[0][:40]!r}, expected {','.join(header)!r}")
 
@@ -169,6 +190,21 @@ def _validate(
     if rows != len(sample_ids):
         problems.add("rows", 0, f"{rows} rows, {reference} has {len(sample_ids)}")
     return problems.sorted()
+
+
+def _plainly_valid(lines: list[str], sample_ids: np.ndarray, classes: list[str], header: list[str]) -> bool:
+    """True when the rows are valid without quoting, each a canonical id and known label: what `predict`
+    writes, checked at C speed (300,000 rows: 0.2 s against 0.7 s). False sends the file to the row-by-row
+    check, which names its problems."""
+    body, width = lines[1:], len(header)
+    if lines[0] != ",".join(header) or any('"' in line or line.count(",") != width - 1 for line in body):
+        return False
+    cells = "\n".join(body).replace(",", "\n").split("\n") if body else []
+    ids = cells[0::width]
+    if not set(cells[1::width]) <= set(classes) or not CANONICAL_IDS.fullmatch("\n".join(ids) + "\n" * bool(ids)):
+        return False
+    numbers = set(map(int, ids))
+    return len(ids) == len(numbers) == len(sample_ids) and numbers == set(sample_ids.tolist())
 
 
 def _check_line_endings(text: str, problems: _Problems) -> None:
