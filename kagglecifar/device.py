@@ -201,7 +201,8 @@ def freed_memory_kept(active: bool = True):
     not `active`, it does nothing). glibc serves each block above its mmap threshold (which it moves as it goes,
     up to 32 MiB) with a fresh mapping and unmaps it when freed, so a CPU forward pass at batch 1024 faulted
     its activations in page by page every batch: 11,000-28,000 page faults a batch, as the threshold had
-    moved, which made prediction slower and erratic (benchmarks/bench_gate_full.py --allocator). Inside,
+    moved, which made prediction slower and erratic (benchmarks/bench_gate_full.py --allocator); CPU training
+    gains a little (4 epochs of the cpu preset: 61.5 and 59.6 s against 67.9 and 62.0 s). Inside,
     blocks come from the heap, which is not trimmed; the outermost one restores glibc's defaults on leaving
     and returns what is free (malloc_trim). KAGGLECIFAR_KEEP_FREED_MEMORY=0 leaves glibc's defaults alone."""
     libc = _glibc() if active and os.environ.get("KAGGLECIFAR_KEEP_FREED_MEMORY") != "0" else None

@@ -33,7 +33,7 @@ from kagglecifar.config import resume_config as config_for_resume
 from kagglecifar.console import interactive, note, progress_bar
 from kagglecifar.data.device_loader import choose_loader
 from kagglecifar.data.loading import load_train_data
-from kagglecifar.device import training_device, usable_plan
+from kagglecifar.device import freed_memory_kept, training_device, usable_plan
 from kagglecifar.errors import KaggleCifarError, TrainingDiverged, excerpt
 from kagglecifar.files import write_text_atomic
 from kagglecifar.inference.predict import predict_images
@@ -220,7 +220,7 @@ class Training:
     def run(self) -> TrainResult:
         stop = runtime.StopRequest(self.config.session.time_budget, self.started, note)
         reason = "completed"
-        with self.track:
+        with self.track, freed_memory_kept(self.device.type == "cpu"):  # as predict: no page faults each step
             with stop.catching_signals():
                 while self.progress.epoch < self.recipe.epochs and reason == "completed":
                     reason = self.train_epoch(stop)
