@@ -1,8 +1,10 @@
 """CPU inference side by side: PyTorch eager (as predict runs it, and with channels_last weights, at several
-batch sizes), ONNX Runtime (the optional extra), and optionally torch.compile (Inductor, freezing on).
+batch sizes), ONNX Runtime (the optional extra), and optionally torch.compile (Inductor, freezing on) and
+OpenVINO (not a kagglecifar extra: `pip install openvino` to measure it).
 
     python benchmarks/bench_predict_backends.py --checkpoint runs/airbench94-cpu --data-dir data --limit 20000
     python benchmarks/bench_predict_backends.py ... --compile     # adds torch.compile (minutes to compile here)
+    python benchmarks/bench_predict_backends.py ... --openvino    # adds OpenVINO in bf16 (where the CPU has it) and f32
 
 Each variant predicts the same first --limit test images of the cache without TTA through predict_images
 (uint8 memory map -> float -> net -> softmax), in turns, --repeats times; the median counts. Setup (ONNX export,
@@ -22,6 +24,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 
+def openvino_model(model):
+    import openvino
+    import torch
+
+    converted = openvino.convert_model(model.eval(), example_input=torch.zeros(2, 3, 32, 32))
+    converted.reshape([-1, 3, 32, 32])  # any batch size
+    return converted
+
+
+class OpenVinoModel:
+    """The converted model compiled for the CPU in one precision, called like the module (NCHW in, logits out)."""
+
+    def __init__(self, converted, precision: str):
+        import openvino
+        import torch
+
+        options = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": str(torch.get_num_threads())}
+        self.request = openvino.Core().compile_model(converted, "CPU", options).create_infer_request()
+
+    def __call__(self, x):
+        import numpy as np
+        import torch
+
+        return torch.from_numpy(self.request.infer([np.ascontiguousarray(x.numpy(), np.float32)])[0].copy())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, help="run folder or checkpoint (default: an untrained cpu-preset net)")
@@ -30,6 +58,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-sizes", default="256,512,1024")
     p.add_argument("--compile", action="store_true", help="also torch.compile (Inductor, freezing)")
+    p.add_argument("--openvino", action="store_true", help="also OpenVINO (pip install openvino), bf16 and f32")
+    p.add_argument("--result", default="predict_backends", help="results/NAME.json (default: %(default)s)")
     args = p.parse_args()
     import os
 
@@ -74,6 +104,15 @@ def main() -> None:
         setup["torch.compile (Inductor, freezing), first calls"] = round(time.perf_counter() - started, 2)
         variants["torch.compile, batch 256"] = (compiled, 256)
 
+    if args.openvino:
+        started = time.perf_counter()
+        converted = openvino_model(model)
+        setup["openvino convert"] = round(time.perf_counter() - started, 2)
+        for precision in ("bf16", "f32"):
+            variants.update(
+                {f"openvino {precision}, batch {b}": (OpenVinoModel(converted, precision), b) for b in batch_sizes}
+            )
+
     seconds = {key: [] for key in variants}
     probs = {}
     predict_images([(model, 1.0)], images[:512], ["none"], classes, 256, cpu, progress=False)  # warm-up
@@ -95,13 +134,15 @@ def main() -> None:
         for key, times in seconds.items()
     }
     common.write_result(
-        "predict_backends",
+        args.result,
         {
             "model": name,
             "checkpoint": str(args.checkpoint) if args.checkpoint else None,
             "images": len(images),
             "threads": torch.get_num_threads(),
             "onnxruntime": __import__("onnxruntime").__version__,
+            "openvino": __import__("openvino").__version__ if args.openvino else None,
+            "environment": {k: v for k, v in os.environ.items() if k.startswith("KAGGLECIFAR_")},
             "setup_seconds": setup,
             "variants": result,
             "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],

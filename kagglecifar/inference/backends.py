@@ -2,9 +2,11 @@
 extra `pip install 'kagglecifar[onnx]'`: onnxruntime, and onnx for the export). `auto`, the default, takes ONNX
 Runtime on the CPU when it is installed and PyTorch otherwise (measured side by side in
 benchmarks/results/predict_backends.json), except on a CPU with bf16 arithmetic: there PyTorch predicts in bf16,
-0.94x the time of ONNX Runtime's fp32 for the whole `predict` on a 2-core EPYC, with the same hidden-key
-accuracy within one image in 5,000 (benchmarks/README.md). torch.compile is not offered: on two CPU cores its
-first compilation took minutes (benchmarks/README.md), longer than predicting the competition's whole test set.
+1.6x the images a second of ONNX Runtime's fp32 on a 2-core EPYC, with the same hidden-key accuracy within one
+image in 5,000 (benchmarks/README.md). torch.compile is not offered: on two CPU cores its first compilation
+took minutes (benchmarks/README.md), longer than predicting the competition's whole test set. Nor is OpenVINO:
+beside them it ran 1.17x PyTorch's bf16 and 1.14x ONNX Runtime's fp32 after a 1.2-1.4 s conversion, about 3 s
+of a 35 s `predict` (benchmarks/results/predict_backends_openvino.json).
 
 The ONNX model is exported from the loaded checkpoint in memory each time (a few seconds), with a variable
 batch size; it returns the same logits as the PyTorch model up to float rounding.
