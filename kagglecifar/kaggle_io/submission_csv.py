@@ -24,7 +24,10 @@ from kagglecifar.files import atomic_output
 
 HEADER = ["id", "label"]
 SHOWN_PROBLEMS = 5
-CANONICAL_IDS = re.compile(r"(?:(?:0|[1-9][0-9]*)\n)*")  # one id a line, as the scorer writes them
+# How the scorer's ids look: ASCII digits, no sign, no leading zero (int() would also take ' 7', '+7', '0_7' and
+# other scripts' digits); the second pattern takes many at once, one a line.
+CANONICAL_ID = re.compile("0|[1-9][0-9]*")
+CANONICAL_IDS = re.compile(f"(?:(?:{CANONICAL_ID.pattern})\n)*")
 OTHER_LINE_BREAKS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")  # str.splitlines's, not csv's
 
 
@@ -76,15 +79,18 @@ def _plain_ids(text: str) -> np.ndarray | None:
     if '"' in text or OTHER_LINE_BREAKS.search(text) or not lines or lines[0].split(",", 1)[0].strip() != "id":
         return None
     ids = [line.split(",", 1)[0] for line in lines[1:]]
-    if not CANONICAL_IDS.fullmatch("\n".join(ids) + "\n" * bool(ids)):
+    if not _all_canonical(ids):
         return None
     return np.array(list(map(int, ids)), np.int64)
 
 
 def _canonical_id(text: str) -> bool:
-    """How the scorer's ids look: ASCII digits, no sign, no leading zero (int() would also take ' 7', '+7',
-    '0_7' and other scripts' digits)."""
-    return text.isascii() and text.isdigit() and (text == "0" or not text.startswith("0"))
+    return CANONICAL_ID.fullmatch(text) is not None
+
+
+def _all_canonical(ids: list[str]) -> bool:
+    """_canonical_id for every one, in one pass of the pattern."""
+    return CANONICAL_IDS.fullmatch("".join(f"{i}\n" for i in ids)) is not None
 
 
 class _Problems:
@@ -202,7 +208,7 @@ def _plainly_valid(lines: list[str], sample_ids: np.ndarray, classes: list[str],
         return False
     cells = "\n".join(body).replace(",", "\n").split("\n") if body else []
     ids = cells[0::width]
-    if not set(cells[1::width]) <= set(classes) or not CANONICAL_IDS.fullmatch("\n".join(ids) + "\n" * bool(ids)):
+    if not set(cells[1::width]) <= set(classes) or not _all_canonical(ids):
         return False
     numbers = set(map(int, ids))
     return len(ids) == len(numbers) == len(sample_ids) and numbers == set(sample_ids.tolist())
