@@ -6,7 +6,9 @@ benchmarks/results/predict_backends.json), except on a CPU with bf16 arithmetic:
 image in 5,000 (benchmarks/README.md). torch.compile is not offered: on two CPU cores its first compilation
 took minutes (benchmarks/README.md), longer than predicting the competition's whole test set. Nor is OpenVINO:
 beside them it ran 1.17x PyTorch's bf16 and 1.14x ONNX Runtime's fp32 after a 1.2-1.4 s conversion, about 3 s
-of a 35 s `predict` (benchmarks/results/predict_backends_openvino.json).
+of a 35 s `predict` (benchmarks/results/predict_backends_openvino.json). Nor int8: ONNX Runtime's static
+quantisation ran at 0.97x its fp32 there, each GELU's erf between the int8 convolutions in float
+(benchmarks/results/predict_backends_int8.json).
 
 The ONNX model is exported from the loaded checkpoint in memory each time (a few seconds), with a variable
 batch size; it returns the same logits as the PyTorch model up to float rounding.
@@ -51,36 +53,42 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-class OnnxModel:
-    """A model exported to ONNX and run by ONNX Runtime on the CPU, called like the module: a float NCHW batch
-    (any memory format) in, logits out, as torch tensors."""
+def export_onnx(model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32)) -> bytes:
+    """The model as an ONNX graph (float NCHW `images` in, `logits` out, any batch size); one line if it cannot be."""
+    exported = io.BytesIO()
+    example = torch.zeros(2, *image_shape)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+        try:
+            torch.onnx.export(
+                model.eval(),
+                (example,),
+                exported,  # type: ignore[arg-type]  # a file object works, as documented
+                dynamo=False,
+                input_names=["images"],
+                output_names=["logits"],
+                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=ONNX_OPSET,
+            )
+        except Exception as exc:  # an operator without an ONNX form, an exporter change: say which
+            raise KaggleCifarError(
+                f"--backend onnx: could not export {type(model).__name__} to ONNX ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); use --backend eager"
+            ) from None
+    return exported.getvalue()
 
-    def __init__(self, model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32)):
+
+class OnnxModel:
+    """An ONNX graph (export_onnx's, or a module exported here) run by ONNX Runtime on the CPU, called like the
+    module: a float NCHW batch (any memory format) in, logits out, as torch tensors."""
+
+    def __init__(self, model: nn.Module | bytes, image_shape: tuple[int, int, int] = (3, 32, 32)):
         import onnxruntime
 
-        exported = io.BytesIO()
-        example = torch.zeros(2, *image_shape)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
-            try:
-                torch.onnx.export(
-                    model.eval(),
-                    (example,),
-                    exported,  # type: ignore[arg-type]  # a file object works, as documented
-                    dynamo=False,
-                    input_names=["images"],
-                    output_names=["logits"],
-                    dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-                    opset_version=ONNX_OPSET,
-                )
-            except Exception as exc:  # an operator without an ONNX form, an exporter change: say which
-                raise KaggleCifarError(
-                    f"--backend onnx: could not export {type(model).__name__} to ONNX ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else ''}); use --backend eager"
-                ) from None
+        graph = model if isinstance(model, bytes) else export_onnx(model, image_shape)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # what PyTorch was told to use
-        self.session = onnxruntime.InferenceSession(exported.getvalue(), options, providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         batch = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
