@@ -205,7 +205,7 @@ def _estimate(model: str | None, preset: str) -> Estimate:
     seconds = 0.0
     for step in range(3):
         started = time.perf_counter()
-        training_step(net, optimizer, x, y, recipe.label_smoothing)
+        training_step(net, optimizer, x, y, recipe.label_smoothing, hardest=recipe.hardest_share)
         seconds += (time.perf_counter() - started) if step else 0.0  # the first step warms up
     rate = 2 * batch / seconds
     epoch = 45_000 / rate

@@ -100,14 +100,15 @@ def test_the_cpu_estimate_times_the_training_step_of_the_model_asked_for(monkeyp
 
     timed = []
 
-    def counting_step(model, optimizer, images, labels, label_smoothing=0.0, autocast=None):
-        timed.append((type(model).__name__, sum(p.numel() for p in model.parameters()), label_smoothing))
+    def counting_step(model, optimizer, images, labels, label_smoothing=0.0, autocast=None, hardest=1.0):
+        timed.append((type(model).__name__, sum(p.numel() for p in model.parameters()), label_smoothing, hardest))
         time.sleep(0.01)  # ResNet-18's real steps take seconds here; what is timed is the point
 
     monkeypatch.setattr(step, "training_step", counting_step)
     estimate = pipeline._estimate("resnet18", "cpu")
     assert estimate.model == "resnet18" and estimate.what == f"resnet18, {preset_values('gpu')['epochs']} epochs"
     assert len(timed) == 3 and timed[0][1] > 11_000_000 and timed[0][2] == preset_values("gpu")["label_smoothing"]
+    assert timed[0][3] == 1.0  # the step as the recipe trains it: every image of the batch
 
 
 def test_from_dir_copies_the_csvs_that_predict_and_submit_read(tmp_path):

@@ -76,6 +76,25 @@ def test_every_model_learns_with_its_own_recipe(name):
     assert math.isfinite(last) and last < 0.9 * first, (name, losses)
 
 
+def test_the_hardest_share_steps_on_the_highest_losses_alone():
+    """--hardest-share: the gradient is the mean loss's over the images a no-gradient pass found the worst, and
+    the logits returned are that pass's for the whole batch (the trainer counts every label)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 10))
+    x, y = torch.randn(8, 3, 2, 2), torch.arange(8) % 10
+    worst = torch.nn.functional.cross_entropy(net(x), y, label_smoothing=0.1, reduction="none").topk(2).indices
+    params = list(net.parameters())
+    expected_loss = torch.nn.functional.cross_entropy(net(x[worst]), y[worst], label_smoothing=0.1)
+    expected = torch.autograd.grad(expected_loss, params)
+    whole = torch.autograd.grad(torch.nn.functional.cross_entropy(net(x), y, label_smoothing=0.1), params)
+    logits, loss = training_step(net, torch.optim.SGD(params, lr=0.0), x, y, 0.1, hardest=0.25)
+    assert logits.shape == (8, 10)
+    torch.testing.assert_close(loss, expected_loss)
+    for param, grad, grad_of_all in zip(params, expected, whole):
+        torch.testing.assert_close(param.grad, grad)
+        assert not torch.allclose(grad, grad_of_all)
+
+
 # ---- no silent changes -------------------------------------------------------------------------------
 
 

@@ -669,15 +669,17 @@ AIRBENCH = dict(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optimizer", ["sgd", "muon"])
-def test_the_airbench_recipe_trains_and_resumes_to_identical_weights(data_dir, tmp_path, optimizer):
-    recipe = {**AIRBENCH, "optimizer": optimizer}
+@pytest.mark.parametrize(
+    "options", [{"optimizer": "sgd"}, {"optimizer": "muon"}, {"hardest_share": 0.5}], ids=["sgd", "muon", "hardest"]
+)
+def test_the_airbench_recipe_trains_and_resumes_to_identical_weights(data_dir, tmp_path, options):
+    recipe = {**AIRBENCH, **options}
     straight = train(small_config(data_dir, tmp_path, name="straight", **recipe))
     assert straight.stopped_reason == "completed" and straight.best_val_accuracy is not None
     weights = load_checkpoint(straight.run_dir / "last.pt")
     assert bool(weights["state_dict"]["whitened"])  # the stem was set from the training images
     assert "lookahead" in weights["train_state"]
-    if optimizer == "muon":  # Muon keeps every conv filter bank at norm sqrt(out channels)
+    if options.get("optimizer") == "muon":  # Muon keeps every conv filter bank at norm sqrt(out channels)
         convs = [w for name, w in weights["state_dict"].items() if ".conv" in name]
         assert convs and all(w.flatten().norm() == pytest.approx(len(w) ** 0.5, rel=0.25) for w in convs)
     stopped = train(small_config(data_dir, tmp_path, name="stopped", time_budget=1e-6, **recipe))

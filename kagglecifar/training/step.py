@@ -23,13 +23,25 @@ def training_step(
     autocast=contextlib.nullcontext,
     scaler: torch.amp.GradScaler | None = None,
     parts: int = 1,
+    hardest: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, cross-entropy, backward and one optimizer step; returns (logits, loss) on the device.
     With fp16 autocast a `scaler` scales the loss so that small gradients do not underflow.
 
     parts > 1 (--accumulate) splits the batch into that many micro-batches in turn, each loss weighted by its
     share of the batch, so their gradients add up to the whole batch's; under DDP they are all-reduced once,
-    after the last."""
+    after the last.
+
+    hardest < 1 (--hardest-share) is airbench96_faster's data selection with the net as its own judge: a forward
+    pass without gradients ranks the batch by loss, and the step trains on that share of it with the highest.
+    The logits returned are that pass's, for the whole batch."""
+    if hardest < 1:
+        with torch.no_grad(), autocast():
+            ranked = model(images)
+            per_image = F.cross_entropy(ranked, labels, label_smoothing=label_smoothing, reduction="none")
+        keep = per_image.float().topk(max(1, round(hardest * len(labels)))).indices
+        _, loss = training_step(model, optimizer, images[keep], labels[keep], label_smoothing, autocast, scaler, parts)
+        return ranked, loss
     optimizer.zero_grad(set_to_none=True)
     chunks = list(zip(images.chunk(parts), labels.chunk(parts)))
     no_sync = getattr(model, "no_sync", None)

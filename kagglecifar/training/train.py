@@ -252,8 +252,7 @@ class Training:
         count, steps, reason = sums["count"], len(self.loader), "completed"
         self.model.train()
         # e.g. airbench's whitening bias stops moving after a few epochs: its group's learning rate becomes 0
-        frozen_groups = getattr(self.model, "frozen_groups", None)
-        frozen = frozen_groups(p.epoch) if frozen_groups is not None else set()
+        frozen: set[str] = getattr(self.model, "frozen_groups", lambda epoch: set())(p.epoch)
         bar = progress_bar(
             steps, f"epoch {p.epoch + 1}/{recipe.epochs}", "batch", enabled=self.main, initial=p.epoch_step
         )
@@ -269,6 +268,7 @@ class Training:
                 lambda: self.plan.autocast(recipe.amp),
                 self.scaler,
                 recipe.accumulate,
+                recipe.hardest_share,
             )
             self.watch.update(loss, p.step)
             p.step, p.epoch_step = p.step + 1, p.epoch_step + 1
