@@ -95,7 +95,8 @@ class Recipe:
     hardest_share: float = option(
         1.0,
         "Train each step on this share of its batch: the images with the highest loss in a forward pass without "
-        "gradients (airbench96_faster's data selection, the net as its own judge); 1: every image.",
+        "gradients (airbench96_faster's data selection, the net as its own judge; two images at least); 1: every "
+        "image.",
         AT_MOST_1,
     )
     lr: float = option(0.2, "Peak learning rate.", FINITE_POSITIVE)

@@ -95,6 +95,19 @@ def test_the_hardest_share_steps_on_the_highest_losses_alone():
         assert not torch.allclose(grad, grad_of_all)
 
 
+def test_a_small_hardest_share_still_steps_on_two_images():
+    """BatchNorm in training mode needs two images: a share that rounds to fewer keeps the worst two."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(12, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 10)
+    )
+    x, y = torch.randn(4, 3, 2, 2), torch.arange(4)
+    with torch.no_grad():
+        worst = torch.nn.functional.cross_entropy(net(x), y, reduction="none").topk(2).indices
+    _, loss = training_step(net, torch.optim.SGD(net.parameters(), lr=0.0), x, y, hardest=0.1)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(net(x[worst]), y[worst]))
+
+
 # ---- no silent changes -------------------------------------------------------------------------------
 
 

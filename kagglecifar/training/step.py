@@ -39,7 +39,8 @@ def training_step(
         with torch.no_grad(), autocast():
             ranked = model(images)
             per_image = F.cross_entropy(ranked, labels, label_smoothing=label_smoothing, reduction="none")
-        keep = per_image.float().topk(max(1, round(hardest * len(labels)))).indices
+        kept = min(len(labels), max(2, round(hardest * len(labels))))  # two at least: BatchNorm needs them
+        keep = per_image.float().topk(kept).indices
         _, loss = training_step(model, optimizer, images[keep], labels[keep], label_smoothing, autocast, scaler, parts)
         return ranked, loss
     optimizer.zero_grad(set_to_none=True)
