@@ -41,11 +41,19 @@ def hidden_key(replica: Path) -> dict[int, str]:
         return {int(row["id"]): label_of_name[row["name"]] for row in csv.DictReader(f) if row["name"] in label_of_name}
 
 
+def hidden_rows(ids, key: dict[int, str], classes: list[str]):
+    """(rows, labels): the cache rows holding the key's ids, ascending, and their labels as class indices."""
+    import numpy as np
+
+    row_of = {int(i): k for k, i in enumerate(ids)}
+    rows = np.sort([row_of[i] for i in key])
+    return rows, np.array([classes.index(key[int(ids[r])]) for r in rows])
+
+
 FRACTIONS = (0.2, 0.25, 0.3, 0.32, 0.33, 0.35, 0.4, 0.5, 0.6, 1.0)
 
 
 def accuracy_by_fraction(run: Path, data_dir: Path, key: dict[int, str], backend: str) -> dict[str, dict[str, float]]:
-    import numpy as np
     import torch
 
     from kagglecifar.cache import load_split
@@ -60,9 +68,7 @@ def accuracy_by_fraction(run: Path, data_dir: Path, key: dict[int, str], backend
     classes = list(checkpoint["classes"])
     net = prepare(model, resolve_backend(backend, cpu))
     out = predict_images([(net, 1.0)], test.images, ["none", "flip"], len(classes), device=cpu, progress=False)
-    row_of = {int(i): k for k, i in enumerate(test.ids)}
-    rows = np.array([row_of[i] for i in key])
-    truth = np.array([classes.index(label) for label in key.values()])
+    rows, truth = hidden_rows(test.ids, key, classes)
     accuracy: dict[str, dict[str, float]] = {}
     for gate in gating.GATES:
         accuracy[gate] = {}

@@ -100,6 +100,8 @@ def main() -> None:
     p.add_argument("--replica", type=Path, help="the held-out replica of the cache: score on its hidden labels")
     p.add_argument("--result", default="predict_backends", help="results/NAME.json (default: %(default)s)")
     args = p.parse_args()
+    if args.replica and not args.checkpoint:
+        p.error("--replica scores a trained net: give --checkpoint")
     import os
 
     load_before = os.getloadavg()
@@ -181,15 +183,10 @@ def main() -> None:
         }
         for key, times in seconds.items()
     }
-    if args.replica and not args.checkpoint:
-        p.error("--replica scores a trained net: give --checkpoint")
     if args.replica:  # every variant at its largest batch size on the real images among the junk
-        from bench_gate_full import hidden_key
+        from bench_gate_full import hidden_key, hidden_rows
 
-        key = hidden_key(args.replica)
-        row_of = {int(i): k for k, i in enumerate(test.ids)}
-        rows = np.sort([row_of[i] for i in key])
-        truth = np.array([list(ckpt["classes"]).index(key[int(test.ids[r])]) for r in rows])
+        rows, truth = hidden_rows(test.ids, hidden_key(args.replica), list(ckpt["classes"]))
         for key_name, (net, batch) in variants.items():
             if batch == max(batch_sizes):
                 scored = predict_images([(net, 1.0)], test.images[rows], ["none"], classes, batch, cpu, progress=False)

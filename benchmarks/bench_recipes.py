@@ -9,9 +9,10 @@ TTA and with flip TTA (every image, and gated at predict's default fraction).
 
 `hardest-half-e17` is airbench96_faster's data selection with the net as its own judge (`hardest_share`; that
 script's proxy net, 32-64-64 channels, is larger than the cpu preset's whole 16-64-64 net): each step forwards
-the whole batch without gradients and trains on the half with the highest loss, about 0.85 of a plain step's
-time, so 17 epochs take about as long as 14. `--set KEY=VALUE` changes every variant (on a CPU,
-`--set val_fraction=0.1` scores on 5,000 images instead of the preset's 1,000).
+the whole batch without gradients and trains on the half with the highest loss, about 0.8 of a plain step's
+time, so 17 epochs take about as long as 14 (184 s against 188 s, results/recipes_cpu_hardest.json).
+`--set KEY=VALUE` changes every variant (on a CPU, `--set val_fraction=0.1` scores on 5,000 images instead of
+the preset's 1,000).
 
 Writes results/recipes.json after every finished run (--out to change), so a command stopped by a time
 limit keeps what it measured. `--deadline S` starts no run after S seconds.
