@@ -136,6 +136,8 @@ def main() -> None:
     args = p.parse_args()
     solution, test_ids = ensure_replica(args.replica.resolve())
 
+    if args.work:
+        args.work.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench_e2e_", dir=args.work))
     clone, home, log = work / "kagglecifar", work / "home", work / "make.log"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)

@@ -17,15 +17,31 @@ DEFAULT_DATA = Path(__file__).resolve().parent.parent / "bench-data"
 REPLICA_TOOL = Path(__file__).resolve().parent.parent.parent / "shared" / "tools" / "make-kaggle-cifar10"
 
 
-def machine_info() -> dict:
-    cpu = platform.processor()
+# Flags that decide which kernels PyTorch and ONNX Runtime run on a CPU (bf16, int8 dot products, AMX tiles).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "avx512_vp2intersect")
+
+
+def cpu_info() -> dict:
+    """The CPU's name and, on Linux, its family/model/stepping and kernel-relevant flags: a cloud's "AMD EPYC"
+    names several generations (the same `make run` took 270 s on one and 178 s on another)."""
+    info: dict = {"cpu": platform.processor()}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        fields = dict(
+            (key.strip(), value.strip())
+            for key, _, value in (line.partition(":") for line in Path("/proc/cpuinfo").read_text().splitlines())
+            if key.strip() in ("model name", "cpu family", "model", "stepping", "flags")
+        )
     except OSError:
-        pass
+        return info
+    info["cpu"] = fields.get("model name", info["cpu"])
+    if "cpu family" in fields:
+        info["cpu_family_model_stepping"] = "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
+    flags = set(fields.get("flags", "").split())
+    info["cpu_flags"] = [flag for flag in CPU_FLAGS if flag in flags]
+    return info
+
+
+def machine_info() -> dict:
     gpu = None
     try:
         import torch
@@ -41,7 +57,7 @@ def machine_info() -> dict:
         except metadata.PackageNotFoundError:
             pass
     return {
-        "cpu": cpu,
+        **cpu_info(),
         "cores": os.cpu_count(),
         "gpu": gpu,
         "python": platform.python_version(),
