@@ -3,8 +3,8 @@ tune and the GPU check, and one policy for what runs well there.
 
     precision       bf16 autocast on CUDA capability >= 8.0; fp16 autocast + GradScaler on 7.x (no bf16
                     convolutions in cuDNN there); fp32 below 7.0 and on Apple's MPS; on the CPU bf16 autocast
-                    where the cores compute in bf16 (avx512_bf16 or AMX: the cpu preset's step measured 3.4x
-                    faster on a 2-core EPYC), else fp32 (emulated bf16 measured slower on a 2-core Xeon)
+                    where the cores compute in bf16 (avx512_bf16 or AMX: the cpu preset's step measured 1.3-1.4x
+                    faster on 2 EPYC cores), else fp32 (emulated bf16 measured slower on a 2-core Xeon)
     compile         torch.compile where Inductor can run: Triton and capability >= 7.0 on CUDA, a C++ compiler
                     on the CPU; never on MPS; otherwise eager, with one line saying why
     channels_last   on CUDA and the CPU (measured faster on 2 CPU cores); not on MPS
