@@ -5,6 +5,7 @@ full-size replica of the competition download, and scored as Kaggle scores it.
     python benchmarks/bench_e2e.py --venv .venv             # reuse an installed environment: no `make install`
     python benchmarks/bench_e2e.py --make-args "ARGS='-y --epochs 1'"   # a quick try of the harness
     python benchmarks/bench_e2e.py --keep --work /tmp      # keep the clone's data/ and runs/ afterwards
+    KAGGLECIFAR_CPU_BF16=0 python benchmarks/bench_e2e.py --result end_to_end_fp32   # as without bf16 arithmetic
 
 The competition withholds its test labels and so does shared/data/cifar10. So this benchmark builds its replica
 from a held-out copy of the fixture: train ids 1-45,000 stay train; the last 5,000 become the test set's real
@@ -128,6 +129,7 @@ def main() -> None:
     p.add_argument("--venv", type=Path, help="an installed environment to use instead of `make install`")
     p.add_argument("--work", type=Path, help="scratch folder for the clone and HOME (default: temporary)")
     p.add_argument("--make-args", default="ARGS=-y", help="what follows `make run` (default: %(default)s)")
+    p.add_argument("--result", default="end_to_end", help="results/NAME.json (default: %(default)s)")
     p.add_argument(
         "--keep",
         action="store_true",
@@ -157,13 +159,15 @@ def main() -> None:
         for m in re.finditer(r"^(fetch|train|predict|submit)\s+(done|skipped)\s+([\d.]+) s", text, re.M)
     }
     common.write_result(
-        "end_to_end",
+        args.result,
         {
             "what": "`make run` from a fresh `git clone` on this machine (no GPU), the real kaggle client talking to "
             "tests/fake_kaggle.py serving a full-size held-out replica; the fake scores the 5,000 real test "
             "images among 300,000 ids",
             "clone_commit": commit,
             "make_args": args.make_args,
+            # e.g. KAGGLECIFAR_CPU_BF16=0: the run as on a CPU without bf16 arithmetic
+            "environment": {k: v for k, v in os.environ.items() if k.startswith("KAGGLECIFAR_")},
             "load_average_before_after": [round(x, 2) for x in (*load_before, *os.getloadavg())],
             "install_seconds": install_seconds,
             "make_run_seconds": run_seconds,
