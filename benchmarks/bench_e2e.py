@@ -166,8 +166,6 @@ def main() -> None:
             "images among 300,000 ids",
             "clone_commit": commit,
             "make_args": args.make_args,
-            # e.g. KAGGLECIFAR_CPU_BF16=0: the run as on a CPU without bf16 arithmetic
-            "environment": {k: v for k, v in os.environ.items() if k.startswith("KAGGLECIFAR_")},
             "load_average_before_after": [round(x, 2) for x in (*load_before, *os.getloadavg())],
             "install_seconds": install_seconds,
             "make_run_seconds": run_seconds,

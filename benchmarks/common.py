@@ -117,9 +117,12 @@ def replica_data(name: str = "full") -> Path:
 def write_result(name: str, result: dict, command: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
+    # The variables that change what kagglecifar runs (KAGGLECIFAR_CPU_BF16=0: as on a CPU without bf16
+    # arithmetic) lead the command, so that it reproduces as written.
+    settings = [f"{key}={value}" for key, value in sorted(os.environ.items()) if key.startswith("KAGGLECIFAR_")]
     doc = {
         "benchmark": name,
-        "command": command,
+        "command": " ".join([*settings, command]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine_info(),
         **result,
