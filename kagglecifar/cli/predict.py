@@ -84,7 +84,7 @@ def predict(
         "--backend",
         metavar="auto|eager|onnx",
         help="What runs the net: eager (PyTorch) or onnx (ONNX Runtime, CPU only, the optional extra: "
-        "pip install 'kagglecifar[onnx]'); auto: onnx on the CPU when installed, else eager.",
+        "pip install 'kagglecifar[onnx]'); auto: eager, measured as fast or faster.",
     ),
     ood_threshold: Optional[float] = typer.Option(
         None,
