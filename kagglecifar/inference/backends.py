@@ -1,16 +1,15 @@
-"""What runs the net at prediction time: PyTorch itself (`eager`) or ONNX Runtime (`onnx`, CPU only, the optional
-extra `pip install 'kagglecifar[onnx]'`: onnxruntime, and onnx for the export). `auto`, the default, is PyTorch:
-in bf16 on a CPU with bf16 arithmetic, 1.6x the images a second of ONNX Runtime's fp32 on a 2-core EPYC; in fp32
-elsewhere, where since prediction keeps its freed memory (device.freed_memory_kept) ONNX Runtime measured no
-faster: the same images a second on 2 EPYC cores of two generations, and the whole `predict` over 300,000 ids
-in fp32 took 36.5 s with PyTorch against 47.6 s (53.2 s against 67.2 s with every view on every image), the
-same CSV (benchmarks/results/tta_gate_full_fp32_*.json). Before that change
-ONNX Runtime ran 3.4-5x PyTorch's fp32 on a Xeon, which page-faulted every batch. torch.compile is not offered:
-on two CPU cores its first compilation took minutes (benchmarks/README.md), longer than predicting the
-competition's whole test set. Nor is OpenVINO: beside them it ran 1.17x PyTorch's bf16 and 1.14x ONNX Runtime's
-fp32 after a 1.2-1.4 s conversion, about 3 s of a 35 s `predict` (benchmarks/results/predict_backends_openvino.json).
-Nor int8: ONNX Runtime's static quantisation ran at 0.97x its fp32 there, each GELU's erf between the int8
-convolutions in float (benchmarks/results/predict_backends_int8.json).
+"""What runs the net at prediction time: PyTorch itself (`eager`) or ONNX Runtime (`onnx`, CPU only, the optional extra
+`pip install 'kagglecifar[onnx]'`: onnxruntime, and onnx for the export). `auto`, the default, is PyTorch: in bf16
+on a CPU with bf16 arithmetic, 1.6x the images a second of ONNX Runtime's fp32 on a 2-core EPYC; in fp32 elsewhere,
+where since prediction keeps its freed memory (device.freed_memory_kept) ONNX Runtime measured no faster: the same
+images a second on 2 EPYC cores of two generations, and the whole `predict` over 300,000 ids in fp32 took 36.5 s
+with PyTorch against 47.6 s (53.2 s against 67.2 s with every view on every image), the same CSV
+(benchmarks/results/tta_gate_full_fp32_*.json). Before that change ONNX Runtime ran 3.4-5x PyTorch's fp32 on a Xeon,
+which page-faulted every batch. torch.compile is not offered: on two CPU cores its first compilation took minutes
+(benchmarks/README.md), longer than predicting the competition's whole test set. Nor is OpenVINO: beside them it ran
+1.17x PyTorch's bf16 and 1.14x ONNX Runtime's fp32 after a 1.2-1.4 s conversion, about 3 s of a 35 s `predict`
+(benchmarks/results/predict_backends_openvino.json). Nor int8: ONNX Runtime's static quantisation ran at 0.97x its
+fp32 there, each GELU's erf between the int8 convolutions in float (benchmarks/results/predict_backends_int8.json).
 
 The ONNX model is exported from the loaded checkpoint in memory each time (about a second), with a variable
 batch size; it returns the same logits as the PyTorch model up to float rounding.
