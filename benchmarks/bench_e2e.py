@@ -144,7 +144,10 @@ def main() -> None:
     clone, home, log = work / "kagglecifar", work / "home", work / "make.log"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
-    make_vars = [f"VENV={args.venv.resolve()}"] if args.venv else []
+    # With --venv, make must not reinstall: the clone's files are newer than the environment's marker, and
+    # `make install` would point the shared environment at this temporary clone (and time the reinstall).
+    venv = args.venv.resolve() if args.venv else None
+    make_vars = [f"VENV={venv}", "-o", f"{venv}/.installed"] if venv else []
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     load_before = os.getloadavg()
     install_seconds = None if args.venv else timed(["make", "install"], clone, env, log)
