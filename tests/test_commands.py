@@ -1,7 +1,9 @@
 """The commands as users type them: `predict --tta` (alone, with a mode, with none), no run argument (the newest
-finished run), `evaluate` the same, `submit` without -m."""
+finished run), `evaluate` the same, `submit` without -m; the console entry point's exit."""
 
+import gc
 import os
+import sys
 import time
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 import torch
 from test_predict import CLASSES, images, make_run
 
-from kagglecifar import rundir
+from kagglecifar import cli, rundir
 from kagglecifar.cache import write_split
 from kagglecifar.cli.app import fill_optional_values
 
@@ -142,3 +144,27 @@ def test_bare_evaluate_takes_the_newest_finished_run(tmp_path, run_cli, monkeypa
     assert code == 0, err
     assert out.splitlines()[0].startswith("evaluate: runs/new: training diverged at epoch 2, step 3")
     assert torch.load(run / "best.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("argv,code", [(["--help"], 0), (["predict", "--batch-size", "0"], 2)])
+def test_the_console_entry_point_exempts_every_object_from_collection_as_the_command_ends(monkeypatch, argv, code):
+    """argv None: the process's own command line, which ends with the command (its exit then skips the last
+    garbage collections), whether the command succeeded or not."""
+    monkeypatch.setattr(sys, "argv", ["kagglecifar", *argv])
+    assert gc.get_freeze_count() == 0
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            cli.main()
+        assert stopped.value.code == code
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_an_explicit_argv_leaves_garbage_collection_alone(run_cli):
+    """A caller that lives on after the command (the tests, a notebook) keeps collecting as before."""
+    code, out, err = run_cli("--help")
+    assert code == 0 and "predict" in out, err
+    code, _, err = run_cli("predict", "--batch-size", "0")
+    assert code == 2 and "--batch-size" in err
+    assert gc.get_freeze_count() == 0
