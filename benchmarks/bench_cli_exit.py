@@ -58,7 +58,7 @@ def main() -> None:
         for name, command in commands.items():
             seconds: dict[str, list[float]] = {entry: [] for entry in ENTRY}
             for repeat in range(args.repeats):
-                order = list(ENTRY) if repeat % 2 == 0 else list(reversed(ENTRY))  # the first of a pair ran slower
+                order = list(ENTRY) if repeat % 2 == 0 else list(reversed(ENTRY))  # neither side always first
                 for entry in order:
                     seconds[entry].append(round(timed(ENTRY[entry], command), 2))
                 print(name, {entry: each[-1] for entry, each in seconds.items()}, flush=True)
