@@ -6,11 +6,12 @@ DATA is the cache `kagglecifar fetch --from-dir REPLICA` built from bench_e2e.py
 test ids, 5,000 of them real images whose labels only the replica's held-out-labels.csv knows); RUN a run
 trained on it. `kagglecifar predict RUN` runs as a user types it, first at the default fraction, then with
 `--tta-fraction 1` (every image gets every view), each timed as a whole process (`--repeats N`: N interleaved
-pairs, medians) and within predict's passes over the images (from the images/s its summary prints); both CSVs
-are scored on the 5,000 hidden labels. Then, in this process, one pass with both views over every image gives
-the hidden-key accuracy at each share in FRACTIONS for each ranking in gating.GATES (gating.combine: predict's
-choice of rows), which is how the default ranking and share were chosen, and how many of the real images the
-default ranking gives every view. Writes results/tta_gate_full.json (or --result NAME).
+pairs, each in the other order than the one before; medians) and within predict's passes over the images (from
+the images/s its summary prints); both CSVs are scored on the 5,000 hidden labels. Then, in this process, one
+pass with both views over every image gives the hidden-key accuracy at each share in FRACTIONS for each ranking
+in gating.GATES (gating.combine: predict's choice of rows), which is how the default ranking and share were
+chosen, and how many of the real images the default ranking gives every view. Writes results/tta_gate_full.json
+(or --result NAME).
 
 --allocator also runs both commands with KAGGLECIFAR_KEEP_FREED_MEMORY=0 (glibc's own handling of freed memory,
 as before device.freed_memory_kept), interleaved with the others; every command's page faults are recorded.
@@ -107,13 +108,14 @@ def main() -> None:
     key = hidden_key(args.replica)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        # Interleaved (default, every view, default, ...): a shared machine's speed drifts over minutes, and the
-        # ratio of medians is what a user's two commands would see.
+        # Interleaved, each round in the other order than the one before (default, every view; every view,
+        # default; ...): a shared machine's speed drifts over minutes, neither command always runs first, and
+        # the ratio of medians is what a user's two commands would see.
         commands = [("default", [], ""), ("fraction_1", ["--tta-fraction", "1"], "")]
         if args.allocator:
             commands += [(f"{name}, glibc defaults", extra, "0") for name, extra, _ in commands]
-        for _ in range(args.repeats):
-            for name, extra, keep in commands:
+        for repeat in range(args.repeats):
+            for name, extra, keep in commands if repeat % 2 == 0 else commands[::-1]:
                 out = Path(scratch) / f"{name}.csv"
                 argv = ["predict", str(args.run), "--data-dir", str(args.data_dir), "--out", str(out),
                         "--backend", args.backend, "--force", *extra]  # fmt: skip
