@@ -154,6 +154,38 @@ def test_saved_probabilities_record_the_views(tmp_path, data):
     np.testing.assert_array_equal(alone.views, p.views)
 
 
+def test_saved_probabilities_alone_say_what_they_had_whatever_the_command_asks(tmp_path, data, run_cli):
+    """Nothing is computed from saved probabilities alone, so the result, its summary and a file saved from it
+    have the members' TTA mode, views and share with every view, not the command's --tta."""
+    run, _ = make_run(tmp_path / "run")
+    flip = save_probs(predict([run], data, tta="flip", tta_fraction=0.3), tmp_path / "flip.npz")
+    first = load_probs(flip)
+    for asked in ("none", "flip", "shift"):
+        alone = predict([flip], data, tta=asked)
+        assert alone.tta == "flip" and alone.tta_fraction == pytest.approx(12 / 37), asked
+        np.testing.assert_array_equal(alone.views, first.views)
+    again = load_probs(save_probs(alone, tmp_path / "again.npz"))
+    assert again.tta == "flip" and again.tta_fraction == pytest.approx(12 / 37)
+
+    out = tmp_path / "s.csv"
+    code, said, err = run_cli("predict", flip, "--data-dir", data, "--out", out, "--tta", "shift", "--force")
+    line = said.strip().splitlines()[-1]
+    assert code == 0 and "TTA flip (2 views on the 12 least confident of 37 images, 1 on the rest)" in line, err
+    assert "saved probabilities ->" in line and "images/s" not in line
+    assert json.loads(out.with_suffix(".sources.json").read_text())["tta"] == "flip"
+
+    # members of different modes: the one with the most views, each row the most views any member gave it
+    flip_all = save_probs(predict([run], data, tta="flip", tta_fraction=1), tmp_path / "flip_all.npz")
+    shift = save_probs(predict([run], data, tta="shift", tta_fraction=0.5), tmp_path / "shift.npz")
+    both = predict([flip_all, shift], data)
+    every = np.flatnonzero(load_probs(shift).views == 10)
+    assert both.tta == "shift" and both.tta_fraction == pytest.approx(19 / 37) and len(every) == 19
+    np.testing.assert_array_equal(np.flatnonzero(both.views == 10), every)
+    assert set(both.views[~both.bad & (both.views < 10)].tolist()) == {2}
+    code, said, err = run_cli("predict", flip_all, shift, "--data-dir", data, "--out", out, "--force")
+    assert code == 0 and "TTA shift (10 views on the 19 least confident of 37 images, fewer on the rest)" in said, err
+
+
 def test_cli_refuses_a_bad_fraction_in_one_line(tmp_path, data, run_cli):
     run, _ = make_run(tmp_path / "run")
     for value in ("0", "1.5", "nan"):

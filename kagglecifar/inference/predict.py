@@ -1,14 +1,11 @@
 """Prediction over the test cache: test-time augmentation (TTA), ensembles, junk images; evaluation.
 
-TTA (tta.py): a prediction is the mean softmax over the views of its mode, made per batch on the device,
-so memory stays that of one batch.
+TTA (tta.py): a prediction is the mean softmax over the views of its mode, made per batch on the device, so
+memory stays that of one batch. Ensembles: several checkpoints (or run folders, meaning their best.pt) and
+probabilities saved earlier with `--save-probs x.npz` are averaged, optionally weighted; their classes agree.
 
-Ensembles: several checkpoints (or run folders, meaning their best.pt) and probabilities saved earlier
-with `--save-probs x.npz` are averaged, optionally weighted; their class lists must agree.
-
-Undecodable test images (the cache's `bad` flag) still get a row: their probabilities are the mean
-probabilities over the decodable images (the model's prior), so their label (the fallback) is the class
-with the highest mean probability, and their confidence is 0. They are listed in `<csv stem>.bad-ids.txt`.
+Undecodable test images (the cache's `bad` flag) get a row: the mean probabilities of the decodable ones (the
+prior), whose top class is their label (the fallback); confidence 0; listed in `<csv stem>.bad-ids.txt`.
 
 Confidence = the highest averaged class probability. A decodable image whose confidence is below the
 out-of-distribution threshold (default 0.5: no class gets half the probability) "looks out-of-distribution";
@@ -258,12 +255,12 @@ def predict(
         options: dict = dict(gate=gate, eligible=~test.bad, others=probs if saved else None, batch_size=batch_size)
         gated = predict_gated(models, test.images, tta, len(classes), tta_fraction, **options, device=dev)
         probs, views = (gated.probs + probs if saved else gated.probs), gated.views
-    else:  # saved probabilities only: each row as many views as any of them had
-        views = np.max([earlier.views_per_row() for earlier, _ in saved], axis=0)
+    else:  # saved probabilities only: their mode and views, not the command's
+        tta, views, tta_fraction = saved_probs.ensemble_views([earlier for earlier, _ in saved], test.bad)
     seconds = time.perf_counter() - started
     result = _with_fallback(test.ids, probs, test.bad, classes, tta, len(test) / max(seconds, 1e-9))
     result.views = views
-    result.tta_fraction = tta_fraction if models else 1.0
+    result.tta_fraction = tta_fraction
     result.backend = backend if models else "saved"
     return result
 
@@ -373,13 +370,16 @@ class PredictResult:
         threshold = default_ood_threshold(len(p.classes)) if self.ood_threshold is None else self.ood_threshold
         shown = f"{views} view{'s' if views > 1 else ''}"
         if views > 1 and p.tta_fraction < 1:
-            gated = int((p.views_per_row() == views).sum())
-            shown += f" on the {gated:,} least confident of {int((~p.bad).sum()):,} images, 1 on the rest"
+            rows, good = p.views_per_row(), ~p.bad
+            rest = "1" if set(rows[good & (rows < views)].tolist()) == {1} else "fewer"
+            shown += f" on the {int((rows >= views).sum()):,} least confident of {int(good.sum()):,} images,"
+            shown += f" {rest} on the rest"
+        speed = "saved probabilities" if p.backend == "saved" else f"{p.images_per_second:,.0f} images/s ({p.backend})"
         return (
             f"{self.rows} rows, TTA {p.tta} ({shown}), "
             f"{int(p.bad.sum())} undecodable ids -> {p.fallback!r} (listed in {self.bad_ids_path}), "
             f"{p.ood_count(threshold)} look out-of-distribution (confidence < {threshold:g}), "
-            f"{p.images_per_second:,.0f} images/s ({p.backend}){probs} -> {self.csv_path}"
+            f"{speed}{probs} -> {self.csv_path}"
         )
 
 
@@ -439,7 +439,7 @@ def predict_to_submission(
             f"{predictions.fallback!r} (highest mean probability over the decodable images) in {out.name}\n"
             + "".join(f"{i}\n" for i in bad_ids.tolist())
         )
-    provenance.write_sources(out, sources, tta, weights)  # which runs the CSV came from, for submit and compare
+    provenance.write_sources(out, sources, predictions.tta, weights)  # which runs it came from, for submit, compare
     return PredictResult(
         predictions,
         out,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kagglecifar.errors import KaggleCifarError, excerpt
+from kagglecifar.inference.tta import TTA_VIEWS
 
 MAX_ROWS = 10_000_000  # test ids (Kaggle's CIFAR-10 test set has 300,000)
 MAX_CLASSES = 1000
@@ -96,3 +97,14 @@ def read_views(path: Path, saved, rows: int) -> tuple[np.ndarray | None, float]:
     if views.shape != (rows,) or views.dtype.kind not in "iu" or (rows and views.min() < 1) or not 0 < fraction <= 1:
         raise _bad(path, f"views {views.shape} {views.dtype} or tta_fraction {fraction:g} do not fit its {rows} ids")
     return views.astype(np.uint8), fraction
+
+
+def ensemble_views(members: list, bad: np.ndarray) -> tuple[str, np.ndarray, float]:
+    """What an ensemble of saved probabilities alone had (the command's --tta computes nothing then): the
+    members' TTA mode (the one with the most views when they differ), each row's views (the most any member
+    gave it) and the share of the decodable rows with every view of that mode. `members`: load_probs's."""
+    mode = max(sorted({member.tta for member in members}), key=lambda m: TTA_VIEWS[m])
+    views = np.max([member.views_per_row() for member in members], axis=0)
+    good = ~np.asarray(bad, bool)
+    fraction = float((views[good] >= TTA_VIEWS[mode]).mean()) if good.any() else 1.0
+    return mode, views, fraction
