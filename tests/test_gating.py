@@ -185,6 +185,12 @@ def test_saved_probabilities_alone_say_what_they_had_whatever_the_command_asks(t
     code, said, err = run_cli("predict", flip_all, shift, "--data-dir", data, "--out", out, "--force")
     assert code == 0 and "TTA shift (10 views on the 19 least confident of 37 images, fewer on the rest)" in said, err
 
+    # the default file name has the files' mode too
+    subs = tmp_path / "subs"
+    for sources, name in (([flip], "flip-flip.csv"), ([flip_all, shift], "flip_all-ensemble-shift.csv")):
+        code, said, err = run_cli("predict", *sources, "--data-dir", data, "--submissions-dir", subs, "--tta", "none")
+        assert code == 0 and (subs / name).is_file(), (name, err)
+
 
 def test_cli_refuses_a_bad_fraction_in_one_line(tmp_path, data, run_cli):
     run, _ = make_run(tmp_path / "run")

@@ -341,8 +341,8 @@ def load_probs(path: Path) -> Predictions:
 
 
 def default_submission_path(sources: list[Path], tta: str, folder: Path = Path("submissions")) -> Path:
-    """submissions/<run name>[-ensemble]-<tta mode>.csv"""
-    first = Path(sources[0])
+    """submissions/<run name>[-ensemble]-<tta mode>.csv; saved probabilities alone: the mode they had."""
+    first, tta = Path(sources[0]), saved_probs.files_mode(sources) or tta
     if first.is_dir():
         name = first.name
     else:

@@ -99,12 +99,33 @@ def read_views(path: Path, saved, rows: int) -> tuple[np.ndarray | None, float]:
     return views.astype(np.uint8), fraction
 
 
+def widest_mode(modes) -> str:
+    """Of several TTA modes, the one with the most views (the alphabetically first of equals)."""
+    return max(sorted(modes), key=lambda mode: TTA_VIEWS[mode])
+
+
 def ensemble_views(members: list, bad: np.ndarray) -> tuple[str, np.ndarray, float]:
     """What an ensemble of saved probabilities alone had (the command's --tta computes nothing then): the
-    members' TTA mode (the one with the most views when they differ), each row's views (the most any member
-    gave it) and the share of the decodable rows with every view of that mode. `members`: load_probs's."""
-    mode = max(sorted({member.tta for member in members}), key=lambda m: TTA_VIEWS[m])
+    members' TTA mode (widest_mode when they differ), each row's views (the most any member gave it) and the
+    share of the decodable rows with every view of that mode. `members`: load_probs's."""
+    mode = widest_mode({member.tta for member in members})
     views = np.max([member.views_per_row() for member in members], axis=0)
     good = ~np.asarray(bad, bool)
     fraction = float((views[good] >= TTA_VIEWS[mode]).mean()) if good.any() else 1.0
     return mode, views, fraction
+
+
+def files_mode(sources: list[Path]) -> str | None:
+    """The mode ensemble_views will give when every source is a probabilities file, read from their `tta`
+    members alone; None otherwise, or when one cannot be read (predict then names the problem)."""
+    modes = []
+    for source in map(Path, sources):
+        if source.suffix != ".npz" or not source.is_file():
+            return None
+        try:
+            check_headers(source)
+            with np.load(source, allow_pickle=False) as saved:
+                modes.append(str(saved["tta"]))
+        except (KaggleCifarError, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+    return widest_mode(modes) if modes and all(mode in TTA_VIEWS for mode in modes) else None
