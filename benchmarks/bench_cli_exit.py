@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 ENTRY = {
-    "exempting": "import sys; from kagglecifar.cli import main; main()",
+    "exempting": "from kagglecifar.cli import main; main()",
     "collecting": "import sys; from kagglecifar.cli import main; main(sys.argv[1:])",
 }
 

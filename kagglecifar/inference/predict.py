@@ -370,9 +370,9 @@ class PredictResult:
         threshold = default_ood_threshold(len(p.classes)) if self.ood_threshold is None else self.ood_threshold
         shown = f"{views} view{'s' if views > 1 else ''}"
         if views > 1 and p.tta_fraction < 1:
-            rows, good = p.views_per_row(), ~p.bad
-            rest = "1" if set(rows[good & (rows < views)].tolist()) == {1} else "fewer"
-            shown += f" on the {int((rows >= views).sum()):,} least confident of {int(good.sum()):,} images,"
+            each, good = p.views_per_row(), ~p.bad
+            rest = "1" if set(each[good & (each < views)].tolist()) == {1} else "fewer"
+            shown += f" on the {int((each >= views).sum()):,} least confident of {int(good.sum()):,} images,"
             shown += f" {rest} on the rest"
         speed = "saved probabilities" if p.backend == "saved" else f"{p.images_per_second:,.0f} images/s ({p.backend})"
         return (
