@@ -57,16 +57,20 @@ def test_each_ranking_orders_the_rows_by_its_own_measure():
         ],
         np.float32,
     )
-    assert gating.DEFAULT_GATE == "odds"
-    np.testing.assert_allclose(gating.confidence(probs), [2 / 3, 0.15 / 0.55, 0.2, 0.8 / 0.9, 0.4], atol=1e-6)
-    assert gating.least_confident(probs, 0.4).tolist() == [1, 2]
-    assert gating.least_confident(probs, 0.6).tolist() == [1, 2, 4]
+    np.testing.assert_allclose(gating.confidence(probs, "odds"), [2 / 3, 0.15 / 0.55, 0.2, 0.8 / 0.9, 0.4], atol=1e-6)
+    np.testing.assert_allclose(gating.confidence(probs, "runner-up"), [0.9, 0.6, 0.84, 0.9, 0.7], atol=1e-6)
+    assert gating.least_confident(probs, 0.4, "odds").tolist() == [1, 2]
+    assert gating.least_confident(probs, 0.6, "odds").tolist() == [1, 2, 4]
     assert gating.least_confident(probs, 0.2, "margin").tolist() == [2]
     assert gating.least_confident(probs, 0.4, "runner-up").tolist() == [1, 4]
+    assert gating.least_confident(probs, 0.6, "runner-up").tolist() == [1, 2, 4]
     assert gating.least_confident(probs, 0.2, "top").tolist() == [2]
+    # by default a split between two classes gets the views before probabilities spread over many (junk-like)
+    assert gating.least_confident(probs, 0.2).tolist() == [1]
+    assert gating.least_confident(probs, 0.4).tolist() == [1, 4]
     combined = gating.combine(probs, probs[::-1].copy(), "flip", 0.2)
-    assert combined.views.tolist() == [1, 1, 2, 1, 1]
-    assert np.array_equal(combined.probs[2], probs[::-1][2]) and np.array_equal(combined.probs[0], probs[0])
+    assert combined.views.tolist() == [1, 2, 1, 1, 1]
+    assert np.array_equal(combined.probs[1], probs[::-1][1]) and np.array_equal(combined.probs[0], probs[0])
 
 
 @pytest.mark.parametrize("value", [0, -0.5, 1.5, float("nan"), float("inf")])
@@ -214,6 +218,8 @@ def test_cli_refuses_a_bad_fraction_in_one_line(tmp_path, data, run_cli):
 def test_the_help_states_the_default_fraction(run_cli):
     code, out, _ = run_cli("predict", "--help")
     assert code == 0 and f"Default: {gating.DEFAULT_FRACTION:g}." in " ".join(out.split())
+    code, out, _ = run_cli("evaluate", "--help")
+    assert code == 0 and f"(default: predict's, {gating.DEFAULT_FRACTION:g})" in " ".join(out.split())
 
 
 def test_evaluate_reports_each_mode_at_the_default_fraction_and_at_1(tmp_path, run_cli):
