@@ -52,9 +52,9 @@ TTA_FRACTION = typer.Option(
     None,
     "--tta-fraction",
     metavar="F",
-    help="Share of the images (0 < F <= 1) that get every TTA view: the least confident ones, those with the "
-    "strongest second answer (the highest second probability), from the image alone; the rest are predicted from "
-    "the image alone. 1: every image gets every view. Default: 0.32.",
+    help="Share of the images (0 < F <= 1) that get every TTA view: the least confident ones, those whose second "
+    "most likely class is the most probable when predicted from the image alone; the rest keep that prediction. "
+    "1: every image gets every view. Default: 0.32.",
 )  # gating.DEFAULT_FRACTION; a test keeps them in step
 
 
