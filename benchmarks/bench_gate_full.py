@@ -15,7 +15,8 @@ chosen, and how many of the real images the default ranking gives every view. Wr
 
 --allocator also runs both commands with KAGGLECIFAR_KEEP_FREED_MEMORY=0 (glibc's own handling of freed memory,
 as before device.freed_memory_kept), interleaved with the others; every command's page faults are recorded.
---no-shares leaves the accuracy-by-share pass out.
+--no-shares leaves the accuracy-by-share pass out. --fractions F [F ...] also times `--tta-fraction F` for each
+F, interleaved with the others, with its ratio to `--tta-fraction 1` and its hidden-key accuracy.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def main() -> None:
     p.add_argument("--result", default="tta_gate_full", help="results/NAME.json (default: %(default)s)")
     p.add_argument("--allocator", action="store_true", help="also each command with glibc's defaults")
     p.add_argument("--no-shares", action="store_true", help="leave out the accuracy-by-share pass")
+    p.add_argument("--fractions", type=float, nargs="+", default=[], help="also time --tta-fraction F for each F")
     args = p.parse_args()
     key = hidden_key(args.replica)
     rows: dict[str, dict] = {}
@@ -112,6 +114,7 @@ def main() -> None:
         # default; ...): a shared machine's speed drifts over minutes, neither command always runs first, and
         # the ratio of medians is what a user's two commands would see.
         commands = [("default", [], ""), ("fraction_1", ["--tta-fraction", "1"], "")]
+        commands += [(f"fraction_{f:g}", ["--tta-fraction", f"{f:g}"], "") for f in args.fractions]
         if args.allocator:
             commands += [(f"{name}, glibc defaults", extra, "0") for name, extra, _ in commands]
         for repeat in range(args.repeats):
@@ -156,6 +159,18 @@ def main() -> None:
         glibc = rows["default, glibc defaults"]["seconds"] / rows["fraction_1, glibc defaults"]["seconds"]
         print(f"with glibc's defaults: {glibc:.3f}x", flush=True)
     points = 100 * (rows["default"]["hidden_key_accuracy"] - rows["fraction_1"]["hidden_key_accuracy"])
+    other_shares = {
+        f"{f:g}": {
+            "time_ratio": round(rows[f"fraction_{f:g}"]["seconds"] / rows["fraction_1"]["seconds"], 3),
+            "accuracy_difference_points": round(
+                100 * (rows[f"fraction_{f:g}"]["hidden_key_accuracy"] - rows["fraction_1"]["hidden_key_accuracy"]), 2
+            ),
+        }
+        for f in args.fractions
+    }
+    for share, measured in other_shares.items():
+        print(f"--tta-fraction {share} / fraction 1: {measured['time_ratio']:.3f}x the time, "
+              f"{measured['accuracy_difference_points']:+.2f} points")  # fmt: skip
     common.write_result(
         args.result,
         {
@@ -170,6 +185,7 @@ def main() -> None:
             "time_ratio_predicting": round(predicting, 3),
             "time_ratio_glibc_defaults": round(glibc, 3) if args.allocator else None,
             "accuracy_difference_points": round(points, 2),
+            "other_shares": other_shares,
         },
         command=" ".join(["python", "benchmarks/bench_gate_full.py", *sys.argv[1:]]),
     )

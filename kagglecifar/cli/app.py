@@ -54,7 +54,7 @@ TTA_FRACTION = typer.Option(
     metavar="F",
     help="Share of the images (0 < F <= 1) that get every TTA view: the least confident ones, those whose second "
     "most likely class is the most probable when predicted from the image alone; the rest keep that prediction. "
-    "1: every image gets every view. Default: 0.32.",
+    "1: every image gets every view. Default: 0.3.",
 )  # gating.DEFAULT_FRACTION; a test keeps them in step
 
 

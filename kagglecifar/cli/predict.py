@@ -147,7 +147,7 @@ def evaluate(
         "--tta-fraction",
         metavar="F",
         help="Also score each mode with gated TTA: only the least confident share F (0 < F <= 1) of the images "
-        "gets every view (default: predict's, 0.32); the accuracy with every view on every image is always shown.",
+        "gets every view (default: predict's, 0.3); the accuracy with every view on every image is always shown.",
     ),
     data_dir: Optional[Path] = DATA_DIR,
     batch_size: Optional[int] = BATCH_SIZE,
