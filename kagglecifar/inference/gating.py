@@ -17,7 +17,7 @@ full replica's 300,000 ids with eight cpu-preset models (seeds 0-7), scored on t
 the junk (benchmarks/results/tta_gate_rankings.json), against every view on every image: at a share of 0.3
 runner-up lost 0.12 points on average (0.30 at worst), at 0.31 0.13 (0.28), at 0.32 0.115 (0.26); odds 0.20
 (0.42) at 0.3 and, the default before, 0.15 (0.38) at 0.33; margin 0.34 (0.54) at 0.3. The share trades those
-points for time: side by side, the whole `predict` took 0.663x-0.668x the time of every view at 0.3 in four
+points for time: side by side, the whole `predict` took 0.663x-0.677x the time of every view at 0.3 in five
 sets, 0.683x-0.703x at 0.31 and 0.672x-0.716x at 0.32 (benchmarks/results/tta_gate_full_*runner_up*.json,
 tta_gate_full_shares*.json). Ranked among the real images alone (a test set without junk), every ranking but
 top lost at most 0.02 points on average from a share of 0.3 up.
