@@ -107,6 +107,8 @@ def main() -> None:
     p.add_argument("--no-shares", action="store_true", help="leave out the accuracy-by-share pass")
     p.add_argument("--fractions", type=float, nargs="+", default=[], help="also time --tta-fraction F for each F")
     args = p.parse_args()
+    if any(not 0 < f < 1 for f in args.fractions):
+        p.error("--fractions: shares above 0 and below 1 (1 and the default are timed anyway)")
     key = hidden_key(args.replica)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as scratch:

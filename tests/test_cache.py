@@ -462,6 +462,36 @@ def test_ctrl_c_stops_every_thread_and_removes_what_was_begun(download, monkeypa
     assert sorted(p.name for p in download["data"].rglob("*")) == ["cache"]  # an empty folder of ours
 
 
+def test_a_second_ctrl_c_while_the_threads_end_still_ends_them(download, monkeypatch):
+    pressed_again = threading.Event()
+    real_join = decode.join
+
+    first = threading.Lock()
+
+    def interrupted_then_slow(output, *batch):  # the first Ctrl-C, while a batch is decoded; then a slow batch
+        if first.acquire(blocking=False):
+            _thread.interrupt_main()
+            while not output.stopped.wait(1.0):  # pressed again if CPython dropped it in a finalizer
+                _thread.interrupt_main()
+        output.stopped.wait()
+        pressed_again.wait(10)
+        threading.Event().wait(1.0)  # still decoding well after the second Ctrl-C
+
+    def interrupted_join(thread):  # the second Ctrl-C lands while the main thread waits for a decoding thread
+        if not pressed_again.is_set():
+            pressed_again.set()
+            raise KeyboardInterrupt
+        real_join(thread)
+
+    monkeypatch.setattr(decode, "decode_batch", interrupted_then_slow)
+    monkeypatch.setattr(decode, "join", interrupted_join)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(download["src"], download["data"], keep_png=True, workers=2)
+    assert pressed_again.is_set()
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("kagglecifar")]
+    assert sorted(p.name for p in download["data"].rglob("*")) == ["cache"]
+
+
 INTERRUPTED_WHILE_CLOSING = """
 import _thread, threading
 from kagglecifar.cache import decode

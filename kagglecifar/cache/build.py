@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 import shutil
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -172,9 +173,7 @@ def _build_splits(plans: list[_Plan], data_dir: Path, keep_png: bool, workers: i
                     build.stopped.set()
                 raise
             finally:
-                for build in builds:
-                    build.join()
-                decoders.close()
+                _end_threads(builds, decoders)
                 threads_ended = True  # from here on, nothing writes into the splits' folders
             summaries = {}
             for build in builds:  # the splits that worked are published, then the first error is raised
@@ -186,8 +185,42 @@ def _build_splits(plans: list[_Plan], data_dir: Path, keep_png: bool, workers: i
                     raise _explain(build.error, build.plan, data_dir)
             return summaries
         finally:
+            with _ctrl_c_held():
+                for build in builds:
+                    build.cleanup(threads_ended)
+
+
+def _end_threads(builds: list[_SplitBuild], decoders: DecodeThreads) -> None:
+    """Join every reading and decoding thread, through further Ctrl-Cs too (raised once they have ended): a
+    thread left running would write into the folders that cleanup removes."""
+    interrupted: KeyboardInterrupt | None = None
+    while True:
+        try:
             for build in builds:
-                build.cleanup(threads_ended)
+                build.join()
+            decoders.close()
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
+
+
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """A Ctrl-C pressed inside is raised as KeyboardInterrupt once the block has run (in the main thread, where
+    Python handles signals): cleanup that has begun finishes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 def _wait(builds: list[_SplitBuild], decoders: DecodeThreads) -> None:
