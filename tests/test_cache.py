@@ -480,7 +480,7 @@ def test_a_second_ctrl_c_while_the_threads_end_still_ends_them(download, monkeyp
     def interrupted_join(thread):  # the second Ctrl-C lands while the main thread waits for a decoding thread
         if not pressed_again.is_set():
             pressed_again.set()
-            raise KeyboardInterrupt
+            _thread.interrupt_main()
         real_join(thread)
 
     monkeypatch.setattr(decode, "decode_batch", interrupted_then_slow)

@@ -173,8 +173,11 @@ def _build_splits(plans: list[_Plan], data_dir: Path, keep_png: bool, workers: i
                     build.stopped.set()
                 raise
             finally:
-                _end_threads(builds, decoders)
-                threads_ended = True  # from here on, nothing writes into the splits' folders
+                with _ctrl_c_held():  # a thread left running would write into the folders that cleanup removes
+                    for build in builds:
+                        build.join()
+                    decoders.close()
+                    threads_ended = True  # from here on, nothing writes into the splits' folders
             summaries = {}
             for build in builds:  # the splits that worked are published, then the first error is raised
                 if build.error is None:
@@ -190,26 +193,10 @@ def _build_splits(plans: list[_Plan], data_dir: Path, keep_png: bool, workers: i
                     build.cleanup(threads_ended)
 
 
-def _end_threads(builds: list[_SplitBuild], decoders: DecodeThreads) -> None:
-    """Join every reading and decoding thread, through further Ctrl-Cs too (raised once they have ended): a
-    thread left running would write into the folders that cleanup removes."""
-    interrupted: KeyboardInterrupt | None = None
-    while True:
-        try:
-            for build in builds:
-                build.join()
-            decoders.close()
-            break
-        except KeyboardInterrupt as exc:
-            interrupted = exc
-    if interrupted is not None:
-        raise interrupted
-
-
 @contextlib.contextmanager
 def _ctrl_c_held():
     """A Ctrl-C pressed inside is raised as KeyboardInterrupt once the block has run (in the main thread, where
-    Python handles signals): cleanup that has begun finishes."""
+    Python handles signals): teardown that has begun finishes, however often the user presses it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -273,9 +260,10 @@ class _SplitBuild:
             members, stream = read_members(z, plan.archive, plan.split), None
         if plan.labels is not None:
             competition.check_labels_match(plan.labels_path, plan.labels, members.ids.tolist(), plan.archive)
-        self.writer = SplitWriter(
-            data_dir, plan.split, len(members.ids), with_labels=plan.labels is not None, mmap=False
-        )
+        with _ctrl_c_held():  # its folder exists only once cleanup knows of it
+            self.writer = SplitWriter(
+                data_dir, plan.split, len(members.ids), with_labels=plan.labels is not None, mmap=False
+            )
         self.writer.ids[:] = members.ids
         if plan.labels is not None:
             index = {name: i for i, name in enumerate(plan.classes)}

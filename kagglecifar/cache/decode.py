@@ -211,7 +211,6 @@ class DecodeThreads:
         ]
         for thread in self.threads:
             thread.start()
-        self.ends_sent = 0  # close() again after a Ctrl-C queues no more ends than threads
 
     def submit(self, output: SplitOutput, *batch) -> None:
         """Queue a batch (decode_batch's arguments after the output); waits while the queue is full.
@@ -244,9 +243,8 @@ class DecodeThreads:
 
     def close(self) -> None:
         """Decode what is queued (dropping the batches of stopped splits), then end the threads."""
-        while self.ends_sent < len(self.threads):
+        for _ in self.threads:
             self.queue.put(None)
-            self.ends_sent += 1
         for thread in self.threads:
             join(thread)
         self.threads = []
